@@ -1,0 +1,3 @@
+from r1probe.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""Batched greedy/sampled generation with length-sorted, left-padded batches."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from r1probe.models.loader import LoadedModel
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to minimise padding."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def generate_texts(lm: LoadedModel, prompt_texts: Sequence[str], *, max_new_tokens: int = 128,
+                   batch_size: int = 8, do_sample: bool = False, temperature: float = 1.0,
+                   seed: int | None = 0, progress: bool = False, desc: str = "generate") -> list[str]:
+    """Generate a completion for each already-formatted prompt; results are in input order.
+
+    Padding is on the left with attention masks, so batched greedy output equals
+    one-by-one greedy output up to floating-point noise.
+    """
+    tok = lm.tokenizer
+    enc = [lm.chat.encode(t) for t in prompt_texts]
+    out: list[str | None] = [None] * len(enc)
+    if seed is not None:
+        torch.manual_seed(seed)
+    batches = length_sorted_batches([len(e) for e in enc], batch_size)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    gen_kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad)
+    if do_sample:
+        gen_kw["temperature"] = temperature
+    else:
+        gen_kw.update(temperature=None, top_p=None, top_k=None)
+    for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        ids, mask = left_pad([enc[i] for i in idx], pad, lm.device)
+        seqs = lm.model.generate(input_ids=ids, attention_mask=mask, **gen_kw)
+        for row, i in enumerate(idx):
+            out[i] = tok.decode(seqs[row, ids.shape[1]:], skip_special_tokens=True)
+    return out  # type: ignore[return-value]
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ``(input_ids, attention_mask)`` tensors."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if len(s):
+            ids[r, n - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[r, n - len(s):] = 1
+    return ids.to(device), mask.to(device)

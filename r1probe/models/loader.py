@@ -1,0 +1,153 @@
+"""Load a model from any spec into a ``LoadedModel`` (model, tokenizer, layout, chat formatter)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1probe.errors import R1ProbeError, UnsupportedModelError
+from r1probe.models.builtin import BUILTINS, assemble
+from r1probe.models.chat import ChatFormatter, resolve_template
+from r1probe.models.gguf import dequantize_gguf
+from r1probe.models.layout import Layout, detect_layout
+from r1probe.models.spec import ModelSpec, parse_spec
+from r1probe.provenance import sha256_file, sha256_text
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+          "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """Default bfloat16 (fast on AMX CPUs and on GPUs); else the named dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16
+    if dtype not in DTYPES:
+        raise R1ProbeError(f"--dtype {dtype!r}: choose one of {', '.join(sorted(DTYPES))}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@dataclass
+class LoadedModel:
+    """A loaded causal LM with what the rest of r1probe needs to know about it."""
+
+    model: Any
+    tokenizer: Any
+    layout: Layout
+    chat: ChatFormatter
+    spec: ModelSpec
+    source: str  # folder the weights were read from
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def describe(self) -> dict:
+        cfg = self.model.config
+        return {
+            "spec": self.spec.raw,
+            "architecture": self.layout.family,
+            "model_class": type(self.model).__name__,
+            "n_layers": self.layout.n_layers,
+            "hidden_size": self.layout.d_model,
+            "vocab_size": int(cfg.vocab_size),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "tied_embeddings": self.layout.tied_embeddings,
+            "chat_template": self.chat.kind,
+            "thinks": self.chat.thinks,
+            "loaded_from": self.source,
+            **self.provenance,
+        }
+
+
+def _resolve_source(spec: ModelSpec) -> tuple[str, dict]:
+    """Turn a spec into a local folder (or hub id) plus provenance fields."""
+    if spec.kind == "builtin":
+        model = BUILTINS[spec.target]
+        gguf = assemble(spec.target)
+        return str(dequantize_gguf(gguf, model.sha256)), {"gguf_sha256": model.sha256, "builtin": spec.target}
+    if spec.kind == "gguf":
+        sha = sha256_file(spec.target)
+        return str(dequantize_gguf(spec.target, sha)), {"gguf_sha256": sha, "gguf_file": spec.target}
+    if spec.kind == "dir":
+        return spec.target, {}
+    return spec.target, {"revision": spec.revision or "main"}
+
+
+def load_model(spec: str | ModelSpec, *, revision: str | None = None, dtype: str | torch.dtype | None = None,
+               device: str | None = None, device_map: str | None = None, trust_remote_code: bool = False,
+               chat_template: str | None = None) -> LoadedModel:
+    """Load ``spec`` (hub id, folder, .gguf or builtin:NAME) for inference in eval mode.
+
+    dtype defaults to bfloat16; ``device_map="auto"`` spreads a large model over GPUs
+    (accelerate). ``trust_remote_code`` is never set unless asked for.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not isinstance(spec, ModelSpec):
+        spec = parse_spec(spec, revision)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    source, prov = _resolve_source(spec)
+    kw = {"revision": spec.revision} if spec.kind == "hub" and spec.revision else {}
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
+    except Exception as e:  # noqa: BLE001
+        raise R1ProbeError(f"{spec.raw}: cannot read model config ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
+            raise UnsupportedModelError(
+                f"{spec.raw}: architecture {config.model_type!r} is not a causal LM known to transformers "
+                f"(r1probe supports decoder-only models such as qwen2 and llama)")
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            device_map=device_map, **kw)
+    except R1ProbeError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise R1ProbeError(f"{spec.raw}: failed to load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    layout = detect_layout(model)
+    tpl, kind = resolve_template(chat_template, tokenizer)
+    chat = ChatFormatter(tokenizer, tpl, kind)
+    prov = {**prov, "chat_template_sha256": sha256_text(tpl)}
+    if spec.kind == "hub":
+        commit = getattr(config, "_commit_hash", None)
+        if commit:
+            prov["revision"] = commit
+    return LoadedModel(model, tokenizer, layout, chat, spec, source, prov)
+
+
+def model_provenance(lm: LoadedModel) -> dict:
+    """The fields a manifest records about the model."""
+    return {"model": lm.spec.raw, "loaded_from": lm.source, "dtype": str(lm.dtype).replace("torch.", ""),
+            "n_layers": lm.layout.n_layers, "hidden_size": lm.layout.d_model, **lm.provenance}
