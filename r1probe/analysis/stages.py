@@ -44,10 +44,12 @@ def is_fresh(path: Path, key: str) -> bool:
 
 
 def run_stage(name: str, path: str | Path, inputs: dict[str, Any], fn: Callable[[Path], dict | None],
-              *, force: bool = False, log: Callable[[str], None] = print) -> StageResult:
+              *, force: bool = False, keep_partial: bool = False, log: Callable[[str], None] = print) -> StageResult:
     """Run ``fn(path)`` unless ``path/stage.json`` records the same inputs; returns its info.
 
-    A stale folder (other inputs, or no stamp after a crash) is cleared before rerunning.
+    A stale folder (other inputs, or no stamp after a crash) is cleared before rerunning, unless
+    ``keep_partial`` (for stages that resume by themselves, like evaluation after a crash) and
+    the stale folder's inputs are the same (no stamp yet).
     """
     path = Path(path)
     key = stage_key(name, inputs)
@@ -55,9 +57,9 @@ def run_stage(name: str, path: str | Path, inputs: dict[str, Any], fn: Callable[
         info = json.loads((path / STAMP).read_text()).get("info", {})
         log(f"[{name}] up to date, skipped ({path})")
         return StageResult(name, key, path, True, 0.0, info)
-    if path.exists():
+    if path.exists() and not (keep_partial and not (path / STAMP).exists()):
         shutil.rmtree(path)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     log(f"[{name}] running -> {path}")
     t0 = time.time()
     info = fn(path) or {}
