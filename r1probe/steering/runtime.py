@@ -1,0 +1,280 @@
+"""The one place that installs steering hooks: ``with steering(model, plan): model.generate(...)``.
+
+Hooks (all removed on exit, also on exceptions):
+
+- a forward pre-hook on the causal LM itself, which reads each call's inputs to tell prompt
+  tokens from generated ones and to see the padding mask;
+- forward pre-hooks on decoder blocks (``resid_pre``), forward hooks on blocks (``resid_post``)
+  and on the attention / MLP output projections (``attn_out`` / ``mlp_out``).
+
+Prompt vs generated tokens: a forward call whose KV cache is empty (no cache, or an empty one,
+as in ``generate``'s prefill) starts a new sequence and all its tokens are prompt tokens; a call
+that extends a non-empty cache feeds generated tokens. For a teacher-forced forward over
+prompt + continuation without a cache, set ``handle.generated_from = n`` (padded column index at
+which the continuation starts) so later columns count as generated.
+
+Left padding: a gate reads position ``-1`` (the last real token of every row under left padding)
+or the mean over the rows' real tokens (``"mean"``, using the attention mask). Steering pad
+tokens is harmless (they are masked out of attention) and is not avoided, which keeps hooks cheap.
+
+Batching and caching: gates are per row, computed in the prompt pass at the condition layer and
+kept for the rest of that generation; every other transform acts per token, so batched steered
+generation equals one-by-one steered generation (tested).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from r1probe.errors import R1ProbeError
+from r1probe.models.layout import Layout, detect_layout
+from r1probe.steering import transforms as T
+from r1probe.steering.plan import SteeringPlan, SteeringStep
+
+log = logging.getLogger(__name__)
+
+
+def untuple(out) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
+    """Split a module output into its hidden-state tensor and a function that rebuilds the output."""
+    if isinstance(out, torch.Tensor):
+        return out, lambda h: h
+    if isinstance(out, tuple):
+        return out[0], lambda h: (h, *out[1:])
+    if hasattr(out, "__getitem__") and hasattr(out, "keys"):  # ModelOutput
+        key = next(iter(out.keys()))
+
+        def rebuild(h):
+            out[key] = h
+            return out
+        return out[key], rebuild
+    raise R1ProbeError(f"cannot steer a module returning {type(out).__name__}")
+
+
+@dataclass
+class _Step:
+    op: str
+    unit: torch.Tensor  # float32, on the model's device
+    strength: float
+    tokens: str
+    cond: int | None  # index into handle.conditions
+
+
+@dataclass
+class _Cond:
+    layer: int
+    unit: torch.Tensor
+    raw: torch.Tensor
+    threshold: float
+    position: int | str
+    metric: str
+    above: bool
+
+
+@dataclass
+class SteeringHandle:
+    """What ``steering`` yields: per-call state, gates and the hooks to remove."""
+
+    plan: SteeringPlan
+    n_layers: int
+    conditions: list[_Cond] = field(default_factory=list)
+    #: per condition, the boolean gate [B] of the current generation (None before a prompt pass)
+    gates: list[torch.Tensor | None] = field(default_factory=list)
+    #: per condition, the scores [B] of the last prompt pass
+    scores: list[torch.Tensor | None] = field(default_factory=list)
+    #: teacher-forced forwards: columns >= this index count as generated tokens
+    generated_from: int | None = None
+    _kind: str = "prompt"  # "prompt" | "generated" | "mixed"
+    _mixed: torch.Tensor | None = None  # [1, T] bool, generated columns, when _kind == "mixed"
+    _valid: torch.Tensor | None = None  # [B, T] bool attention mask of the current call
+    _hooks: list = field(default_factory=list)
+    _warned: bool = False
+
+    def remove(self) -> None:
+        while self._hooks:
+            self._hooks.pop().remove()
+
+    # -- per call --------------------------------------------------------------------------
+    def _begin_call(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        emb = kwargs.get("inputs_embeds")
+        x = ids if ids is not None else emb
+        t = x.shape[1] if x is not None and x.dim() >= 2 else None
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = 0
+        cpos = kwargs.get("cache_position")
+        if cpos is not None and cpos.numel():
+            past = int(cpos.reshape(-1)[0])
+        elif cache is not None and hasattr(cache, "get_seq_length"):
+            past = int(cache.get_seq_length())
+        mask = kwargs.get("attention_mask")
+        self._valid = mask[:, -t:].bool() if (isinstance(mask, torch.Tensor) and mask.dim() == 2 and t) else None
+        if past == 0:
+            self.gates = [None] * len(self.conditions)
+            self.scores = [None] * len(self.conditions)
+            if self.generated_from is not None and t is not None:
+                self._kind = "mixed"
+                self._mixed = (torch.arange(t, device=x.device) >= self.generated_from).unsqueeze(0)
+            else:
+                self._kind = "prompt"
+        else:
+            self._kind = "generated"
+
+    # -- transforms --------------------------------------------------------------------------
+    def _token_mask(self, tokens: str) -> torch.Tensor | bool:
+        """True: all tokens; False: none; a [1, T] mask: some."""
+        if tokens == "both":
+            return True
+        if self._kind == "mixed":
+            return self._mixed if tokens == "generated" else ~self._mixed
+        return (self._kind == tokens)
+
+    def _gate(self, cond: int, batch: int) -> torch.Tensor | None:
+        g = self.gates[cond] if cond < len(self.gates) else None
+        if g is None:
+            if not self._warned:
+                log.warning("conditional steering: no prompt pass seen in this context, so no row is steered")
+                self._warned = True
+            return torch.zeros(batch, dtype=torch.bool)
+        if g.shape[0] != batch:
+            raise R1ProbeError(f"conditional steering: the gate has {g.shape[0]} rows but the batch has {batch}")
+        return g
+
+    def _compute_gates(self, layer: int, h: torch.Tensor) -> None:
+        if self._kind == "generated":
+            return
+        for i, c in enumerate(self.conditions):
+            if c.layer != layer:
+                continue
+            if self._kind == "mixed" and isinstance(c.position, int):
+                # pool the last prompt column
+                cols = (~self._mixed[0]).nonzero()
+                rows = h[:, int(cols[-1])] if len(cols) else h[:, c.position]
+            else:
+                rows = T.pool(h, c.position, self._valid)
+            s = T.gate_scores(rows, c.raw if c.metric == "dot" else c.unit, c.metric)
+            self.scores[i] = s.detach()
+            self.gates[i] = T.gate(s, c.threshold, c.above)
+
+    def _apply(self, h: torch.Tensor, steps: list[_Step]) -> torch.Tensor:
+        for s in steps:
+            tm = self._token_mask(s.tokens)
+            if tm is False:
+                continue
+            if s.op == "add":
+                new = T.add(h, s.unit, s.strength, normalized=True)
+            elif s.op == "ablate":
+                new = T.ablate(h, s.unit, normalized=True)
+            else:
+                new = T.clamp(h, s.unit, s.strength, normalized=True)
+            if tm is not True:
+                new = T.where_tokens(new, h, tm)
+            if s.cond is not None:
+                g = self._gate(s.cond, h.shape[0])
+                if not bool(g.any()):
+                    continue
+                new = T.where_rows(new, h, g)
+            h = new
+        return h
+
+
+def _resolve_layer(layer: int, n: int, what: str) -> int:
+    i = layer + n if layer < 0 else layer
+    if not 0 <= i < n:
+        raise R1ProbeError(f"{what}: layer {layer} is out of range for a model with {n} layers")
+    return i
+
+
+def _unpack(lm_or_model, layout: Layout | None):
+    model = getattr(lm_or_model, "model", None)
+    if layout is None and hasattr(lm_or_model, "layout") and hasattr(lm_or_model, "tokenizer"):
+        return lm_or_model.model, lm_or_model.layout
+    model = lm_or_model
+    return model, (layout or detect_layout(model))
+
+
+@contextmanager
+def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
+             directions: str | None = None) -> Iterator[SteeringHandle]:
+    """Apply ``plan`` to every forward pass of the model inside the ``with`` block.
+
+    ``lm_or_model``: a ``LoadedModel`` or an HF causal LM (``layout`` detected if not given).
+    Named directions resolve from ``directions`` or the plan's own ``directions`` file; sizes
+    are checked against the model. Yields a ``SteeringHandle`` (gates, scores, ``generated_from``).
+    """
+    model, layout = _unpack(lm_or_model, layout)
+    n = layout.n_layers
+    plan = plan.resolve(layout.d_model, directions)
+    try:
+        dev = next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        dev = torch.device("cpu")
+    handle = SteeringHandle(plan=plan, n_layers=n)
+    cond_index: dict[int, int] = {}
+    by_site: dict[tuple[int, str], list[_Step]] = {}
+    for k, st in enumerate(plan.steps):
+        ci = None
+        if st.condition is not None:
+            key = id(st.condition)
+            if key not in cond_index:
+                c = st.condition
+                cl = _resolve_layer(c.layer, n, f"step {k} condition")
+                raw = c.direction.to(dev, torch.float32)
+                handle.conditions.append(_Cond(cl, T.unit(raw), raw, c.threshold, c.position, c.metric, c.above))
+                cond_index[key] = len(handle.conditions) - 1
+            ci = cond_index[key]
+        u = T.unit(st.direction).to(dev)
+        strength = st.alpha if st.op == "add" else (st.value if st.op == "clamp" else 0.0)
+        for lay in st.layers:
+            li = _resolve_layer(lay, n, f"step {k} ({st.op})")
+            if ci is not None and st.tokens != "generated" and (
+                    li < handle.conditions[ci].layer):
+                raise R1ProbeError(f"step {k}: a conditional step on prompt tokens acts at layer {li}, "
+                                   f"before its condition layer {handle.conditions[ci].layer}")
+            by_site.setdefault((li, st.site), []).append(_Step(st.op, u, float(strength or 0.0), st.tokens, ci))
+    handle.gates = [None] * len(handle.conditions)
+    handle.scores = [None] * len(handle.conditions)
+    cond_layers = {c.layer for c in handle.conditions}
+
+    try:
+        handle._hooks.append(model.register_forward_pre_hook(handle._begin_call, with_kwargs=True))
+        for li in sorted({li for li, _ in by_site} | cond_layers):
+            pre = by_site.get((li, "resid_pre"), [])
+            if pre or li in cond_layers:
+                def pre_hook(module, args, kwargs, _steps=pre, _li=li, _gate=li in cond_layers):
+                    if args:
+                        h = args[0]
+                    else:
+                        h = kwargs["hidden_states"]
+                    if _gate:
+                        handle._compute_gates(_li, h)
+                    if not _steps:
+                        return None
+                    h2 = handle._apply(h, _steps)
+                    if args:
+                        return (h2, *args[1:]), kwargs
+                    kwargs = dict(kwargs, hidden_states=h2)
+                    return args, kwargs
+                handle._hooks.append(layout.layer(model, li).register_forward_pre_hook(pre_hook, with_kwargs=True))
+            for site, module in (("resid_post", layout.layer(model, li)), ("attn_out", layout.attn_out(model, li)),
+                                 ("mlp_out", layout.mlp_out(model, li))):
+                steps = by_site.get((li, site))
+                if not steps:
+                    continue
+
+                def post_hook(module, args, out, _steps=steps):
+                    h, rebuild = untuple(out)
+                    return rebuild(handle._apply(h, _steps))
+                handle._hooks.append(module.register_forward_hook(post_hook))
+        yield handle
+    finally:
+        handle.remove()
+
+
+def hook_count(model) -> int:
+    """Number of forward hooks and pre-hooks on ``model`` and its submodules (for leak tests)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
