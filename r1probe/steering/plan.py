@@ -1,6 +1,7 @@
 """Steering plans: which transform applies at which layers, sites and tokens; saved as JSON.
 
-A plan is a list of ``SteeringStep``s. Each step names an op (``add`` / ``ablate`` / ``clamp``),
+A plan is a list of ``SteeringStep``s. Each step names an op (``add`` / ``ablate`` / ``clamp`` /
+``amplify``),
 the layers, a direction (a tensor, or a name such as ``"chosen"`` or ``"layer12_pos-1"``
 resolved from the plan's ``directions`` file), its strength (``alpha`` for add, ``value`` for
 clamp), the tokens it touches (``prompt`` / ``generated`` / ``both``), the site, and an optional
@@ -26,7 +27,7 @@ import torch
 
 from r1probe.errors import R1ProbeError
 
-OPS = ("add", "ablate", "clamp")
+OPS = ("add", "ablate", "clamp", "amplify")
 TOKENS = ("prompt", "generated", "both")
 SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 METRICS = ("projection", "cosine", "dot")
@@ -89,7 +90,8 @@ class Condition:
 
 @dataclass
 class SteeringStep:
-    """One transform at some layers. ``alpha`` is for ``add``, ``value`` for ``clamp``."""
+    """One transform at some layers. ``alpha`` is the strength of ``add`` (``x + α d̂``) and of
+    ``amplify`` (``x + α (x·d̂) d̂``); ``value`` the target projection of ``clamp``."""
 
     op: str
     layers: Sequence[int]
@@ -116,12 +118,12 @@ class SteeringStep:
         if self.site not in SITES:
             raise R1ProbeError(f"steering site {self.site!r}: choose one of {', '.join(SITES)}")
         self.direction = _direction_ok(self.direction, f"{self.op} step")
-        if self.op == "add":
+        if self.op in ("add", "amplify"):
             if self.alpha is None:
-                raise R1ProbeError("an add step needs alpha (the strength)")
+                raise R1ProbeError(f"an {self.op} step needs alpha (the strength)")
             self.alpha = float(self.alpha)
-        elif self.alpha is not None and self.op != "add":
-            raise R1ProbeError(f"alpha is only for add steps (got alpha with {self.op})")
+        elif self.alpha is not None:
+            raise R1ProbeError(f"alpha is only for add and amplify steps (got alpha with {self.op})")
         if self.op == "clamp":
             if self.value is None:
                 raise R1ProbeError("a clamp step needs value (the target projection)")
@@ -195,6 +197,12 @@ class SteeringPlan:
         return cls([SteeringStep("ablate", (0,), direction, tokens=tokens, site="resid_pre"),
                     SteeringStep("ablate", layers, direction, tokens=tokens, site="attn_out"),
                     SteeringStep("ablate", layers, direction, tokens=tokens, site="mlp_out")], **kw)
+
+    @classmethod
+    def amplify_at(cls, layers: int | Sequence[int], direction, beta: float, *,
+                   sites: Sequence[str] = ("attn_out", "mlp_out"), tokens: str = "both", **kw) -> "SteeringPlan":
+        """``y ← y + β (y·d̂) d̂`` on what the blocks write; equals ``edit.amplify`` on the same layers."""
+        return cls([SteeringStep("amplify", layers, direction, alpha=beta, tokens=tokens, site=s) for s in sites], **kw)
 
     @classmethod
     def conditional_add(cls, layers: int | Sequence[int], direction, alpha: float, *, condition: Condition,

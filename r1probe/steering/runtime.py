@@ -169,6 +169,8 @@ class SteeringHandle:
                 new = T.add(h, s.unit, s.strength, normalized=True)
             elif s.op == "ablate":
                 new = T.ablate(h, s.unit, normalized=True)
+            elif s.op == "amplify":
+                new = T.amplify(h, s.unit, s.strength, normalized=True)
             else:
                 new = T.clamp(h, s.unit, s.strength, normalized=True)
             if tm is not True:
@@ -228,7 +230,7 @@ def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
                 cond_index[key] = len(handle.conditions) - 1
             ci = cond_index[key]
         u = T.unit(st.direction).to(dev)
-        strength = st.alpha if st.op == "add" else (st.value if st.op == "clamp" else 0.0)
+        strength = st.alpha if st.op in ("add", "amplify") else (st.value if st.op == "clamp" else 0.0)
         for lay in st.layers:
             li = _resolve_layer(lay, n, f"step {k} ({st.op})")
             if ci is not None and st.tokens != "generated" and (

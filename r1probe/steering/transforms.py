@@ -10,6 +10,7 @@ Invariants (tested in ``tests/test_steering_transforms.py``):
 - ``add(h, d, 0) == h``; ``proj(add(h, d, a), d) == proj(h, d) + a``
 - ``proj(ablate(h, d), d) == 0`` and ``ablate(ablate(h, d), d) == ablate(h, d)`` (idempotent)
 - ``proj(clamp(h, d, v), d) == v``; ``clamp(h, d, 0) == ablate(h, d)``
+- ``proj(amplify(h, d, b), d) == (1 + b) proj(h, d)``; ``amplify(h, d, -1) == ablate(h, d)``
 - the component of ``h`` orthogonal to ``d̂`` is left unchanged by all three.
 """
 
@@ -70,6 +71,18 @@ def clamp(h: torch.Tensor, d: torch.Tensor, value: float, *, normalized: bool = 
     return (h32 + (float(value) - h32 @ u).unsqueeze(-1) * u).to(h.dtype)
 
 
+def amplify(h: torch.Tensor, d: torch.Tensor, beta: float, *, normalized: bool = False) -> torch.Tensor:
+    """Directional amplification: ``h' = h + β (h · d̂) d̂`` (the projection is scaled by ``1 + β``).
+
+    ``β = −1`` is ablation. At an ``attn_out``/``mlp_out`` site it equals the weight edit
+    ``W ← (I + β d̂ d̂ᵀ) W`` of that output projection.
+    """
+    _check(h, d)
+    u = (d.float() if normalized else unit(d)).to(h.device)
+    h32 = h.float()
+    return (h32 + float(beta) * (h32 @ u).unsqueeze(-1) * u).to(h.dtype)
+
+
 # ---- conditional steering (CAST-style gates) ------------------------------------------------
 
 def gate_scores(h_rows: torch.Tensor, d: torch.Tensor, metric: str = "projection") -> torch.Tensor:
@@ -120,4 +133,4 @@ def where_tokens(h_new: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> to
     return torch.where(mask.unsqueeze(-1).to(h.device), h_new, h)
 
 
-OPS = {"add": add, "ablate": ablate, "clamp": clamp}
+OPS = {"add": add, "ablate": ablate, "clamp": clamp, "amplify": amplify}

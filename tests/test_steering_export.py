@@ -1,0 +1,85 @@
+"""Exported checkpoints: load in a clean process without r1probe; atomic writes; model card."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from r1probe.errors import R1ProbeError
+from r1probe.steering import edit as E
+from r1probe.steering import export as X
+from r1probe.steering import save_directions
+
+IDS = [[5, 9, 17, 30, 41, 52, 8, 11]]
+
+CHECK = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+assert tok.chat_template, "no chat template"
+assert not any(k.startswith("r1probe") for k in sys.modules), "r1probe was imported"
+with torch.no_grad():
+    print(json.dumps(m(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits.tolist()))
+"""
+
+
+@pytest.fixture
+def edited(tiny_lm, tmp_path):
+    lm = copy.deepcopy(tiny_lm)
+    d = torch.randn(64, generator=torch.Generator().manual_seed(5))
+    save_directions(tmp_path / "dirs" / "directions.safetensors", {"chosen": d})
+    rec = [E.orthogonalize(lm, d), E.amplify(lm, d, [1], 2.0)]
+    return lm, rec, tmp_path / "dirs"
+
+
+def test_export_loads_in_a_clean_process_and_matches(edited, tmp_path):
+    lm, rec, dirs = edited
+    out = X.export_checkpoint(lm, tmp_path / "export", edits=rec, directions_file=dirs, direction_key="chosen",
+                              metrics={"refusal": 0.5}, max_shard_size="100KB")
+    files = sorted(p.name for p in out.iterdir())
+    assert any(f.startswith("model-0000") for f in files) and "model.safetensors.index.json" in files  # sharded
+    for f in ("config.json", "generation_config.json", "README.md", "r1probe_manifest.json", "tokenizer.json"):
+        assert f in files, files
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", CHECK, str(out), json.dumps(IDS)], capture_output=True, text=True,
+                       env=env, cwd=str(tmp_path), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = torch.tensor(json.loads(r.stdout.strip().splitlines()[-1]))
+    with torch.no_grad():
+        want = lm.model(input_ids=torch.tensor(IDS)).logits
+    assert (got - want).abs().max() < 1e-4
+    card = (out / "README.md").read_text()
+    man = json.loads((out / "r1probe_manifest.json").read_text())
+    assert man["directions_sha256"] in card and "orthogonalize" in card and "refusal" in card
+    assert man["base_model"] == lm.spec.raw and man["edits"][1]["beta"] == 2.0
+
+
+def test_interrupted_export_leaves_nothing_at_the_target(edited, tmp_path, monkeypatch):
+    lm, rec, _ = edited
+    target = tmp_path / "export"
+
+    def boom(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(lm.tokenizer), "save_pretrained", boom)
+    with pytest.raises(KeyboardInterrupt):
+        X.export_checkpoint(lm, target, edits=rec)
+    assert not target.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
+
+
+def test_existing_target_needs_overwrite_and_is_replaced_whole(edited, tmp_path):
+    lm, rec, _ = edited
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    with pytest.raises(R1ProbeError, match="already exists"):
+        X.export_checkpoint(lm, target, edits=rec)
+    X.export_checkpoint(lm, target, edits=rec, overwrite=True)
+    assert not (target / "stale.txt").exists() and (target / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dirs", "export"]
