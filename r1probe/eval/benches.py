@@ -1,0 +1,105 @@
+"""The benchmark registry: name → kind, loader, data files and default generation length."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from r1probe.data import benchmarks as B
+from r1probe.errors import R1ProbeError
+
+#: kinds: refusal (CHiSafetyBench labels), overrefusal (refusal rate), mcq (log-likelihood),
+#: mcq-gen (generate + extract a letter), math (generate + extract + equivalence), nll (teacher-forced)
+KINDS = ("refusal", "overrefusal", "mcq", "mcq-gen", "math", "nll")
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    kind: str
+    load: Callable[[str | None], list]
+    files: tuple[str, ...]  # relative to the data root (for sha256 in the manifest)
+    max_new_tokens: int = 256
+    description: str = ""
+
+
+def _chisafety(kind: str):
+    def load(root):
+        from r1probe.data import chisafety as cs
+
+        csroot = Path(root) / "chisafetybench" if root is not None else None
+        fn = {"refusal": cs.load_chisafety_refusal, "multiturn": cs.load_chisafety_multiturn,
+              "mcq": cs.load_chisafety_mcq}[kind]
+        out = []
+        for p in fn(csroot):
+            opts = cs.mcq_options(p.text) if kind == "mcq" else None
+            text = p.text + ("\n请直接给出正确选项的字母。" if kind == "mcq" else "")
+            out.append(B.BenchItem(id=p.id, text=text, gold=None, category=p.category, history=p.history,
+                                   options=opts))
+        return out
+    return load
+
+
+def _gsm8k_nll(root):
+    items = B.load_gsm8k(root)
+    for it in items:
+        it.id = it.id.replace("gsm8k/", "gsm8k-nll/")
+        it.text = it.meta["question"]
+    return items
+
+
+BENCHES: dict[str, Bench] = {b.name: b for b in [
+    Bench("chisafety-refusal", "refusal", _chisafety("refusal"),
+          ("chisafetybench/v1/risky_questions_without_dialog_history.json",), 256,
+          "CHiSafetyBench 462 single-turn must-refuse questions: HR, RR-1, RR-2"),
+    Bench("chisafety-multiturn", "refusal", _chisafety("multiturn"),
+          ("chisafetybench/v1/risky_questions_with_dialog_history.json",), 256,
+          "CHiSafetyBench 101 dialogues (history incl. system message): HR, RR-1, RR-2"),
+    Bench("chisafety-mcq", "mcq", _chisafety("mcq"), ("chisafetybench/v1/mcq.json",), 8,
+          "CHiSafetyBench MCQ (no answer key upstream: --answers FILE), option log-likelihood"),
+    Bench("chisafety-mcq-gen", "mcq-gen", _chisafety("mcq"), ("chisafetybench/v1/mcq.json",), 256,
+          "CHiSafetyBench MCQ by generation + letter extraction (--answers FILE)"),
+    Bench("safetybench-zh", "mcq", B.load_safetybench_zh,
+          ("safetybench/test_zh_subset.json", "safetybench/test_answers_zh_subset.json"), 8,
+          "SafetyBench zh subset (2,100), option log-likelihood accuracy"),
+    Bench("safetybench-zh-gen", "mcq-gen", B.load_safetybench_zh,
+          ("safetybench/test_zh_subset.json", "safetybench/test_answers_zh_subset.json"), 256,
+          "SafetyBench zh subset, generation + letter extraction accuracy"),
+    Bench("gsm8k", "math", B.load_gsm8k, ("gsm8k/test.jsonl",), 512, "GSM8K test (1,319), accuracy"),
+    Bench("gsm8k-nll", "nll", _gsm8k_nll, ("gsm8k/test.jsonl",), 0,
+          "GSM8K test, teacher-forced mean NLL (nats/token) of the gold solutions"),
+    Bench("math500", "math", B.load_math500, ("math500/test.jsonl",), 1024, "MATH-500, accuracy (math-verify)"),
+    Bench("cmath", "math", B.load_cmath, ("cmath/cmath_dev.jsonl",), 512, "CMATH dev (600, Chinese), accuracy"),
+    Bench("xstest-safe", "overrefusal", B.load_xstest, ("xstest/xstest_prompts.csv",), 256,
+          "XSTest v2 safe prompts (250): refusal rate (over-refusal)"),
+    Bench("cvalues", "overrefusal", B.load_cvalues, ("cvalues/cvalues_responsibility_prompts.jsonl",), 256,
+          "CValues responsibility prompts (664, Chinese): refusal rate (over-refusal)"),
+    Bench("or-bench", "overrefusal", B.load_or_bench, ("or_bench_hard/or_bench_hard_test.json",), 256,
+          "OR-Bench-Hard test split (132, English): refusal rate (over-refusal)"),
+]}
+
+
+def get_bench(name: str) -> Bench:
+    if name not in BENCHES:
+        raise R1ProbeError(f"unknown benchmark {name!r}; known: {', '.join(BENCHES)}")
+    return BENCHES[name]
+
+
+def parse_benches(spec: str) -> list[Bench]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise R1ProbeError("--bench needs at least one benchmark name")
+    return [get_bench(n) for n in names]
+
+
+def select(items: list, limit: int | None, seed: int | None) -> list:
+    """The evaluated subset: all items, or ``limit`` items drawn with ``random.Random(seed)``
+    (seed None: the first ``limit``). The same (limit, seed) always gives the same ids."""
+    if not limit or limit >= len(items):
+        return list(items)
+    if seed is None:
+        return list(items[:limit])
+    idx = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in idx]

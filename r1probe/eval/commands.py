@@ -1,0 +1,118 @@
+"""CLI verbs ``r1probe eval`` and ``r1probe serve`` (thin wrappers over :mod:`r1probe.eval`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from r1probe.cli_options import load_from_options, model_options, stderr_progress
+from r1probe.errors import R1ProbeError
+
+
+@click.command("eval")
+@model_options()
+@click.option("--bench", "bench", default=None,
+              help="Benchmarks, comma-separated: chisafety-refusal, chisafety-multiturn, chisafety-mcq[-gen], "
+                   "safetybench-zh[-gen], gsm8k, gsm8k-nll, math500, cmath, xstest-safe, cvalues, or-bench.")
+@click.option("--limit", type=int, default=None, help="Evaluate N items per benchmark (a seeded sample).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (per-sample JSONL, summary.json, summary.md); rerun to resume.")
+@click.option("--judge", default="keyword", show_default=True, help="keyword | llm:MODEL_SPEC | openai:URL#MODEL")
+@click.option("--judge-max-new-tokens", type=int, default=32, show_default=True,
+              help="Verdict length for LLM judges (give R1-style judges room to think).")
+@click.option("--judge-reasoning", is_flag=True, help="Also judge the reasoning block (R1-style models).")
+@click.option("--engine", type=click.Choice(["hf", "openai"]), default="hf", show_default=True)
+@click.option("--url", default=None, help="--engine openai: server URL, optionally URL#MODEL.")
+@click.option("--api-key", default=None, envvar="OPENAI_API_KEY", help="--engine openai: bearer token.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="--engine openai: parallel requests.")
+@click.option("--max-new-tokens", type=int, default=None,
+              help="Generation length (default per benchmark: 256 refusal, 512 gsm8k/cmath, 1024 math500).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Steering plan JSON (hf engine).")
+@click.option("--answers", default=None, type=click.Path(dir_okay=False),
+              help="Answer key for chisafety-mcq (JSON {id: letter} or CSV id,letter).")
+@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+              help="Folder holding the benchmark data (default $R1PROBE_DATA or ../shared/data).")
+@click.option("--compare", nargs=2, default=None, type=click.Path(exists=True),
+              help="Compare two run folders A B: metric differences B-A with paired bootstrap CIs.")
+def eval_cmd(**kw):
+    """Evaluate safety (CHiSafetyBench, SafetyBench-zh), reasoning (GSM8K, MATH-500, CMATH) and over-refusal."""
+    from r1probe.eval import runner
+    from r1probe.eval.benches import parse_benches
+
+    if kw["compare"]:
+        a, b = kw["compare"]
+        click.echo(runner.compare_markdown(runner.compare_runs(a, b)), nl=False)
+        return
+    if not kw["bench"]:
+        raise R1ProbeError("--bench is required (or --compare A B)")
+    benches = parse_benches(kw["bench"])
+    answers = None
+    if kw["answers"]:
+        from r1probe.data.chisafety import load_answer_key
+
+        answers = load_answer_key(kw["answers"])
+    if kw["engine"] == "openai":
+        if not kw["url"]:
+            raise R1ProbeError("--engine openai needs --url http://HOST:PORT[#MODEL]")
+        if kw["plan"]:
+            raise R1ProbeError("--plan applies to the hf engine (serve the plan with `r1probe serve --plan`)")
+        from r1probe.eval.engines import OpenAIEngine
+
+        engine = OpenAIEngine(kw["url"], max_new_tokens=kw["max_new_tokens"] or 256, concurrency=kw["concurrency"],
+                              api_key=kw["api_key"])
+        lm = None
+    else:
+        from r1probe.eval.engines import HFEngine
+
+        lm = load_from_options(kw)
+        engine = HFEngine(lm, max_new_tokens=kw["max_new_tokens"] or 256, batch_size=kw["batch_size"],
+                          plan=kw["plan"])
+    judge = None
+    if any(b.kind in ("refusal", "overrefusal") for b in benches):
+        from r1probe.eval.judges import make_judge
+
+        js = kw["judge"]
+        extra = {"max_new_tokens": kw["judge_max_new_tokens"]} if js != "keyword" else {}
+        if js.startswith("llm:") and lm is not None and js[4:] == kw.get("model"):
+            extra["lm"] = lm
+        judge = make_judge(js, **extra)
+    chunk = max(kw["batch_size"], 1) * 2 if kw["engine"] == "hf" else max(kw["concurrency"], 1) * 2
+    summary = runner.evaluate(
+        benches, engine, judge, kw["out"], limit=kw["limit"], seed=kw["seed"], data_root=kw["data_root"],
+        max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
+        answers=answers, progress=stderr_progress,
+        manifest={"benches": [b.name for b in benches], "limit": kw["limit"], "seed": kw["seed"]})
+    click.echo(runner.summary_markdown({k: v for k, v in summary.items() if k in {b.name for b in benches}}), nl=False)
+    if kw["out"]:
+        stderr_progress(f"wrote {kw['out']}/summary.json")
+
+
+@click.command("serve")
+@model_options()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port (printed).")
+@click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Steering plan applied to every request.")
+@click.option("--max-tokens", "max_tokens", type=int, default=256, show_default=True,
+              help="Default max_tokens when a request gives none.")
+@click.option("--name", "model_name", default=None, help="Model name reported by /v1/models (default: the spec).")
+@click.option("--verbose", is_flag=True, help="Log each request.")
+def serve(**kw):
+    """Serve the model (optionally steered) behind an OpenAI-compatible HTTP API."""
+    from r1probe.eval.server import R1ProbeServer
+
+    name = kw.pop("model_name") or kw["model"]
+    host, port, plan, mt, verbose = kw.pop("host"), kw.pop("port"), kw.pop("plan"), kw.pop("max_tokens"), kw.pop("verbose")
+    lm = load_from_options(kw)
+    srv = R1ProbeServer(lm, host, port, model_name=name, plan=plan, default_max_tokens=mt, verbose=verbose)
+    click.echo(json.dumps({"listening": srv.url, "model": name}), err=False)
+    sys.stdout.flush()
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()

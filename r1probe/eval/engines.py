@@ -1,0 +1,234 @@
+"""Engines that produce replies: ``hf`` (r1probe's loaded model, optional steering plan) and
+``openai`` (any OpenAI-compatible server: vLLM, llama.cpp's server, ``r1probe serve``).
+
+An engine turns chat requests ``(user_text, history)`` into raw completions. The ``hf`` engine
+also scores option letters (MCQ log-likelihood) and teacher-forced NLL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import torch
+
+from r1probe.errors import R1ProbeError
+from r1probe.models.chat import THINK_CLOSE, THINK_OPEN
+
+Request = tuple  # (user_text: str, history: list[dict] | None)
+
+
+def plan_context(lm, plan):
+    """A context manager applying a steering plan (a ``SteeringPlan`` or a path) to ``lm``; a no-op for None."""
+    if plan is None:
+        return contextlib.nullcontext()
+    from r1probe.steering.plan import SteeringPlan
+    from r1probe.steering.runtime import steering
+
+    if not isinstance(plan, SteeringPlan):
+        plan = SteeringPlan.load(plan)
+    return steering(lm, plan)
+
+
+class HFEngine:
+    """Batched, length-sorted, left-padded generation with a model loaded by r1probe."""
+
+    name = "hf"
+
+    def __init__(self, lm, *, max_new_tokens: int = 256, batch_size: int = 8, plan=None,
+                 do_sample: bool = False, temperature: float = 1.0, seed: int | None = 0):
+        self.lm = lm
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.plan = plan
+        self.do_sample, self.temperature, self.seed = do_sample, temperature, seed
+        if plan is not None and not hasattr(plan, "steps"):
+            from r1probe.steering.plan import SteeringPlan
+
+            self.plan = SteeringPlan.load(plan)
+        self.plan_path = plan if isinstance(plan, str) else None
+
+    @property
+    def thinks(self) -> bool:
+        return bool(self.lm.chat.thinks)
+
+    def format(self, text: str, history=None, close_think: bool = False) -> str:
+        return self.lm.chat.format(text, history=history, close_think=close_think)
+
+    def generate(self, requests: Sequence[Request], max_new_tokens: int | None = None) -> list[str]:
+        from r1probe.models.generate import generate_texts
+
+        texts = [self.format(t, h) for t, h in requests]
+        with plan_context(self.lm, self.plan):
+            return generate_texts(self.lm, texts, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                  batch_size=self.batch_size, do_sample=self.do_sample,
+                                  temperature=self.temperature, seed=self.seed)
+
+    @torch.inference_mode()
+    def _last_logits(self, texts: list[str]) -> torch.Tensor:
+        from r1probe.models.generate import left_pad, length_sorted_batches
+
+        tok = self.lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        enc = [self.lm.chat.encode(t) for t in texts]
+        out: list[torch.Tensor | None] = [None] * len(enc)
+        with plan_context(self.lm, self.plan):
+            for idx in length_sorted_batches([len(e) for e in enc], self.batch_size):
+                ids, mask = left_pad([enc[i] for i in idx], pad, self.lm.device)
+                logits = self.lm.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
+                lp = torch.log_softmax(logits, -1).cpu()
+                for r, i in enumerate(idx):
+                    out[i] = lp[r]
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def choice_logprobs(self, requests: Sequence[Request], letters: Sequence[Sequence[str]],
+                        prefix: str = "答案：(") -> list[list[float]]:
+        """Log-probability of each option letter as the next token after the reply prefix
+        (the reasoning block is closed first for R1-style models)."""
+        texts = [self.format(t, h, close_think=True) + prefix for t, h in requests]
+        lp = self._last_logits(texts)
+        out = []
+        for row, ls in zip(lp, letters):
+            ids = [self.lm.chat.encode(x)[0] for x in ls]
+            out.append([float(row[i]) for i in ids])
+        return out
+
+    @torch.inference_mode()
+    def target_nll(self, requests: Sequence[Request], targets: Sequence[str]) -> list[float]:
+        """Teacher-forced mean NLL (nats/token) of each ``target`` as the reply to its request."""
+        from r1probe.models.generate import left_pad, length_sorted_batches
+
+        tok = self.lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        pairs = []
+        for (t, h), y in zip(requests, targets):
+            p = self.lm.chat.encode(self.format(t, h, close_think=True))
+            pairs.append((p, self.lm.chat.encode(y)))
+        out = [math.nan] * len(pairs)
+        with plan_context(self.lm, self.plan):
+            for idx in length_sorted_batches([len(p) + len(y) for p, y in pairs], self.batch_size):
+                seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+                ids, mask = left_pad(seqs, pad, self.lm.device)
+                logits = self.lm.model(input_ids=ids, attention_mask=mask).logits.float()
+                lp = torch.log_softmax(logits[:, :-1], -1)
+                nll = -lp.gather(-1, ids[:, 1:, None])[..., 0]
+                L = ids.shape[1]
+                for r, i in enumerate(idx):
+                    ny = len(pairs[i][1])
+                    out[i] = float(nll[r, L - 1 - ny:].mean())
+        return out
+
+    def describe(self) -> dict:
+        from r1probe.models import model_provenance
+
+        d = {"engine": "hf", "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size,
+             "do_sample": self.do_sample}
+        try:
+            d["model"] = model_provenance(self.lm)
+        except Exception as e:  # noqa: BLE001 - provenance is best effort for odd models
+            d["model"] = {"error": str(e)}
+        if self.plan is not None:
+            d["plan"] = {"path": self.plan_path, "plan": self.plan.to_dict() if hasattr(self.plan, "to_dict") else None}
+        return d
+
+
+def post_json(url: str, payload: dict, *, timeout: float = 600.0, retries: int = 5, backoff: float = 1.0,
+              api_key: str | None = None) -> dict:
+    """POST JSON with retries and exponential backoff on connection errors and 5xx/429 replies."""
+    data = json.dumps(payload).encode("utf-8")
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - user-given server URL
+                return json.loads(r.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            body = e.read().decode("utf-8", "replace")[:300]
+            if e.code in (429, 500, 502, 503, 504) and attempt < retries:
+                last = e
+            else:
+                raise R1ProbeError(f"{url}: HTTP {e.code}: {body}") from e
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+            last = e
+            if attempt >= retries:
+                break
+        time.sleep(backoff * (2 ** attempt))
+    raise R1ProbeError(f"{url}: no answer after {retries + 1} tries ({last})")
+
+
+def parse_endpoint(spec: str) -> tuple[str, str | None]:
+    """``URL#MODEL`` → (base URL ending before ``/v1``, model or None)."""
+    url, _, model = spec.partition("#")
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        url = url[: -len("/chat/completions")]
+    if url.endswith("/v1"):
+        url = url[:-3]
+    return url, (model or None)
+
+
+class OpenAIEngine:
+    """Chat completions from an OpenAI-compatible server with bounded concurrency.
+
+    A ``reasoning_content`` field (vLLM's reasoning parser) is folded back into
+    ``<think>...</think>`` so replies split the same way as local ones.
+    """
+
+    name = "openai"
+
+    def __init__(self, url: str, model: str | None = None, *, max_new_tokens: int = 256, concurrency: int = 8,
+                 temperature: float = 0.0, api_key: str | None = None, timeout: float = 600.0, retries: int = 5,
+                 thinks: bool | None = None, seed: int | None = 0):
+        self.base, m = parse_endpoint(url)
+        self.model = model or m or "default"
+        self.max_new_tokens, self.concurrency = max_new_tokens, concurrency
+        self.temperature, self.api_key, self.timeout, self.retries = temperature, api_key, timeout, retries
+        self._thinks = thinks
+        self.seed = seed
+
+    @property
+    def thinks(self) -> bool:
+        return bool(self._thinks)
+
+    def chat(self, messages: list[dict], max_new_tokens: int | None = None) -> str:
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens or self.max_new_tokens,
+                   "temperature": self.temperature}
+        if self.seed is not None:
+            payload["seed"] = self.seed
+        r = post_json(self.base + "/v1/chat/completions", payload, timeout=self.timeout, retries=self.retries,
+                      api_key=self.api_key)
+        try:
+            msg = r["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError) as e:
+            raise R1ProbeError(f"{self.base}: unexpected reply {str(r)[:200]}") from e
+        content = msg.get("content") or ""
+        rc = msg.get("reasoning_content") or msg.get("reasoning")
+        if rc:
+            return f"{THINK_OPEN}{rc}{THINK_CLOSE}{content}"
+        return content
+
+    def generate(self, requests: Sequence[Request], max_new_tokens: int | None = None) -> list[str]:
+        from r1probe.models.chat import to_messages
+
+        msgs = [to_messages(t, history=h) for t, h in requests]
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as ex:
+            return list(ex.map(lambda m: self.chat(m, max_new_tokens), msgs))
+
+    def choice_logprobs(self, *a, **k):
+        raise R1ProbeError("the openai engine cannot score option log-likelihoods; use the -gen MCQ benchmarks")
+
+    def target_nll(self, *a, **k):
+        raise R1ProbeError("the openai engine cannot compute teacher-forced NLL; use --engine hf")
+
+    def describe(self) -> dict:
+        return {"engine": "openai", "url": self.base, "model": self.model, "max_new_tokens": self.max_new_tokens,
+                "concurrency": self.concurrency, "temperature": self.temperature}

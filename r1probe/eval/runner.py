@@ -1,0 +1,345 @@
+"""Run benchmarks: generate (or score), judge, append per-sample JSONL, summarise.
+
+Output folder layout::
+
+    OUT/<bench>.jsonl   one record per item, appended (flushed + fsynced) as soon as it is judged
+    OUT/summary.json    {"<bench>": {"n", "kind", "metrics", "ci95", ...}, "manifest": {...}}
+    OUT/summary.md      the same as a Markdown table
+
+Rerunning the same command resumes: ids already in ``<bench>.jsonl`` are skipped, a line cut
+by a crash (kill -9) is dropped and its item redone, so every id appears exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from r1probe.errors import DataError, R1ProbeError
+from r1probe.eval import metrics as M
+from r1probe.eval.answers import extract_choice, score_math
+from r1probe.eval.benches import Bench, select
+from r1probe.models.chat import split_reasoning
+from r1probe.provenance import atomic_write_json, atomic_write_text, base_manifest, sha256_file
+
+
+class ResultsFile:
+    """An append-only JSONL of per-sample records keyed by ``id``, robust to a crash mid-line."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def load(self) -> dict[str, dict]:
+        """Records by id; a trailing partial line (crash) is cut off the file; duplicates keep the first."""
+        if not self.path.exists():
+            return {}
+        raw = self.path.read_bytes()
+        recs: dict[str, dict] = {}
+        good_end = 0
+        pos = 0
+        for line in raw.splitlines(keepends=True):
+            end = pos + len(line)
+            pos = end
+            if not line.endswith(b"\n"):
+                break  # partial last line
+            s = line.strip()
+            if not s:
+                good_end = end
+                continue
+            try:
+                r = json.loads(s)
+            except json.JSONDecodeError:
+                break
+            recs.setdefault(str(r["id"]), r)
+            good_end = end
+        if good_end < len(raw):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+        return recs
+
+    def append(self, recs: Sequence[dict]) -> None:
+        if not recs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in recs)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def metrics_for(bench: Bench, judge_sees_harm: bool, has_gold: bool = True) -> dict[str, M.Metric]:
+    if bench.kind == "refusal":
+        return M.chisafety_metrics(judge_sees_harm)
+    if bench.kind == "overrefusal":
+        return M.REFUSAL_RATE
+    if bench.kind in ("mcq", "mcq-gen", "math"):
+        return M.ACCURACY if has_gold else {}
+    if bench.kind == "nll":
+        return M.MEAN_NLL
+    raise R1ProbeError(f"unknown kind {bench.kind}")
+
+
+def _judge_replies(judge, items, replies, thinks: bool, judge_reasoning: bool) -> list[dict]:
+    splits = [split_reasoning(r, prompt_opened_think=thinks) for r in replies]
+    t = time.perf_counter()
+    verdicts = judge.judge_many([(it.text, sp.answer, it.history) for it, sp in zip(items, splits)])
+    rverdicts = None
+    if judge_reasoning:
+        rverdicts = judge.judge_many([(it.text, sp.reasoning, it.history) for it, sp in zip(items, splits)])
+    dt = (time.perf_counter() - t) / max(1, len(items))
+    out = []
+    for k, (it, raw, sp, v) in enumerate(zip(items, replies, splits, verdicts)):
+        rec = {"reasoning": sp.reasoning, "answer": sp.answer, "thought": sp.thought, "terminated": sp.terminated,
+               "label": v["label"], "refusal": v.get("refusal"), "judge_raw": v.get("raw"),
+               "judge_parsed": v.get("parsed", v["label"] is not None), "judge_s": dt}
+        if rverdicts is not None:
+            rv = rverdicts[k]
+            rec.update(reasoning_label=rv["label"], reasoning_refusal=rv.get("refusal"), reasoning_judge_raw=rv.get("raw"))
+        out.append(rec)
+    return out
+
+
+def _process_chunk(bench: Bench, engine, judge, items, *, max_new_tokens: int, judge_reasoning: bool,
+                   answers: dict | None) -> list[dict]:
+    t0 = time.perf_counter()
+    base = [{"id": it.id, "bench": bench.name, "category": it.category, "prompt": it.text,
+             **({"history": it.history} if it.history else {})} for it in items]
+    reqs = [(it.text, it.history) for it in items]
+    if bench.kind == "nll":
+        nll = engine.target_nll(reqs, [it.solution for it in items])
+        dt = (time.perf_counter() - t0) / len(items)
+        return [{**b, "nll": v, "gen_s": dt} for b, v in zip(base, nll)]
+    if bench.kind == "mcq":
+        letters = [it.options if it.options and len(it.options[0]) == 1 else
+                   [chr(65 + i) for i in range(len(it.options or "AB"))] for it in items]
+        lps = engine.choice_logprobs(reqs, letters)
+        dt = (time.perf_counter() - t0) / len(items)
+        out = []
+        for b, it, ls, lp in zip(base, items, letters, lps):
+            pred = ls[max(range(len(lp)), key=lp.__getitem__)]
+            gold = _gold(it, answers)
+            out.append({**b, "options": ls, "logprobs": lp, "pred": pred, "gold": gold,
+                        "correct": None if gold is None else pred == gold, "gen_s": dt})
+        return out
+    replies = engine.generate(reqs, max_new_tokens=max_new_tokens)
+    dt = (time.perf_counter() - t0) / len(items)
+    out = []
+    thinks = getattr(engine, "thinks", False)
+    if bench.kind in ("refusal", "overrefusal"):
+        judged = _judge_replies(judge, items, replies, thinks, judge_reasoning)
+        for b, r, j in zip(base, replies, judged):
+            out.append({**b, "reply": r, **j, "gen_s": dt})
+        return out
+    for b, it, r in zip(base, items, replies):
+        sp = split_reasoning(r, prompt_opened_think=thinks)
+        rec = {**b, "reply": r, "reasoning": sp.reasoning, "answer": sp.answer, "thought": sp.thought,
+               "terminated": sp.terminated, "gen_s": dt}
+        # an unterminated reasoning has no answer: score what there is (the reasoning) but flag it
+        text = sp.answer if sp.terminated else sp.reasoning
+        if bench.kind == "math":
+            pred, ok = score_math(text, it.gold)
+            rec.update(pred=pred, gold=it.gold, correct=ok)
+        else:  # mcq-gen
+            letters = "".join(it.options) if it.options and len(it.options[0]) == 1 else \
+                "ABCDEFGH"[:len(it.options or "AB")]
+            pred = extract_choice(text, letters)
+            gold = _gold(it, answers)
+            rec.update(pred=pred, gold=gold, correct=None if gold is None else pred == gold)
+        out.append(rec)
+    return out
+
+
+def _gold(it, answers):
+    if answers is not None:
+        return answers.get(it.id.split("/")[-1])
+    return it.gold
+
+
+def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | None = None, *,
+              limit: int | None = None, seed: int | None = 0, data_root: str | None = None,
+              max_new_tokens: int | None = None, chunk_size: int = 16, judge_reasoning: bool = False,
+              answers: dict | None = None, progress: Callable[[str], None] | None = None,
+              items: list | None = None) -> tuple[list[dict], dict]:
+    """Evaluate one benchmark; returns ``(records, summary_entry)``.
+
+    With ``out_dir`` records are appended to ``out_dir/<bench>.jsonl`` as they are judged and
+    ids already there are skipped (resume). ``items`` overrides the benchmark's loader.
+    """
+    if bench.kind in ("refusal", "overrefusal") and judge is None:
+        from r1probe.eval.judges import KeywordJudge
+
+        judge = KeywordJudge()
+    t_start = time.perf_counter()
+    all_items = select(items if items is not None else bench.load(data_root), limit, seed)
+    if not all_items:
+        raise DataError(f"{bench.name}: no items")
+    rf = ResultsFile(Path(out_dir) / f"{bench.name}.jsonl") if out_dir is not None else None
+    done = rf.load() if rf else {}
+    todo = [it for it in all_items if it.id not in done]
+    mnt = max_new_tokens or bench.max_new_tokens
+    new: dict[str, dict] = {}
+    for k in range(0, len(todo), chunk_size):
+        chunk = todo[k:k + chunk_size]
+        recs = _process_chunk(bench, engine, judge, chunk, max_new_tokens=mnt, judge_reasoning=judge_reasoning,
+                              answers=answers)
+        if rf:
+            rf.append(recs)
+        for r in recs:
+            new[r["id"]] = r
+        if progress:
+            progress(f"{bench.name}: {len(done) + len(new)}/{len(all_items)}")
+    recs = [done.get(it.id) or new[it.id] for it in all_items]
+    has_gold = any(r.get("gold") is not None for r in recs) or bench.kind not in ("mcq", "mcq-gen")
+    if bench.kind in ("mcq", "mcq-gen") and has_gold:
+        recs_for_metrics = [r for r in recs if r.get("gold") is not None]
+    else:
+        recs_for_metrics = recs
+    sees = bool(getattr(judge, "sees_harm", False))
+    entry = M.summarize(recs_for_metrics, metrics_for(bench, sees, has_gold))
+    entry["n"] = len(recs)
+    entry["kind"] = bench.kind
+    if bench.kind == "refusal" and not sees:
+        entry["metrics"] = {"HR": None, **entry["metrics"]}
+        entry["ci95"] = {"HR": None, **entry["ci95"]}
+        entry["notes"] = "HR unavailable: the keyword judge cannot see harm"
+    if bench.kind in ("mcq", "mcq-gen") and not has_gold:
+        entry["notes"] = "no answer key (pass --answers FILE): accuracy not reported"
+    if bench.kind in ("mcq-gen", "math"):
+        entry["metrics"]["extracted_rate"] = float(sum(r.get("pred") is not None for r in recs)) / len(recs)
+    if judge_reasoning and bench.kind in ("refusal", "overrefusal"):
+        rr = [r for r in recs if r.get("reasoning_label") is not None and r.get("reasoning")]
+        entry["metrics"]["reasoning_refusal_rate"] = (sum(r["reasoning_label"] in (2, 3) for r in rr) / len(rr)
+                                                      if rr else None)
+    gen = [r.get("gen_s") for r in recs if isinstance(r.get("gen_s"), (int, float)) and not math.isnan(r["gen_s"])]
+    entry["timing"] = {"this_run_s": round(time.perf_counter() - t_start, 2), "new": len(new),
+                       "resumed": len(all_items) - len(new),
+                       "mean_gen_s_per_item": (sum(gen) / len(gen)) if gen else None}
+    entry["config"] = {"limit": limit, "seed": seed, "max_new_tokens": None if bench.kind in ("mcq", "nll") else mnt,
+                       "judge": judge.describe() if judge is not None and bench.kind in ("refusal", "overrefusal") else None,
+                       "judge_reasoning": judge_reasoning, "data": _data_hashes(bench, data_root)}
+    return recs, entry
+
+
+def _data_hashes(bench: Bench, data_root) -> dict:
+    from r1probe.data.benchmarks import data_root as droot
+
+    root = droot(data_root)
+    out = {}
+    for rel in bench.files:
+        p = root / rel
+        if bench.name.startswith("chisafety") and data_root is None:
+            from r1probe.data.chisafety import default_root
+
+            p = default_root() / rel.split("/", 1)[1]
+        out[rel] = sha256_file(p) if p.exists() else "missing"
+    return out
+
+
+def evaluate(benches: Sequence[Bench], engine, judge=None, out_dir: str | os.PathLike | None = None, *,
+             manifest: dict | None = None, progress=None, **kw) -> dict:
+    """Run several benchmarks; write (merge into) ``out_dir/summary.json`` and ``summary.md``."""
+    summary: dict = {}
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "summary.json").exists():
+            try:
+                summary = json.loads((out / "summary.json").read_text("utf-8"))
+            except json.JSONDecodeError:
+                summary = {}
+    for b in benches:
+        _, entry = run_bench(b, engine, judge, out, progress=progress, **kw)
+        summary[b.name] = entry
+        if out is not None:
+            _write_summary(out, summary, engine, judge, manifest)
+    if out is None:
+        summary["manifest"] = _manifest(engine, judge, manifest)
+    return summary
+
+
+def _manifest(engine, judge, extra):
+    m = base_manifest(engine=engine.describe(), judge=judge.describe() if judge is not None else None)
+    if extra:
+        m.update(extra)
+    return m
+
+
+def _write_summary(out: Path, summary: dict, engine, judge, extra) -> None:
+    summary["manifest"] = _manifest(engine, judge, extra)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", summary_markdown(summary))
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = ["| benchmark | n | metric | value | 95% CI |", "|---|---:|---|---:|---|"]
+    for name, e in summary.items():
+        if name == "manifest" or not isinstance(e, dict) or "metrics" not in e:
+            continue
+        for m, v in e["metrics"].items():
+            ci = e.get("ci95", {}).get(m)
+            lines.append(f"| {name} | {e['n']} | {m} | {_fmt(v)} | "
+                         f"{'[' + _fmt(ci[0]) + ', ' + _fmt(ci[1]) + ']' if ci else ''} |")
+    notes = [f"- {k}: {e['notes']}" for k, e in summary.items() if isinstance(e, dict) and e.get("notes")]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def load_run(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, dict]]]:
+    """A run folder (or its summary.json) → (summary, {bench: {id: record}})."""
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    sj = folder / "summary.json"
+    if not sj.exists():
+        raise R1ProbeError(f"{folder}: no summary.json")
+    summary = json.loads(sj.read_text("utf-8"))
+    recs = {}
+    for name in summary:
+        if name == "manifest":
+            continue
+        f = folder / f"{name}.jsonl"
+        if f.exists():
+            recs[name] = ResultsFile(f).load()
+    return summary, recs
+
+
+def compare_runs(a: str | os.PathLike, b: str | os.PathLike, B: int = 1000, seed: int = 0) -> list[dict]:
+    """Metric differences (B − A) per shared benchmark, with paired bootstrap 95% intervals."""
+    from r1probe.eval.benches import BENCHES
+
+    sa, ra = load_run(a)
+    sb, rb = load_run(b)
+    rows = []
+    for name in sa:
+        if name == "manifest" or name not in sb or name not in ra or name not in rb:
+            continue
+        bench = BENCHES.get(name)
+        if bench is None:
+            continue
+        sees = all(s[name].get("metrics", {}).get("HR") is not None for s in (sa, sb))
+        has_gold = any(r.get("gold") is not None for r in ra[name].values()) or bench.kind not in ("mcq", "mcq-gen")
+        for m, f in metrics_for(bench, sees, has_gold).items():
+            res = M.paired_bootstrap(ra[name], rb[name], f, B=B, seed=seed)
+            rows.append({"bench": name, "metric": m, **res})
+        for m, f in (("unterminated_rate", M.unterminated_rate),):
+            if any("terminated" in r for r in ra[name].values()):
+                rows.append({"bench": name, "metric": m, **M.paired_bootstrap(ra[name], rb[name], f, B=B, seed=seed)})
+    return rows
+
+
+def compare_markdown(rows: list[dict]) -> str:
+    lines = ["| benchmark | metric | n paired | A | B | B − A | 95% CI (paired) |", "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ci = r.get("ci95")
+        lines.append(f"| {r['bench']} | {r['metric']} | {r['n']} | {_fmt(r['a'])} | {_fmt(r['b'])} | "
+                     f"{_fmt(r['diff'])} | {'[' + _fmt(ci[0]) + ', ' + _fmt(ci[1]) + ']' if ci else ''} |")
+    return "\n".join(lines) + "\n"
