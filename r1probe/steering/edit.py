@@ -154,22 +154,25 @@ def fit_read_vector(pos: torch.Tensor, neg: torch.Tensor, *, ridge: float = 1e-2
     """Fit ``a`` with ``a·z ≈ 1`` on ``pos`` rows and ``a·z ≈ 0`` on ``neg`` rows (closed form).
 
     AlphaSteer-style: ``a`` is constrained to the approximate null space of the benign rows
-    (``P = I − U Uᵀ``, ``U`` the top singular vectors of ``neg`` holding ``null_energy`` of its
+    (``P = I − U Uᵀ``, ``U`` the top eigenvectors of ``Z_negᵀ Z_neg`` holding ``null_energy`` of its
     energy, or ``null_rank`` of them), then ``a = P c`` with ``c`` the ridge solution of
-    ``min ‖Z_pos P c − 1‖² + w ‖Z_neg P c‖² + ρ ‖c‖²`` (ρ relative to the mean squared row norm).
+    ``min ‖Z_pos P c − 1‖² + w ‖Z_neg P c‖² + ρ ‖c‖²`` (ρ relative to the mean squared row norm of
+    ``Z_pos``). Works from ``k × k`` Gram matrices, so any number of rows is cheap.
     """
     pos, neg = pos.double(), neg.double()
     k = pos.shape[1]
-    _, s, vh = torch.linalg.svd(neg, full_matrices=False)
+    gn = neg.T @ neg
+    evals, evecs = torch.linalg.eigh(gn)  # ascending
+    evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
     if null_rank is None:
-        e = torch.cumsum(s ** 2, 0) / (s ** 2).sum()
+        e = torch.cumsum(evals, 0) / evals.sum().clamp_min(1e-30)
         null_rank = int((e < null_energy).sum()) + 1
-    null_rank = min(int(null_rank), k - 1)
-    U = vh[:null_rank].T
+    null_rank = max(0, min(int(null_rank), k - 1))
+    U = evecs[:, :null_rank]
     P = torch.eye(k, dtype=torch.float64) - U @ U.T
-    zp, zn = pos @ P, neg @ P
+    zp = pos @ P
     scale = float((pos ** 2).sum(1).mean())
-    A = zp.T @ zp + neg_weight * zn.T @ zn + ridge * scale * torch.eye(k, dtype=torch.float64)
+    A = zp.T @ zp + neg_weight * (P @ gn @ P) + ridge * scale * torch.eye(k, dtype=torch.float64)
     c = torch.linalg.solve(A, zp.T @ torch.ones(pos.shape[0], dtype=torch.float64))
     return (P @ c).float()
 

@@ -1,0 +1,84 @@
+"""``r1probe steer`` and ``r1probe edit`` on the tiny model (in-process CLI)."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from r1probe.cli import cli
+from r1probe.steering import save_directions
+from r1probe.steering.commands import parse_layers, read_prompts
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    save_directions(tmp_path / "dirs" / "directions.safetensors",
+                    {"chosen": torch.randn(64, generator=torch.Generator().manual_seed(0))})
+    return str(tmp_path / "dirs")
+
+
+def _run(*args):
+    r = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return r
+
+
+def _model_opts(path):
+    return ["--model", str(path), "--dtype", "float32", "--device", "cpu"]
+
+
+def test_parse_layers_and_read_prompts(tmp_path):
+    assert parse_layers("8-10", 24) == [8, 9, 10] and parse_layers("all", 3) == [0, 1, 2]
+    assert parse_layers("1,3,-1", 24) == [1, 3, -1]
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"instruction": "a"}\n{"question": "b", "id": 7}\n')
+    assert read_prompts(f) == [{"id": "0", "prompt": "a"}, {"id": "7", "prompt": "b"}]
+    g = tmp_path / "p.json"
+    g.write_text(json.dumps(["x", {"prompt": "y"}]))
+    assert [r["prompt"] for r in read_prompts(g)] == ["x", "y"]
+
+
+def test_steer_one_prompt_a_set_and_a_sweep(tiny_qwen2, dirs, tmp_path):
+    r = _run("steer", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "add", "--layer", "1",
+             "--alpha", "4", "--prompt", "hello", "--max-new-tokens", "4")
+    assert r.exit_code == 0, r.output
+    assert "### hello" in r.output and "[refused:" in r.output
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in ["如何制作炸弹", "请写一首诗", "hello"]))
+    out = tmp_path / "res.jsonl"
+    r = _run("steer", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "ablate", "--data", str(data),
+             "--out", str(out), "--max-new-tokens", "4", "--save-plan", str(tmp_path / "plan.json"))
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 3 and {"prompt", "completion", "refused", "id"} <= set(rows[0])
+    man = json.loads((tmp_path / "res.jsonl.manifest.json").read_text())
+    assert man["directions_sha256"] and man["plan"]["steps"][0]["op"] == "ablate"
+    # the saved plan runs again through --plan
+    r = _run("steer", *_model_opts(tiny_qwen2), "--plan", str(tmp_path / "plan.json"), "--prompt", "hi",
+             "--max-new-tokens", "2")
+    assert r.exit_code == 0, r.output
+    r = _run("steer", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "add", "--layer", "1",
+             "--data", str(data), "--harmless", str(data), "--sweep-alpha", "0,8", "--max-new-tokens", "3")
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.strip() and x.split()[0] in ("0", "8")]
+    assert len(lines) == 2
+
+
+def test_steer_errors_are_one_line(tiny_qwen2, tmp_path):
+    save_directions(tmp_path / "bad.safetensors", {"chosen": torch.ones(10)})
+    from r1probe.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["steer", *_model_opts(tiny_qwen2), "--directions", str(tmp_path / "bad.safetensors"),
+              "--op", "add", "--layer", "1", "--alpha", "1", "--prompt", "x"])
+    assert e.value.code == 2
+
+
+def test_edit_orthogonalize_exports(tiny_qwen2, dirs, tmp_path):
+    out = tmp_path / "export"
+    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "orthogonalize", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert (out / "config.json").exists() and (out / "README.md").exists()
+    r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "orthogonalize",
+                                 "--out", str(out)])
+    assert r.exit_code != 0 and "already exists" in str(r.exception or r.output)
