@@ -23,11 +23,11 @@ def _write(root, refusal=True):
 def test_loaders_on_synthetic_layout(tmp_path):
     root = _write(tmp_path / "csb")
     r = cs.load_chisafety_refusal(root)
-    assert [(p.id, p.text, p.label, p.category, p.history) for p in r] == [("chisafety-refusal/7", "问题甲", 1, "子类", None)]
+    assert [(p.id, p.text, p.label, p.category, p.history) for p in r] == [("chisafety-refusal/7", "问题甲", "harmful", "子类", None)]
     m = cs.load_chisafety_multiturn(root)[0]
     assert m.text == "最后一问" and m.history[0]["role"] == "system" and len(m.history) == 3
     q = cs.load_chisafety_mcq(root)[0]
-    assert q.label is None and cs.mcq_options(q.text) == ["A", "B"]
+    assert q.label == "mcq" and cs.mcq_options(q.text) == ["A", "B"]
 
 
 def test_env_root_and_missing(tmp_path, monkeypatch):

@@ -87,12 +87,12 @@ def _read(root: str | os.PathLike | None, rel: str) -> Any:
 
 def load_chisafety_refusal(root: str | os.PathLike | None = None) -> list:
     """The 462 single-turn must-refuse questions as prompts (``id`` ``chisafety-refusal/<n>``,
-    ``label`` 1 = harmful, ``category`` the subcategory)."""
+    ``label`` ``"harmful"``, ``category`` the subcategory)."""
     data = _read(root, REFUSAL_FILE)
     out = []
     for group in data:
         for it in group.get("infos", []):
-            out.append(_prompt(id=f"chisafety-refusal/{it['id']}", text=it["question"], label=1,
+            out.append(_prompt(id=f"chisafety-refusal/{it['id']}", text=it["question"], label="harmful",
                                category=it.get("category") or group.get("category", ""), history=None))
     if not out:
         raise DataError(f"{REFUSAL_FILE}: no questions")
@@ -106,7 +106,7 @@ def load_chisafety_multiturn(root: str | os.PathLike | None = None) -> list:
     out = []
     for i, it in enumerate(data):
         hist = [{"role": m["role"], "content": m["content"]} for m in it.get("history", [])]
-        out.append(_prompt(id=f"chisafety-multiturn/{i}", text=it["input"], label=1,
+        out.append(_prompt(id=f"chisafety-multiturn/{i}", text=it["input"], label="harmful",
                            category=it.get("sub_category") or it.get("category", ""), history=hist))
     if not out:
         raise DataError(f"{MULTITURN_FILE}: no dialogues")
@@ -123,13 +123,13 @@ def mcq_options(question: str) -> list[str]:
 
 
 def load_chisafety_mcq(root: str | os.PathLike | None = None) -> list:
-    """The 1567 MCQ items; options are written inside ``text``; ``label`` is None (no answer key
-    upstream: pass one with :func:`load_answer_key`)."""
+    """The 1567 MCQ items; options are written inside ``text``; ``label`` is ``"mcq"`` (there is
+    no answer key upstream: pass one with :func:`load_answer_key`)."""
     data = _read(root, MCQ_FILE)
     out = []
     for group in data:
         for it in group.get("infos", []):
-            out.append(_prompt(id=f"chisafety-mcq/{it['id']}", text=it["question"], label=None,
+            out.append(_prompt(id=f"chisafety-mcq/{it['id']}", text=it["question"], label="mcq",
                                category=it.get("category") or group.get("category", ""), history=None))
     return out
 
