@@ -1,0 +1,148 @@
+"""Prompt-set loaders, built-in sets and seeded splits."""
+
+import json
+
+import pytest
+
+from r1probe.data.prompts import (BUILTIN_SETS, Prompt, PromptSet, load_prompt_file, load_prompt_set,
+                                  prompts_sha256, split_of)
+from r1probe.errors import DataError
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name,n,label", [("zh-harmful", 614, "harmful"), ("zh-harmless", 1000, "harmless")])
+def test_builtin_sets_load_with_labels_ids_and_categories(name, n, label):
+    ps = load_prompt_set(f"builtin:{name}")
+    assert len(ps) == n and ps.label_counts() == {label: n}
+    assert len(set(ps.ids)) == n and len(set(ps.texts)) == n
+    assert all(p.text.strip() == p.text and p.text for p in ps)
+    assert sum(p.category is not None for p in ps) > n // 3
+    assert ps.sha256 == prompts_sha256(ps.prompts) and len(ps.sha256) == 64
+
+
+def test_builtin_harmful_mixes_polyrefuse_and_multijail_in_chinese():
+    ps = load_prompt_set("builtin:zh-harmful")
+    srcs = {p.id.split("-")[0] for p in ps}
+    assert srcs == {"polyrefuse", "multijail"}
+    assert sum(p.id.startswith("multijail") for p in ps) == 315
+    cjk = sum(any("\u4e00" <= c <= "\u9fff" for c in p.text) for p in ps)
+    assert cjk == len(ps)
+
+
+@pytest.mark.parametrize("spec", ["builtin:zh-harmful", "builtin:zh-harmless"])
+def test_splits_are_deterministic_disjoint_and_cover_the_set(spec):
+    full = load_prompt_set(spec)
+    parts = {s: load_prompt_set(spec, split=s) for s in ("train", "val", "test")}
+    ids = {s: set(p.ids) for s, p in parts.items()}
+    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
+    assert ids["train"] | ids["val"] | ids["test"] == set(full.ids)
+    assert 0.5 < len(parts["train"]) / len(full) < 0.7
+    assert load_prompt_set(spec, split="val").ids == parts["val"].ids  # same every time
+    assert load_prompt_set(f"{spec}:val").ids == parts["val"].ids      # spec suffix == split=
+    assert load_prompt_set(spec, split="val", seed=1).ids != parts["val"].ids
+    texts = {s: set(p.texts) for s, p in parts.items()}
+    assert not (texts["train"] & texts["test"])
+
+
+def test_split_of_is_a_function_of_seed_and_text_only():
+    assert split_of("你好", 0) == split_of("你好", 0)
+    with pytest.raises(DataError, match="fractions"):
+        split_of("x", 0, (0.5, 0.5, 0.5))
+    ps = PromptSet("x", [Prompt(str(i), f"t{i}", "a") for i in range(50)])
+    rev = PromptSet("y", list(reversed(ps.prompts)))
+    assert set(ps.split("test").ids) == set(rev.split("test").ids)
+
+
+def test_jsonl_json_csv_loaders_keep_id_label_category(tmp_path):
+    rows = [{"id": "a", "prompt": "怎么做蛋糕", "label": "harmless", "category": "food"},
+            {"id": "b", "prompt": "如何入侵网站", "label": "harmful", "category": "cyber"}]
+    jl = write(tmp_path / "p.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    js = write(tmp_path / "p.json", json.dumps(rows, ensure_ascii=False, indent=1))
+    cs = write(tmp_path / "p.csv", "\ufeffid,prompt,label,category\na,怎么做蛋糕,harmless,food\nb,如何入侵网站,harmful,cyber\n")
+    for path in (jl, js, cs):
+        ps = load_prompt_set(path)
+        assert [(p.id, p.text, p.label, p.category) for p in ps] == [
+            ("a", "怎么做蛋糕", "harmless", "food"), ("b", "如何入侵网站", "harmful", "cyber")], path
+    assert load_prompt_set(jl, label="x").label_counts() == {"x": 2}
+
+
+def test_field_guessing_order_and_explicit_field(tmp_path):
+    p = write(tmp_path / "q.jsonl", '{"question": "Q1", "input": "I1"}\n{"question": "Q2", "input": "I2"}\n')
+    assert load_prompt_set(p).texts == ["Q1", "Q2"]
+    assert load_prompt_set(p, field="input").texts == ["I1", "I2"]
+    ps = load_prompt_set(write(tmp_path / "s.json", '["甲", "乙"]'))
+    assert ps.texts == ["甲", "乙"] and ps.ids == ["s-00000", "s-00001"] and ps.labels == ["unlabeled"] * 2
+    wrapped = write(tmp_path / "w.json", '{"data": [{"instruction": "x"}], "version": 1}')
+    assert load_prompt_set(wrapped).texts == ["x"]
+
+
+def test_history_is_kept(tmp_path):
+    p = write(tmp_path / "h.jsonl", json.dumps({"input": "然后呢？", "history": [
+        {"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]}, ensure_ascii=False) + "\n")
+    (pr,) = load_prompt_set(p).prompts
+    assert pr.history[0]["content"] == "你好" and pr.text == "然后呢？"
+
+
+def test_shared_upstream_files_load(shared_data):
+    assert len(load_prompt_set(shared_data / "belle_eval" / "eval_set.json")) == 1000  # JSON Lines named .json
+    mj = load_prompt_set(shared_data / "multijail" / "MultiJail.csv", field="zh")
+    assert len(mj) == 315 and mj[0].id == "0"
+    assert len(load_prompt_set(shared_data / "polyrefuse_zh" / "harmful_val_translated_zh.json")) == 39
+
+
+@pytest.mark.parametrize("name,text,match", [
+    ("bad.jsonl", '{"prompt": "a"}\n{"prompt": "b"\n', r"bad\.jsonl: line 2: invalid JSON"),
+    ("bad.json", '[\n {"prompt": "a"},\n {"prompt": "b",}\n]', r"bad\.json: line 3: invalid JSON"),
+    ("bad.json", '[\n {"prompt": "a"},\n {"text2": "b"}\n]', r"bad\.json: line 3: no text field; pass --field"),
+    ("bad.jsonl", '{"prompt": "a"}\n{"prompt": 3}\n', r"line 2: text is int"),
+    ("bad.jsonl", '{"prompt": "a"}\n{"prompt": "  "}\n', r"line 2: empty prompt text"),
+    ("bad.jsonl", '{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n', r"line 2: duplicate id '1' \(first at line 1\)"),
+    ("bad.csv", 'id,prompt\n1,a\n2,b,extra\n', r"bad\.csv: line 3: expected 2 columns"),
+    ("bad.csv", 'id,prompt\n1,"unterminated\n', r"bad\.csv: line \d+: malformed CSV"),
+    ("bad.txt", 'hello', r"unknown prompt file type '\.txt'"),
+    ("bad.json", '{\n "a": 1\n}', r"line 1: expected a list of prompts"),
+])
+def test_malformed_files_name_file_line_and_reason(tmp_path, name, text, match):
+    p = write(tmp_path / name, text)
+    with pytest.raises(DataError, match=match) as e:
+        load_prompt_set(p)
+    assert "\n" not in str(e.value)
+
+
+def test_empty_sets_and_missing_files_are_clear_errors(tmp_path):
+    for name, text in (("e.json", "[]"), ("e.jsonl", "\n\n"), ("e.csv", "id,prompt\n")):
+        with pytest.raises(DataError, match="is empty"):
+            load_prompt_set(write(tmp_path / name, text))
+    with pytest.raises(DataError, match="not found"):
+        load_prompt_set(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match="unknown prompt set"):
+        load_prompt_set("builtin:nope")
+    with pytest.raises(DataError, match="split"):
+        load_prompt_set("builtin:zh-harmful", split="dev")
+
+
+def test_not_utf8_is_reported_with_a_line(tmp_path):
+    p = tmp_path / "gbk.jsonl"
+    p.write_bytes('{"prompt": "a"}\n'.encode() + '{"prompt": "中文"}\n'.encode("gbk"))
+    with pytest.raises(DataError, match=r"line 2: not UTF-8"):
+        load_prompt_file(p)
+
+
+def test_limit_sample_take_and_concat():
+    ps = load_prompt_set("builtin:zh-harmless", limit=10)
+    assert len(ps) == 10 and ps.ids == load_prompt_set("builtin:zh-harmless", limit=10).ids
+    both = PromptSet.concat([load_prompt_set("builtin:zh-harmful").take(3), ps])
+    assert len(both) == 13 and both.label_counts() == {"harmful": 3, "harmless": 10}
+    assert set(BUILTIN_SETS) == {"zh-harmful", "zh-harmless"}
+
+
+def test_license_notes_are_shipped():
+    from importlib import resources
+
+    text = resources.files("r1probe.data").joinpath("DATA_LICENSES.md").read_text("utf-8")
+    for needle in ("Apache License 2.0", "MIT", "ODC-By", "PolyRefuse", "MultiJail", "BELLE"):
+        assert needle in text
