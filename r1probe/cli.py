@@ -23,7 +23,7 @@ VERBS = {
     "probe": "r1probe.probes.commands:probe",
     "steer": "r1probe.steering.commands:steer",
     "edit": "r1probe.steering.commands:edit",
-    "enhance": "r1probe.steering.commands:enhance",
+    "enhance": "r1probe.steering.enhance_cli:enhance",
     "eval": "r1probe.eval.commands:eval_cmd",
     "serve": "r1probe.eval.commands:serve",
     "compare": "r1probe.analysis.commands:compare",
