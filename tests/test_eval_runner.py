@@ -112,3 +112,13 @@ def test_kill_minus_nine_then_resume(tmp_path, tiny_qwen2):
     assert sorted(ids) == sorted(f"xstest/{i + 1}" for i in range(n))
     s = json.loads((out / "summary.json").read_text())
     assert s["xstest-safe"]["n"] == n and s["xstest-safe"]["timing"]["resumed"] >= 4
+
+
+def test_resume_refuses_a_different_config(tmp_path, tiny_lm):
+    root = write_xstest(tmp_path / "data", 4)
+    b = get_bench("xstest-safe")
+    out = tmp_path / "out"
+    runner.run_bench(b, HFEngine(tiny_lm, batch_size=4), KeywordJudge(), out, data_root=str(root), max_new_tokens=3)
+    runner.run_bench(b, HFEngine(tiny_lm, batch_size=2), KeywordJudge(), out, data_root=str(root), max_new_tokens=3)
+    with pytest.raises(Exception, match="different max_new_tokens"):
+        runner.run_bench(b, HFEngine(tiny_lm), KeywordJudge(), out, data_root=str(root), max_new_tokens=5)

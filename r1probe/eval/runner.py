@@ -154,6 +154,30 @@ def _process_chunk(bench: Bench, engine, judge, items, *, max_new_tokens: int, j
     return out
 
 
+def _fingerprint(bench: Bench, engine, judge, mnt: int, judge_reasoning: bool, answers) -> dict:
+    """What must not change between a run and its resumption (batch size and concurrency may)."""
+    eng = {k: v for k, v in engine.describe().items() if k not in ("batch_size", "concurrency", "max_new_tokens")}
+    if isinstance(eng.get("model"), dict):
+        eng["model"] = {k: v for k, v in eng["model"].items() if k != "loaded_from"}
+    gen = bench.kind not in ("mcq", "nll")
+    return json.loads(json.dumps({
+        "bench": bench.name, "engine": eng, "max_new_tokens": mnt if gen else None,
+        "judge": judge.describe() if judge is not None and bench.kind in ("refusal", "overrefusal") else None,
+        "judge_reasoning": bool(judge_reasoning), "answers": sorted(answers.items()) if answers else None,
+    }, default=str))
+
+
+def _check_fingerprint(path: Path, fp: dict) -> None:
+    if path.exists():
+        old = json.loads(path.read_text("utf-8"))
+        if old != fp:
+            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            raise R1ProbeError(f"{path.parent} holds {fp['bench']} results made with a different "
+                               f"{', '.join(diff)}; use a new --out (or delete {path.name} and the .jsonl)")
+    else:
+        atomic_write_json(path, fp)
+
+
 def _gold(it, answers):
     if answers is not None:
         return answers.get(it.id.split("/")[-1])
@@ -179,9 +203,12 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     if not all_items:
         raise DataError(f"{bench.name}: no items")
     rf = ResultsFile(Path(out_dir) / f"{bench.name}.jsonl") if out_dir is not None else None
+    mnt = max_new_tokens or bench.max_new_tokens
+    if rf is not None:
+        _check_fingerprint(Path(out_dir) / f"{bench.name}.config.json",
+                           _fingerprint(bench, engine, judge, mnt, judge_reasoning, answers))
     done = rf.load() if rf else {}
     todo = [it for it in all_items if it.id not in done]
-    mnt = max_new_tokens or bench.max_new_tokens
     new: dict[str, dict] = {}
     for k in range(0, len(todo), chunk_size):
         chunk = todo[k:k + chunk_size]
