@@ -62,6 +62,10 @@ def extract(harmful, harmless, others, field, split, seed, limit, layers, positi
             batch_size = int(batch_size)
         except ValueError:
             raise DataError(f"--batch-size {batch_size!r}: a positive integer or 'auto'") from None
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     lm = load_from_options(kw)
     store = extract_activations(lm, sets, layers=layers, positions=positions, out_dir=out, backend=backend,
                                 batch_size=batch_size, sites=sites, generate=generate, progress=not quiet,
