@@ -82,3 +82,16 @@ def test_edit_orthogonalize_exports(tiny_qwen2, dirs, tmp_path):
     r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "orthogonalize",
                                  "--out", str(out)])
     assert r.exit_code != 0 and "already exists" in str(r.exception or r.output)
+
+
+def test_edit_enhance_exports(tiny_qwen2, dirs, tmp_path):
+    harm = tmp_path / "harm.jsonl"
+    harm.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in ["如何制作炸弹", "作为 炸弹"]))
+    ben = tmp_path / "ben.jsonl"
+    ben.write_text("".join(json.dumps({"question": t, "std_answer": "春天 hello"}) + "\n" for t in ["请写一首诗", "hello"]))
+    out = tmp_path / "enh"
+    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance", "--layer", "1", "--lam", "3",
+             "--harmful", str(harm), "--benign", str(ben), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    man = json.loads((out / "r1probe_manifest.json").read_text())
+    assert man["edits"][0]["op"] == "enhance" and man["edits"][0]["lambda"] == 3.0

@@ -85,3 +85,14 @@ def test_wrong_direction_size_is_one_clear_error(tiny_lm):
         E.orthogonalize(lm, torch.ones(10))
     with pytest.raises(R1ProbeError, match="out of range"):
         E.amplify(lm, torch.ones(64), [9], 1.0)
+
+
+def test_enhance_fits_a_read_vector_that_ignores_benign_tokens(tiny_lm):
+    lm = copy.deepcopy(tiny_lm)
+    d = _dir(lm.layout.d_model)
+    harmful = ["如何制作炸弹", "作为 hello 炸弹"]
+    benign = [lm.chat.encode(lm.chat.format(p)) + lm.chat.encode("春天的诗 hello world") for p in ["请写一首诗", "hello"]]
+    before = E.writer_inputs(lm, 1, benign, gram=False)
+    rec = E.enhance(lm, d, harmful, benign, layer=1, lam=4.0, ridge=1e-6, null_energy=0.999999)
+    assert rec["op"] == "enhance" and rec["layers"] == [1] and rec["n_benign_tokens"] == before.shape[0]
+    assert rec["fit_benign_rms"] < 0.05 < rec["fit_harmful_mean"]

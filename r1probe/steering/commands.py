@@ -13,6 +13,7 @@ from r1probe.cli_options import load_from_options, model_options, stderr_progres
 from r1probe.errors import DataError, R1ProbeError
 
 PROMPT_FIELDS = ("prompt", "instruction", "question", "text", "goal", "input")
+ANSWER_FIELDS = ("answer", "std_answer", "response", "output", "completion", "target")
 
 
 def read_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
@@ -41,7 +42,11 @@ def read_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict
         key = next((k for k in PROMPT_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
         if key is None:
             raise DataError(f"{p}: row {i} has none of the fields {', '.join(PROMPT_FIELDS)}")
-        out.append({"id": str(r.get("id", i)), "prompt": r[key].strip()})
+        row = {"id": str(r.get("id", i)), "prompt": r[key].strip()}
+        ans = next((r[k] for k in ANSWER_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
+        if ans is not None:
+            row["answer"] = ans
+        out.append(row)
     if not out:
         raise DataError(f"{p}: no prompts")
     return out[:limit] if limit else out
@@ -238,18 +243,25 @@ def _dir_sha(path):
 @click.option("--direction-key", default=None, help="Direction to use (default: chosen).")
 @click.option("--op", type=click.Choice(["orthogonalize", "amplify", "enhance"]), required=True,
               help="orthogonalize: remove the direction (abliteration); amplify: W <- (I + beta r r^T) W; "
-                   "enhance: the tuned safety enhancement (see docs).")
+                   "enhance: W_L <- W_L + lam r a^T with a read vector a fitted on --harmful vs --benign.")
 @click.option("--layer", default=None, help="Layers for amplify/enhance (e.g. 8-15).")
 @click.option("--beta", type=float, default=None, help="Amplification strength.")
-@click.option("--writers", default="attn,mlp", show_default=True, help="Which output projections to edit.")
+@click.option("--writers", default="attn,mlp", show_default=True, help="Which output projections to edit (amplify).")
+@click.option("--lam", type=float, default=None, help="enhance: strength of the rank-1 write (lambda).")
+@click.option("--harmful", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="enhance: harmful prompts to fit the read vector on (JSON/JSONL/CSV).")
+@click.option("--benign", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="enhance: benign prompts (with answer/std_answer fields when present) whose tokens the edit must leave alone.")
+@click.option("--benign-limit", type=click.IntRange(1), default=150, show_default=True)
+@click.option("--null-energy", type=float, default=0.99, show_default=True, help="enhance: benign energy kept out of the read vector.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Export folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 @click.option("--measure", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="Prompt file(s) to measure keyword refusal on before export (recorded in the model card).")
 @click.option("--measure-limit", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--max-shard-size", default="400MB", show_default=True)
-def edit(directions, direction_key, op, layer, beta, writers, out, overwrite, measure, measure_limit,
-         max_shard_size, **kw):
+def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, benign, benign_limit, null_energy, out,
+         overwrite, measure, measure_limit, max_shard_size, **kw):
     """Edit the weights along the refusal direction and export a standard checkpoint folder."""
     from r1probe.steering import edit as E
     from r1probe.steering.directions import load_direction
@@ -262,14 +274,27 @@ def edit(directions, direction_key, op, layer, beta, writers, out, overwrite, me
     which = [w.strip() for w in writers.split(",") if w.strip()]
     if op == "orthogonalize":
         records = [E.orthogonalize(lm, d)]
-    else:
-        cfg = ENHANCE_DEFAULTS if op == "enhance" else {}
-        lay = layer or cfg.get("layers")
-        b = beta if beta is not None else cfg.get("beta")
-        if lay is None or b is None:
+    elif op == "amplify":
+        if layer is None or beta is None:
             raise R1ProbeError("--op amplify needs --layer and --beta")
-        records = [E.amplify(lm, d, parse_layers(lay, lm.layout.n_layers), b, which=which)]
-        records[0]["op"] = op if op == "amplify" else "enhance(amplify)"
+        records = [E.amplify(lm, d, parse_layers(layer, lm.layout.n_layers), beta, which=which)]
+    else:
+        if not harmful or not benign:
+            raise R1ProbeError("--op enhance needs --harmful FILE and at least one --benign FILE to fit on")
+        lay = parse_layers(layer or str(ENHANCE_DEFAULTS["layer"]), lm.layout.n_layers)
+        if len(lay) != 1:
+            raise R1ProbeError("--op enhance edits one layer (e.g. --layer 12)")
+        harm = [r["prompt"] for r in read_prompts(harmful)]
+        texts = []
+        for f in benign:
+            for r in read_prompts(f, benign_limit):
+                ids = lm.chat.encode(lm.chat.format(r["prompt"]))
+                if r.get("answer"):
+                    ids = ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:96]
+                texts.append(ids)
+        stderr_progress(f"fitting the read vector on {len(harm)} harmful prompts and {len(texts)} benign texts")
+        records = [E.enhance(lm, d, harm, texts, layer=lay[0], lam=lam if lam is not None else ENHANCE_DEFAULTS["lam"],
+                             null_energy=null_energy)]
     metrics = {}
     for f in measure:
         rows = read_prompts(f, measure_limit)
@@ -283,4 +308,4 @@ def edit(directions, direction_key, op, layer, beta, writers, out, overwrite, me
 
 
 #: the measured best enhancement on the embedded model (see docs/steering.md); overridable by flags
-ENHANCE_DEFAULTS: dict = {"layers": "10-15", "beta": 1.0}
+ENHANCE_DEFAULTS: dict = {"layer": 12, "lam": 10.0}

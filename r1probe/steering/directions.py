@@ -109,6 +109,6 @@ def save_directions(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+    save_file({k: v.detach().float().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp),
               metadata={k: str(v) for k, v in (metadata or {}).items()})
     os.replace(tmp, p)

@@ -149,19 +149,23 @@ def rank1(lm_or_model, direction: torch.Tensor, layer: int, read: torch.Tensor, 
             "read_norm": float(read.float().norm())}
 
 
-def fit_read_vector(pos: torch.Tensor, neg: torch.Tensor, *, ridge: float = 1e-2, neg_weight: float = 1.0,
-                    null_rank: int | None = None, null_energy: float = 0.999) -> torch.Tensor:
+def fit_read_vector(pos: torch.Tensor, neg: torch.Tensor | None = None, *, neg_gram: torch.Tensor | None = None,
+                    ridge: float = 1e-2, neg_weight: float = 1.0, null_rank: int | None = None,
+                    null_energy: float = 0.999) -> torch.Tensor:
     """Fit ``a`` with ``a·z ≈ 1`` on ``pos`` rows and ``a·z ≈ 0`` on ``neg`` rows (closed form).
 
     AlphaSteer-style: ``a`` is constrained to the approximate null space of the benign rows
     (``P = I − U Uᵀ``, ``U`` the top eigenvectors of ``Z_negᵀ Z_neg`` holding ``null_energy`` of its
     energy, or ``null_rank`` of them), then ``a = P c`` with ``c`` the ridge solution of
     ``min ‖Z_pos P c − 1‖² + w ‖Z_neg P c‖² + ρ ‖c‖²`` (ρ relative to the mean squared row norm of
-    ``Z_pos``). Works from ``k × k`` Gram matrices, so any number of rows is cheap.
+    ``Z_pos``). Works from ``k × k`` Gram matrices, so any number of rows is cheap: pass the benign
+    rows as ``neg`` or their accumulated ``neg_gram = Σ z zᵀ``.
     """
-    pos, neg = pos.double(), neg.double()
+    pos = pos.double()
     k = pos.shape[1]
-    gn = neg.T @ neg
+    if (neg is None) == (neg_gram is None):
+        raise R1ProbeError("fit_read_vector: pass exactly one of neg (rows) or neg_gram (their Gram matrix)")
+    gn = neg_gram.double() if neg_gram is not None else neg.double().T @ neg.double()
     evals, evecs = torch.linalg.eigh(gn)  # ascending
     evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
     if null_rank is None:
@@ -180,3 +184,66 @@ def fit_read_vector(pos: torch.Tensor, neg: torch.Tensor, *, ridge: float = 1e-2
 def edit_record_summary(records: list[dict]) -> str:
     """One line per edit for logs and the model card."""
     return "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in records)
+
+
+# ---- safety enhancement: fit a read vector on the model's own activations, then write it in ----
+
+@torch.no_grad()
+def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, writer: str = "mlp",
+                  last: int | None = None, batch_size: int = 16, gram: bool = False):
+    """Inputs ``z`` of one output projection over tokenised sequences (left-padded batches).
+
+    ``last=k`` keeps each sequence's last ``k`` tokens (e.g. the post-instruction tokens) and returns
+    the rows ``[N·k, K]``; ``last=None`` keeps every real token. ``gram=True`` returns ``(Σ z zᵀ, count)``
+    in float64 instead of the rows (benign sets of any size).
+    """
+    from r1probe.models.generate import left_pad, length_sorted_batches
+    from r1probe.steering.runtime import recording
+
+    model, layout = lm.model, lm.layout
+    (i,) = _layers([layer], layout.n_layers)
+    (_, mod), = _writers(model, layout, i, [writer])
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    rows, G, n = [], None, 0
+    for idx in length_sorted_batches([len(t) for t in token_lists], batch_size):
+        ids, mask = left_pad([token_lists[j] for j in idx], pad, lm.device)
+        with recording(mod) as seen:
+            model(input_ids=ids, attention_mask=mask)
+        z = seen[0].float().cpu()
+        for r, j in enumerate(idx):
+            k = len(token_lists[j]) if last is None else min(last, len(token_lists[j]))
+            zz = z[r, z.shape[1] - k:]
+            if gram:
+                zz = zz.double()
+                G = zz.T @ zz if G is None else G + zz.T @ zz
+                n += zz.shape[0]
+            else:
+                rows.append(zz)
+    return (G, n) if gram else torch.cat(rows)
+
+
+def enhance(lm, direction: torch.Tensor, harmful: Sequence[str], benign_texts: Sequence[Sequence[int]], *,
+            layer: int, lam: float, writer: str = "mlp", post_tokens: int | None = None,
+            ridge: float = 1e-2, null_energy: float = 0.99, batch_size: int = 16) -> dict:
+    """Safety enhancement in the weights: ``W_L ← W_L + λ r̂ aᵀ`` with a fitted read vector ``a``.
+
+    ``a`` is fitted (``fit_read_vector``) so that ``a·z ≈ 1`` at the post-instruction tokens of the
+    ``harmful`` prompts and ``a·z ≈ 0`` on every token of ``benign_texts`` (token lists: harmless
+    prompts with their replies, maths solutions...), with ``z`` the input of layer ``layer``'s
+    ``writer`` projection. The block then writes ``λ (a·z) r̂``: about ``λ r̂`` where the model reads
+    a harmful request, about nothing on benign text. This approximates the conditional run-time plan
+    "add ``λ r̂`` at the output of block ``layer`` on harmful prompts" (CAST) with a linear gate.
+    """
+    check_size(direction, lm.layout.d_model)
+    if post_tokens is None:
+        post_tokens = max(1, len(lm.chat.post_instruction_positions(lm.chat.format("x"), "x")))
+    pos = writer_inputs(lm, layer, [lm.chat.encode(lm.chat.format(p)) for p in harmful], writer=writer,
+                        last=post_tokens, batch_size=batch_size)
+    G, n = writer_inputs(lm, layer, benign_texts, writer=writer, gram=True, batch_size=batch_size)
+    a = fit_read_vector(pos, neg_gram=G, ridge=ridge, null_energy=null_energy)
+    rec = rank1(lm, direction, layer, a, lam, writer=writer)
+    gn = float((a.double() @ G @ a.double()) / max(n, 1)) ** 0.5
+    rec.update({"op": "enhance", "method": "rank-1 read/write (AlphaSteer-style, null space of benign tokens)",
+                "n_harmful": len(harmful), "post_tokens": post_tokens, "n_benign_tokens": n, "ridge": ridge,
+                "null_energy": null_energy, "fit_harmful_mean": float((pos @ a).mean()), "fit_benign_rms": gn})
+    return rec

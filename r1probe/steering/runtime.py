@@ -277,6 +277,24 @@ def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
         handle.remove()
 
 
+@contextmanager
+def recording(module, *, inputs: bool = True) -> Iterator[list[torch.Tensor]]:
+    """Record what ``module`` reads (its first positional input) or writes, one tensor per call.
+
+    Used to fit read vectors on the inputs of output projections (``edit.fit_read_vector``).
+    """
+    seen: list[torch.Tensor] = []
+    if inputs:
+        h = module.register_forward_pre_hook(lambda m, a, k: seen.append((a[0] if a else next(iter(k.values()))).detach()),
+                                             with_kwargs=True)
+    else:
+        h = module.register_forward_hook(lambda m, a, o: seen.append(untuple(o)[0].detach()))
+    try:
+        yield seen
+    finally:
+        h.remove()
+
+
 def hook_count(model) -> int:
     """Number of forward hooks and pre-hooks on ``model`` and its submodules (for leak tests)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
