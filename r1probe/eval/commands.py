@@ -28,6 +28,9 @@ from r1probe.errors import R1ProbeError
 @click.option("--url", default=None, help="--engine openai: server URL, optionally URL#MODEL.")
 @click.option("--api-key", default=None, envvar="OPENAI_API_KEY", help="--engine openai: bearer token.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="--engine openai: parallel requests.")
+@click.option("--thinks", is_flag=True,
+              help="--engine openai: the served model is R1-style (its prompt opens <think>), so a reply without "
+                   "</think> is unterminated reasoning, not an answer.")
 @click.option("--max-new-tokens", type=int, default=None,
               help="Generation length (default per benchmark: 256 refusal, 512 gsm8k/cmath, 1024 math500).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -63,7 +66,7 @@ def eval_cmd(**kw):
         from r1probe.eval.engines import OpenAIEngine
 
         engine = OpenAIEngine(kw["url"], max_new_tokens=kw["max_new_tokens"] or 256, concurrency=kw["concurrency"],
-                              api_key=kw["api_key"])
+                              api_key=kw["api_key"], thinks=kw["thinks"])
         lm = None
     else:
         from r1probe.eval.engines import HFEngine
