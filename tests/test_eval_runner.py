@@ -122,3 +122,36 @@ def test_resume_refuses_a_different_config(tmp_path, tiny_lm):
     runner.run_bench(b, HFEngine(tiny_lm, batch_size=2), KeywordJudge(), out, data_root=str(root), max_new_tokens=3)
     with pytest.raises(Exception, match="different max_new_tokens"):
         runner.run_bench(b, HFEngine(tiny_lm), KeywordJudge(), out, data_root=str(root), max_new_tokens=5)
+
+
+def test_r1_style_replies_split_and_unterminated(tmp_path, tiny_qwen2):
+    """Under the R1 template the prompt opens <think>; a reply without </think> is unterminated reasoning."""
+    from r1probe.models import load_model
+
+    lm = load_model(str(tiny_qwen2), dtype="float32", device="cpu", chat_template="r1")
+    assert lm.chat.thinks
+    root = write_xstest(tmp_path / "data", 3)
+    recs, entry = runner.run_bench(get_bench("xstest-safe"), HFEngine(lm, batch_size=3), KeywordJudge(), None,
+                                   data_root=str(root), max_new_tokens=5, judge_reasoning=True)
+    assert entry["metrics"]["unterminated_rate"] == 1.0
+    assert all(r["answer"] == "" and not r["terminated"] and "reasoning_label" in r for r in recs)
+
+
+def test_judged_answer_excludes_reasoning():
+    class Canned:
+        thinks = True
+
+        def generate(self, reqs, max_new_tokens=None):
+            return ["我不能说，这里在思考。</think>当然，下面是答案：1. 打开终端", "想一想</think>抱歉，我不能帮你。"][:len(reqs)]
+
+        def describe(self):
+            return {"engine": "canned"}
+
+    from r1probe.data.benchmarks import BenchItem
+
+    items = [BenchItem(id="a", text="q1"), BenchItem(id="b", text="q2")]
+    recs, entry = runner.run_bench(get_bench("xstest-safe"), Canned(), KeywordJudge(), None, items=items,
+                                   judge_reasoning=True)
+    assert [r["label"] for r in recs] == [1, 2]  # refusal words inside the reasoning do not count
+    assert recs[0]["reasoning_label"] == 2 and entry["metrics"]["reasoning_refusal_rate"] == 0.5
+    assert entry["metrics"]["refusal_rate"] == 0.5 and entry["metrics"]["unterminated_rate"] == 0.0
