@@ -45,6 +45,9 @@ def test_export_loads_in_a_clean_process_and_matches(edited, tmp_path):
     assert any(f.startswith("model-0000") for f in files) and "model.safetensors.index.json" in files  # sharded
     for f in ("config.json", "generation_config.json", "README.md", "r1probe_manifest.json", "tokenizer.json"):
         assert f in files, files
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o755 & ~mask  # not the private mode of a temp folder
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run([sys.executable, "-c", CHECK, str(out), json.dumps(IDS)], capture_output=True, text=True,
                        env=env, cwd=str(tmp_path), timeout=300)

@@ -99,11 +99,21 @@ def export_checkpoint(lm, out: str | os.PathLike, *, edits: list[dict], directio
         (tmp / "r1probe_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2, default=str) + "\n",
                                                    encoding="utf-8")
         (tmp / "README.md").write_text(model_card(out.name, manifest), encoding="utf-8")
+        _publish_modes(tmp)
         _finalize(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _publish_modes(folder: Path) -> None:
+    """mkdtemp folders are private (0700); give the checkpoint ordinary modes (0755 / 0644 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o755 & ~mask)
+    for p in folder.rglob("*"):
+        os.chmod(p, (0o755 if p.is_dir() else 0o644) & ~mask)
 
 
 def _dir_file(path) -> str:
