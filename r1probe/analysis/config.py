@@ -36,6 +36,7 @@ class StudyConfig:
     positions: str = "post"
     kl_threshold: float = 0.1
     max_layer_frac: float = 0.8
+    score: str = "lookahead"       # refusal score of the causal selection (see r1probe probe --score)
     edits: list[str] = field(default_factory=lambda: ["orthogonalize", "enhance"])
     enhance_layers: str = "8-19"  # layers whose output projections get the amplification edit
     enhance_beta: float = 1.0

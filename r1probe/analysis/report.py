@@ -1,0 +1,127 @@
+"""The study's ``report.md``: key numbers with confidence intervals, figures, and the commands."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from r1probe.analysis import plots
+from r1probe.analysis.tables import fmt_ci, write_table
+from r1probe.provenance import atomic_write_text, library_versions
+
+#: (bench, metric, column title, better direction)
+KEY_METRICS = [
+    ("chisafety-refusal", "RR-1", "CHiSafetyBench refusal (RR-1) ↑", 1),
+    ("chisafety-refusal", "RR-2", "RR-2 (with guidance) ↑", 1),
+    ("chisafety-multiturn", "RR-1", "multi-turn RR-1 ↑", 1),
+    ("cvalues", "refusal_rate", "CValues over-refusal ↓", -1),
+    ("xstest-safe", "refusal_rate", "XSTest-safe over-refusal ↓", -1),
+    ("gsm8k", "accuracy", "GSM8K accuracy ↑", 1),
+    ("gsm8k-nll", "mean_nll", "GSM8K gold NLL ↓", -1),
+    ("math500", "accuracy", "MATH-500 accuracy ↑", 1),
+    ("cmath", "accuracy", "CMATH accuracy ↑", 1),
+    ("safetybench-zh", "accuracy", "SafetyBench-zh accuracy ↑", 1),
+]
+
+
+def _load(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _rel(p, base: Path) -> str:
+    return os.path.relpath(p, base)
+
+
+def collect(results: dict, variants: dict) -> tuple[list[tuple], dict]:
+    """Columns present and ``table[variant][column] = (value, lo, hi, n)`` from each eval summary."""
+    summaries = {v: _load(results[f"eval-{v}"].path / "summary.json") for v in variants if f"eval-{v}" in results}
+    cols = [k for k in KEY_METRICS if any(k[0] in s and k[1] in s[k[0]].get("metrics", {}) for s in summaries.values())]
+    table = {}
+    for v, s in summaries.items():
+        row = {}
+        for bench, metric, title, _ in cols:
+            e = s.get(bench, {})
+            val = e.get("metrics", {}).get(metric)
+            ci = e.get("ci95", {}).get(metric) or (None, None)
+            row[title] = (val, ci[0], ci[1], e.get("n"))
+        table[v] = row
+    return cols, table
+
+
+def write_study_report(cfg, results: dict, commands: dict, variants: dict, path: Path, out: Path) -> dict:
+    """Write figures and tables under ``path`` and ``out/report.md``; returns what was written."""
+    figs_dir = path / "figures"
+    cols, table = collect(results, variants)
+    sources = [results[f"eval-{v}"].path / "summary.json" for v in variants if f"eval-{v}" in results]
+    written = {"figures": {}, "tables": {}}
+    header = ["variant"] + [c[2] for c in cols]
+    rows = [[v] + [fmt_ci(table[v][c[2]][0], table[v][c[2]][1:3]) for c in cols] for v in table]
+    written["tables"]["metrics"] = write_table(header, rows, path / "metrics", sources=sources,
+                                               caption="Safety, over-refusal and reasoning per variant (95% bootstrap CI)")
+    rate_cols = [c[2] for c in cols if c[1] in ("RR-1", "RR-2", "refusal_rate", "accuracy")]
+    if rate_cols:
+        written["figures"]["metrics"] = plots.metric_bars(
+            {v: {c: table[v][c][:3] for c in rate_cols} for v in table}, figs_dir / "metrics",
+            title="refusal, over-refusal and accuracy per variant (95% CI)", sources=sources)
+    harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
+    over_t = next((c[2] for c in cols if c[0] == "cvalues"), None) or next((c[2] for c in cols if c[0] == "xstest-safe"), None)
+    if harm_t and over_t and "base" in table:
+        pts = [{"kind": "export" if v in ("orthogonalize", "enhance") else ("run-time plan" if v.startswith("plan") else "base"),
+                "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
+               if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
+        written["figures"]["tradeoff"] = plots.tradeoff(
+            pts, figs_dir / "tradeoff", x="over", y="harm", xlabel=f"{over_t} (share refused)",
+            ylabel=f"{harm_t} (share refused)", title="safety bought against over-refusal", sources=sources)
+    probe = _load(results["probe"].path / "probe.json")
+    chosen = probe.get("chosen") or {}
+    probe_figs = sorted((results["probe"].path / "figures").glob("*.png")) if (results["probe"].path / "figures").exists() else []
+    cmp = _load(results["compare"].path / "compare.json").get("result", {}) if "compare" in results else {}
+
+    md = [f"# r1probe study: {cfg.model}", "",
+          f"Seed {cfg.seed}; {cfg.n_train} train prompts per class ({cfg.harmful} vs {cfg.harmless}), "
+          f"{cfg.n_val} validation prompts per class for the causal selection; keyword judge; "
+          f"limits {json.dumps({b: cfg.limits.get(b) for b in cfg.benches}, ensure_ascii=False)}.", "",
+          "## Key numbers", "",
+          "Each cell: value [95% bootstrap CI]. Refusal on CHiSafetyBench must-refuse questions is the safety gain; "
+          "refusal on CValues / XSTest-safe (sensitive but answerable) is its over-refusal cost; GSM8K accuracy and "
+          "gold-solution NLL are the reasoning cost.", ""]
+    md.append(open(written["tables"]["metrics"]["md"], encoding="utf-8").read())
+    md += ["Variants: `base` = the unedited model; `orthogonalize` = exported checkpoint with the refusal direction "
+           "removed from every residual write; `enhance` = exported checkpoint with the direction amplified in the "
+           f"output projections of layers {cfg.enhance_layers} (W ← (I + {cfg.enhance_beta} r̂r̂ᵀ) W); `plan-conditional` = "
+           "run-time CAST-style plan (add the direction only to prompts whose projection passes the gate); "
+           "`plan-add` = unconditional addition.", ""]
+    if chosen:
+        sc = {k: chosen.get(k) for k in ("bypass", "induce", "kl") if k in chosen}
+        md += ["## Refusal direction", "",
+               f"Chosen cell: layer {chosen.get('layer')}, position {chosen.get('pos')} "
+               f"(‖d‖ = {chosen.get('norm', float('nan')):.3g}); selection scores {json.dumps(sc)}.", ""]
+        md += [f"![{p.stem}]({_rel(p, out)})" for p in probe_figs] + [""]
+    if cmp:
+        ch = cmp.get("chosen", {})
+        md += ["## Base vs orthogonalised export", ""]
+        if ch:
+            pj = ch.get("projection", {})
+            md += [f"At layer {ch.get('layer')}: mean |projection| on the removed direction "
+                   f"{pj.get('base', {}).get('abs_mean', float('nan')):.3g} (base) vs "
+                   f"{pj.get('orthogonalized', {}).get('abs_mean', float('nan')):.3g} (export); AUROC along the removed "
+                   f"direction {ch.get('auroc', {})}.", ""]
+        lg = cmp.get("probe_curves", {}).get("orthogonalized", {}).get("logistic", {}).get("auroc", [])
+        if lg:
+            finite = [x for x in lg if x is not None]
+            md += [f"Harmfulness stays linearly decodable in the export along other directions: logistic-probe AUROC "
+                   f"max {max(finite):.3f}, median {sorted(finite)[len(finite) // 2]:.3f} over layers.", ""]
+        for k, f in cmp.get("figures", {}).items():
+            md.append(f"![{k}]({_rel(Path(f['png']), out)})")
+        md.append("")
+    if written["figures"]:
+        md += ["## Figures", ""] + [f"![{k}]({_rel(Path(f['png']), out)})" for k, f in written["figures"].items()] + [""]
+    md += ["## Reproduce", "", "```bash"] + [commands[k] for k in commands] + ["```", "",
+           "Every figure and table has a `.json` sidecar naming the artifacts (and sha256) it was drawn from.", "",
+           "## Versions", "", "```json", json.dumps(library_versions(), indent=1), "```", ""]
+    atomic_write_text(out / "report.md", "\n".join(md))
+    return {"report": str(out / "report.md"), **{k: list(v) for k, v in written.items()}}
