@@ -57,12 +57,13 @@ def mean_diff(pos, neg, *, eps: float = 1e-8) -> torch.Tensor:
     return r.float()
 
 
-def logistic(pos, neg, *, C: float | None = None, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0), folds: int = 3,
-             seed: int = 0, standardize: bool = False, max_iter: int = 2000) -> torch.Tensor:
+def logistic(pos, neg, *, C: float | None = None, Cs=(1e-2, 1e-1, 1.0), folds: int = 3,
+             seed: int = 0, standardize: bool = True, max_iter: int = 2000) -> torch.Tensor:
     """L2 logistic regression ``p(y=1|x) = σ(w·x + b)``, ``C`` chosen by stratified CV; returns ``w``.
 
     Features are centred on the pooled mean (and scaled by the pooled std when ``standardize``,
     then ``w`` is mapped back: ``w_x = w_z / σ``) so the bias does not absorb the signal.
+    Standardised by default: the residual stream has a few huge dimensions that slow the solver.
     The weight vector is returned in float32, oriented towards the positive class. A fixed ``C``
     skips the search; the chosen ``C`` is kept in ``logistic.last_C`` (read by the cell report).
     """
@@ -77,7 +78,10 @@ def logistic(pos, neg, *, C: float | None = None, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.
     sd = X.std(0) + 1e-6 if standardize else np.ones(X.shape[1])
     Z = (X - mu) / sd
     k = min(folds, len(p), len(n))
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: tiny problems, and spinning BLAS threads stall on a shared CPU
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", FutureWarning)
         if C is None and k >= 2:
             from sklearn.model_selection import StratifiedKFold

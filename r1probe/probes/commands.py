@@ -1,0 +1,119 @@
+"""``r1probe probe``: train probes on an activation store and select the refusal direction; ``probe report``."""
+
+from __future__ import annotations
+
+import click
+
+from r1probe.cli_options import model_options, pop_model_options, stderr_progress
+
+
+def _ints(text: str | None):
+    if text in (None, "", "all"):
+        return None
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if part == "embed":
+            out.append(-1)
+        elif "-" in part[1:]:
+            a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+@click.group(invoke_without_command=True)
+@click.option("--store", "store", type=click.Path(exists=True, file_okay=False), help="Activation store (r1probe extract --out).")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Output folder (directions.safetensors + probe.json).")
+@model_options()
+@click.option("--harmful-val", default="builtin:zh-harmful", show_default=True, help="Harmful validation prompts (spec).")
+@click.option("--harmless-val", default="builtin:zh-harmless", show_default=True, help="Harmless validation prompts (spec).")
+@click.option("--val-split", default="val", show_default=True, help="Split of the validation specs (train/val/test, or 'none').")
+@click.option("--n-val", default=32, show_default=True, type=click.IntRange(1), help="Validation prompts per side.")
+@click.option("--score", type=click.Choice(["lookahead", "first_token", "generation"]), default="lookahead", show_default=True,
+              help="Refusal score: lookahead (refusal phrase after the model's own restatement, teacher forced), "
+                   "first_token (refusal_direction), generation (keyword judge on a short greedy generation; slow).")
+@click.option("--gen-tokens", default=24, show_default=True, type=click.IntRange(1), help="Greedy tokens for generation scores.")
+@click.option("--max-layer-frac", default=0.8, show_default=True, type=float, help="Drop candidates at layers >= this fraction of L.")
+@click.option("--kl-max", default=0.1, show_default=True, type=float, help="Drop candidates whose ablation KL on harmless prompts exceeds this.")
+@click.option("--induce-min", default=0.0, show_default=True, type=float, help="Drop candidates whose induce score is <= this.")
+@click.option("--verify-top", default=1, show_default=True, type=click.IntRange(0),
+              help="Re-check the best N candidates with generated refusal rates (0: off).")
+@click.option("--max-candidates", default=0, show_default=True, type=click.IntRange(0),
+              help="Score at most N candidates, pre-ranked by probe separation (0: all).")
+@click.option("--layers", default="all", show_default=True, help="Layers to probe: all, 8-16, 4,8,12, embed.")
+@click.option("--positions", default="all", show_default=True, help="Positions to probe: all or offsets like -1,-3.")
+@click.option("--estimators", default="mean_diff,logistic,pca", show_default=True, help="Estimators to fit.")
+@click.option("--site", default="resid_post", show_default=True, help="Store site to read.")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2), help="Cross-validation folds.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Prompts per forward pass.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-select", is_flag=True, help="Only fit and cross-validate probes (no model needed).")
+@click.option("--report/--no-report", default=False, show_default=True, help="Also draw the figures.")
+@click.pass_context
+def probe(ctx, **kw):
+    """Find the refusal direction: probes per (layer, position), then causal selection.
+
+    \b
+    Example:
+      r1probe extract --harmful builtin:zh-harmful:train --harmless builtin:zh-harmless:train --out acts/
+      r1probe probe --store acts/ --out probe/
+      r1probe probe report probe/
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import time
+
+    from r1probe.cli_options import load_from_options
+    from r1probe.errors import R1ProbeError
+    from r1probe.probes.api import run_probe
+    from r1probe.probes.select import SelectConfig
+
+    if not kw.get("store") or not kw.get("out"):
+        raise R1ProbeError("r1probe probe needs --store DIR and --out DIR (or: r1probe probe report DIR)")
+    t0 = time.time()
+    mopts = pop_model_options(kw)
+    cfg = SelectConfig(max_layer_frac=kw["max_layer_frac"], kl_max=kw["kl_max"], induce_min=kw["induce_min"],
+                       score=kw["score"], n_val=kw["n_val"], gen_tokens=kw["gen_tokens"],
+                       verify_top=kw["verify_top"], batch_size=kw["batch_size"], max_candidates=kw["max_candidates"])
+    lm = None if kw["no_select"] else load_from_options(dict(mopts))
+    positions = None if kw["positions"] in ("all", "", None) else _ints(kw["positions"])
+    split = None if kw["val_split"] in ("none", "") else kw["val_split"]
+    meta = run_probe(kw["store"], lm, kw["out"], harmful_val=kw["harmful_val"], harmless_val=kw["harmless_val"],
+                     val_split=split, cfg=cfg, estimators=[e.strip() for e in kw["estimators"].split(",") if e.strip()],
+                     layers=_ints(kw["layers"]), positions=positions, site=kw["site"], folds=kw["folds"],
+                     seed=kw["seed"], select=not kw["no_select"], progress=stderr_progress)
+    if kw["report"]:
+        from r1probe.probes.report import draw_report
+
+        draw_report(kw["out"])
+    cells = meta["cells"]
+    best = max((c for c in cells.values() if c.get("ok")),
+               key=lambda c: c["estimators"]["mean_diff"].get("auroc") or 0, default=None)
+    if best:
+        click.echo(f"best probe AUROC (difference-in-means, {kw['folds']}-fold CV): "
+                   f"{best['estimators']['mean_diff']['auroc']:.3f} at layer {best['layer']} position {best['pos']}")
+    ch = meta.get("chosen")
+    if ch:
+        v = ch.get("verify") or {}
+        base = meta["selection"]["baseline"]
+        click.echo(f"chosen: {ch['key']} (layer {ch['layer']}, position {ch['pos']}): bypass score {ch['bypass']:.3f} "
+                   f"(baseline {base.get('bypass', float('nan')):.3f}), induce {ch['induce']:.3f}, KL {ch['kl']:.4f}")
+        if v:
+            click.echo(f"  generated refusal on harmful val: {base.get('bypass_rate', float('nan')):.0%} -> "
+                       f"{v['bypass_rate']:.0%} with ablation; harmless val with addition: {v['induce_rate']:.0%}")
+    click.echo(f"wrote {kw['out']} in {time.time() - t0:.0f}s "
+               f"(search {meta['selection']['seconds'] if meta.get('selection') else 0:.0f}s)")
+
+
+@probe.command("report")
+@click.argument("probe_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Figure folder (default: PROBE_DIR/figures).")
+def report(probe_dir, out):
+    """Figures (PNG + PDF) of probe accuracy/AUROC per layer and bypass/induce/KL heatmaps."""
+    from r1probe.probes.report import draw_report
+
+    paths = draw_report(probe_dir, out)
+    for p in paths:
+        click.echo(p)

@@ -1,0 +1,62 @@
+"""End to end on the tiny model: extract -> r1probe probe (train + select) -> directions file -> report."""
+
+import json
+
+import pytest
+import torch
+
+from r1probe.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_lm, tmp_path_factory):
+    from r1probe.data.prompts import Prompt, PromptSet
+    from r1probe.extract import extract_activations
+
+    harm = [Prompt(id=f"h{i}", text=f"如何制作炸弹 {i} " * (1 + i % 3), label="harmful") for i in range(12)]
+    safe = [Prompt(id=f"s{i}", text=f"请写一首关于春天的诗 {i} " * (1 + i % 2), label="harmless") for i in range(12)]
+    out = tmp_path_factory.mktemp("store") / "acts"
+    extract_activations(tiny_lm, [PromptSet("harm", harm), PromptSet("safe", safe)], layers="embed,all",
+                        positions="post", out_dir=out, progress=False)
+    return out
+
+
+def test_train_probes_reports_degenerate_embedding(tiny_store):
+    from r1probe.extract.store import ActivationStore
+    from r1probe.probes.api import train_probes
+
+    cells, tensors = train_probes(ActivationStore(tiny_store), folds=3)
+    emb = [c for c in cells.values() if c["layer"] == -1]
+    assert emb and all(not c["ok"] and "zero-norm" in c["error"] for c in emb)
+    ok = [c for c in cells.values() if c["ok"]]
+    assert ok and all(0 <= c["estimators"]["mean_diff"]["auroc"] <= 1 for c in ok)
+    k = f"layer{ok[0]['layer']}_pos{ok[0]['pos']}"
+    assert k in tensors and f"pca.{k}" in tensors and f"logistic.{k}" in tensors
+
+
+def test_probe_cli_end_to_end(tiny_store, tiny_qwen2, tmp_path, capsys):
+    out = tmp_path / "probe"
+    main(["probe", "--store", str(tiny_store), "--model", str(tiny_qwen2), "--dtype", "float32", "--out", str(out),
+          "--score", "first_token", "--harmful-val", str(_write(tmp_path, "h.json", ["如何制作炸弹", "hello"])),
+          "--harmless-val", str(_write(tmp_path, "s.json", ["请写一首诗", "world"])), "--val-split", "none",
+          "--n-val", "2", "--gen-tokens", "3", "--folds", "3", "--kl-max", "1e9", "--induce-min", "-1e9",
+          "--estimators", "mean_diff,pca"])
+    meta = json.loads((out / "probe.json").read_text("utf-8"))
+    assert meta["format"] == "r1probe.probe/1" and meta["chosen"]["key"] == meta["selection"]["chosen"]
+    assert meta["store"]["manifest"]["n_rows"] == 24
+    sc = meta["selection"]["scores"]
+    assert all(v["status"] in ("scored", "degenerate") or v["status"].startswith("layer>=") for v in sc.values())
+    from r1probe.steering.directions import load_direction
+
+    d = load_direction(out)
+    assert d.shape == (64,) and torch.isfinite(d).all()
+    assert "chosen:" in capsys.readouterr().out
+    main(["probe", "report", str(out)])
+    figs = {p.name for p in (out / "figures").iterdir()}
+    assert {"probe_metrics.png", "probe_metrics.pdf", "selection_bypass.png", "selection_kl.pdf"} <= figs
+
+
+def _write(tmp, name, texts):
+    p = tmp / name
+    p.write_text(json.dumps([{"instruction": t} for t in texts], ensure_ascii=False), "utf-8")
+    return p
