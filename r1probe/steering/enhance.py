@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 DIR_KINDS = ("harm", "hb", "orth", "probe")
 WRITER_SETS = {"both": ("attn", "mlp"), "attn": ("attn",), "mlp": ("mlp",)}
 OBJECTIVES = ("harm_refusal", "border_refusal", "nll_ratio")
+NLL_BATCH = 1
 
 
 # ----------------------------------------------------------------------------- config
@@ -80,6 +81,7 @@ class EnhanceConfig:
     report_nll: int = 60         # GSM8K test solutions
     report_max_new_tokens: int = 40
     plans: bool = True            # also measure the run-time plans (additive, CAST-conditional)
+    plan_strengths: tuple = (1.0, 2.0)  # α = k · diff-in-means gap at the plan layer
 
     def __post_init__(self):
         for k in ("n_harmful", "n_borderline", "n_nll", "max_new_tokens", "batch_size", "trials", "n_direction"):
@@ -183,7 +185,8 @@ def mean_nll(lm, items, *, batch_size: int, plan=None) -> float:
     """Mean over items of the teacher-forced NLL (nats/token) of the gold ``solution`` as the reply."""
     from r1probe.eval.engines import HFEngine
 
-    eng = HFEngine(lm, batch_size=batch_size, plan=plan)
+    # full-vocabulary float32 logits of [batch, seq, V] dominate memory (V = 151,936 for Qwen): keep batches small
+    eng = HFEngine(lm, batch_size=max(1, min(batch_size, NLL_BATCH)), plan=plan)
     vals = eng.target_nll([(it.text, None) for it in items], [it.solution for it in items])
     return float(sum(vals) / len(vals))
 
@@ -548,7 +551,7 @@ def cast_threshold(pos: torch.Tensor, neg: torch.Tensor) -> float:
 
 
 def runtime_plans(lm, data: EnhanceData, dirs: dict, layer: int, *, batch_size: int = 16,
-                  strengths: Sequence[float] = (1.0, 2.0)) -> dict[str, object]:
+                  strengths: Sequence[float] = (1.0, 2.0), max_fit: int = 64) -> dict[str, object]:
     """Additive and CAST-conditional plans at ``layer`` for comparison with the edit.
 
     Both add ``α r̂`` (``r̂`` = unit harm direction, ``α = k · (μ_harmful − μ_harmless)·r̂``) at the input of
@@ -561,9 +564,10 @@ def runtime_plans(lm, data: EnhanceData, dirs: dict, layer: int, *, batch_size: 
     r = unit(dirs[f"harm_L{layer}"])
     gap = float((dirs[f"mean_harmful_L{layer}"] - dirs[f"mean_harmless_L{layer}"]) @ r)
     hb = unit(dirs[f"hb_L{layer}"])
-    pos = last_token_states(lm, data.harmful_train, [layer], batch_size)[:, 0] @ hb
-    neg = torch.cat([last_token_states(lm, data.border_contrast, [layer], batch_size)[:, 0],
-                     last_token_states(lm, data.harmless_train, [layer], batch_size)[:, 0]]) @ hb
+    n = max_fit
+    pos = last_token_states(lm, data.harmful_train[:n], [layer], batch_size)[:, 0] @ hb
+    neg = torch.cat([last_token_states(lm, data.border_contrast[:n], [layer], batch_size)[:, 0],
+                     last_token_states(lm, data.harmless_train[:n], [layer], batch_size)[:, 0]]) @ hb
     thr = cast_threshold(pos, neg)
     plans = {}
     for k in strengths:
@@ -645,7 +649,8 @@ def enhance(lm, cfg: EnhanceConfig, *, out: str | os.PathLike | None, work: str 
     log_fn(f"{len(rows)} trials, {len(front)} on the front; chosen: {chosen and chosen['trial']}")
 
     # ---- report splits: unedited, chosen edit, run-time plans (all cached for reruns)
-    report = {"unedited": _cached(work / "report_unedited.json", lambda: _report_metrics(lm, data, cfg))}
+    sz = f"_{len(data.harmful_report)}-{len(data.border_report)}-{len(data.nll_report)}-t{cfg.report_max_new_tokens}"
+    report = {"unedited": _cached(work / f"report_unedited{sz}.json", lambda: _report_metrics(lm, data, cfg))}
     search_points = [{"kind": "edit (search)", "x": r["border_refusal"] - base["border_refusal"],
                       "y": r["harm_refusal"] - base["harm_refusal"], "trial": r["trial"]} for r in rows]
     records = []
@@ -653,11 +658,12 @@ def enhance(lm, cfg: EnhanceConfig, *, out: str | os.PathLike | None, work: str 
         p = params_of(chosen)
         editor = TrialEditor(lm, dirs)
         with editor.applied(p):
-            report["chosen edit"] = _cached(work / f"report_trial{chosen['trial']}.json",
+            report["chosen edit"] = _cached(work / f"report_trial{chosen['trial']}{sz}.json",
                                             lambda: _report_metrics(lm, data, cfg))
     if cfg.plans:
         layer = min(cfg.dir_layers, key=lambda x: abs(x - lm.layout.n_layers // 2))
-        plans = runtime_plans(lm, data, dirs, layer, batch_size=min(16, cfg.batch_size))
+        plans = runtime_plans(lm, data, dirs, layer, batch_size=min(16, cfg.batch_size),
+                              strengths=cfg.plan_strengths)
         for name, plan in plans.items():
             plan.save(work / f"plan_{name.replace(' ', '_').replace('=', '')}.json")
             sv = _cached(work / f"search_{name.replace(' ', '_').replace('=', '')}.json",
@@ -668,12 +674,12 @@ def enhance(lm, cfg: EnhanceConfig, *, out: str | os.PathLike | None, work: str 
             sv["nll_ratio"] = sv["nll"] / base["nll"]
             report.setdefault("_plans_search", {})[name] = sv
         # the best plan of each kind on the search splits goes to the report splits
-        for kind in ("conditional", "additive"):
+        for kind in ("conditional",):  # the additive plan is on the search axes only (time)
             cands = {n: v for n, v in report["_plans_search"].items() if n.startswith(kind)}
             ok = {n: v for n, v in cands.items() if v["border_refusal"] - base["border_refusal"] <= cfg.border_margin
                   and v["nll_ratio"] <= 1 + cfg.nll_tol}
             pick = max(ok or cands, key=lambda n: (ok or cands)[n]["harm_refusal"])
-            report[f"{pick} plan"] = _cached(work / f"report_{pick.replace(' ', '_').replace('=', '')}.json",
+            report[f"{pick} plan"] = _cached(work / f"report_{pick.replace(' ', '_').replace('=', '')}{sz}.json",
                                              lambda: _report_metrics(lm, data, cfg, plans[pick]))
     u = report["unedited"]
     for k, v in report.items():

@@ -28,6 +28,8 @@ from r1probe.cli_options import load_from_options, model_options
 @click.option("--max-new-tokens", default=32, show_default=True, help="Reply length judged in the search.")
 @click.option("--report-max-new-tokens", default=40, show_default=True, help="Reply length judged on report splits.")
 @click.option("--report-borderline", default=100, show_default=True, help="CValues report prompts.")
+@click.option("--report-harmful", default=100, show_default=True,
+              help="CHiSafetyBench report prompts (a prefix of the fixed report part of 100).")
 @click.option("--report-nll", default=60, show_default=True, help="GSM8K test solutions for the report NLL.")
 @click.option("--dir-layers", default="8,10,12,14,16", show_default=True, help="Layers where directions are read.")
 @click.option("--n-direction", default=260, show_default=True, help="Prompts per class for the directions.")
@@ -35,6 +37,8 @@ from r1probe.cli_options import load_from_options, model_options
 @click.option("--border-margin", default=0.10, show_default=True, help="Allowed rise of CValues refusal.")
 @click.option("--nll-tol", default=0.02, show_default=True, help="Allowed relative rise of gold NLL.")
 @click.option("--batch-size", default=48, show_default=True)
+@click.option("--plan-strengths", default="1,2", show_default=True,
+              help="Run-time plan strengths k (α = k · diff-in-means gap).")
 @click.option("--no-plans", is_flag=True, help="Skip the run-time plan comparison.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=None, type=int,
@@ -42,8 +46,8 @@ from r1probe.cli_options import load_from_options, model_options
 @click.option("--data-root", default=None, help="Shared data folder (default ../shared/data or $R1PROBE_DATA).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 def enhance(directions, direction_key, out, work, trials, budget_min, sampler, n_harmful, n_borderline, n_nll,
-            max_new_tokens, report_max_new_tokens, report_borderline, report_nll, dir_layers, n_direction, dir_kinds,
-            border_margin, nll_tol, batch_size, no_plans, seed, threads, data_root, overwrite, **kw):
+            max_new_tokens, report_max_new_tokens, report_borderline, report_harmful, report_nll, dir_layers, n_direction, dir_kinds,
+            border_margin, nll_tol, batch_size, plan_strengths, no_plans, seed, threads, data_root, overwrite, **kw):
     """Search layers, strengths and directions of a refusal-enhancing edit under an over-refusal budget,
     export the chosen one and write the Pareto front and the trade-off figure."""
     from r1probe.steering.enhance import EnhanceConfig, enhance as run
@@ -53,8 +57,9 @@ def enhance(directions, direction_key, out, work, trials, budget_min, sampler, n
                         border_margin=border_margin, nll_tol=nll_tol,
                         dir_layers=tuple(int(x) for x in dir_layers.split(",") if x.strip()),
                         dir_kinds=tuple(x.strip() for x in dir_kinds.split(",") if x.strip()),
-                        report_borderline=report_borderline, report_nll=report_nll,
+                        report_borderline=report_borderline, report_harmful=report_harmful, report_nll=report_nll,
                         report_max_new_tokens=report_max_new_tokens, plans=not no_plans,
+                        plan_strengths=tuple(float(x) for x in plan_strengths.split(",") if x.strip()),
                         n_direction=n_direction)
     if threads:
         import torch
