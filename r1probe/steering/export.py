@@ -28,7 +28,7 @@ tags:
 ---
 # {name}
 
-`{base}` edited by [r1probe](https://github.com/) with **{op}** (no training, same architecture).
+`{base}` edited by r1probe with **{op}** (no training, same architecture).
 It loads in stock `transformers` / vLLM: `AutoModelForCausalLM.from_pretrained("{name}")`.
 
 ## Edit
