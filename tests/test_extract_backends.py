@@ -38,6 +38,7 @@ def test_three_backends_agree(fixture, request, tmp_path):
 def test_transformer_lens_leaves_the_shared_model_untouched(tiny_lm, tmp_path):
     model = tiny_lm.model
     before = [(n, type(m)) for n, m in model.named_modules()]
+    hooks_before = foreign_hooks(model)  # the loader's own lm_head hook is there from the start
     attn = model.config._attn_implementation
     ids = torch.tensor([tiny_lm.chat.encode(tiny_lm.chat.format("你好"))])
     with torch.no_grad():
@@ -51,14 +52,15 @@ def test_transformer_lens_leaves_the_shared_model_untouched(tiny_lm, tmp_path):
     torch.testing.assert_close(out.logits, logits)
     assert len(out.hidden_states) == tiny_lm.layout.n_layers + 1
     assert tiny_lm.tokenizer.padding_side == "left"
-    assert foreign_hooks(model) == []
+    assert foreign_hooks(model) == hooks_before
 
 
 def test_nnsight_leaves_the_model_untouched(tiny_lm, tmp_path):
     before = [(n, type(m)) for n, m in tiny_lm.model.named_modules()]
+    hooks_before = foreign_hooks(tiny_lm.model)
     extract_activations(tiny_lm, prompts(), layers="0", backend="nnsight", out_dir=tmp_path / "nn", progress=False)
     assert [(n, type(m)) for n, m in tiny_lm.model.named_modules()] == before
-    assert foreign_hooks(tiny_lm.model) == []
+    assert foreign_hooks(tiny_lm.model) == hooks_before
 
 
 def foreign_hooks(model):
@@ -74,5 +76,6 @@ def foreign_hooks(model):
 
 
 def test_native_removes_its_hooks(tiny_lm, tmp_path):
+    hooks_before = foreign_hooks(tiny_lm.model)
     extract_activations(tiny_lm, prompts(), layers="all", sites="all", out_dir=tmp_path / "n", progress=False)
-    assert foreign_hooks(tiny_lm.model) == []
+    assert foreign_hooks(tiny_lm.model) == hooks_before
