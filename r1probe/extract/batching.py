@@ -105,14 +105,10 @@ def auto_token_budget(lm, max_len: int, extra_tokens: int = 0) -> int:
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        if len(s):
-            ids[r, n - len(s):] = torch.tensor(list(s), dtype=torch.long)
-            mask[r, n - len(s):] = 1
-    return ids, mask
+    """Left-pad token lists into ``(input_ids, attention_mask)`` on the CPU (see ``models.generate.left_pad``)."""
+    from r1probe.models.generate import left_pad as _left_pad
+
+    return _left_pad(seqs, pad_id, "cpu")
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
