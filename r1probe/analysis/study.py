@@ -99,7 +99,7 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
 
     # 2. probe and select ------------------------------------------------------------------------
     pr_inputs = {"extract": results["extract"].key, "n_val": cfg.n_val, "kl": cfg.kl_threshold,
-                 "max_layer_frac": cfg.max_layer_frac, "score": cfg.score}
+                 "max_layer_frac": cfg.max_layer_frac, "score": cfg.score, "grid": "coarse-v1", "full": cfg.full}
 
     def probe_fn(path: Path):
         from r1probe.probes.api import run_probe
@@ -107,7 +107,13 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
 
         sel = SelectConfig(max_layer_frac=cfg.max_layer_frac, kl_max=cfg.kl_threshold, n_val=cfg.n_val,
                            score=cfg.score)
-        res = run_probe(results["extract"].path / "store", models.get(cfg.model), path,
+        lm = models.get(cfg.model)
+        n = lm.layout.n_layers
+        # a coarse grid keeps the causal search to minutes on CPU (each candidate costs three
+        # batched passes): every second layer from n/4 below the max_layer_frac cut, two positions
+        layers = None if cfg.full else list(range(n // 4, int(cfg.max_layer_frac * n), 2))
+        positions = None if cfg.full else [-1, -2]
+        res = run_probe(results["extract"].path / "store", lm, path, layers=layers, positions=positions,
                         harmful_val=cfg.harmful, harmless_val=cfg.harmless, cfg=sel, seed=cfg.seed,
                         estimators=("mean_diff", "logistic"), progress=log)
         if not res.get("chosen"):
@@ -176,15 +182,19 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
             harm = store.get(L, P, "harmful").double() @ u
             safe = store.get(L, P, "harmless").double() @ u
             alpha = float(d.double().norm())
+            n = int((store.manifest.get("model") or {}).get("n_layers") or max(store.layers) + 1)
+            # add where the direction was read (output of block L); the gate reads the input of
+            # block L+1, the same residual state (block L's own input when L is the last block)
+            gate_layer = min(L + 1, n - 1)
             if kind == "add":
-                plan = SteeringPlan.add_at(L + 1, d, alpha)
+                plan = SteeringPlan.add_at(L, d, alpha, site="resid_post")
                 info = {"alpha": alpha}
             else:
                 # gate: steer rows whose projection exceeds the 95th percentile of harmless train prompts
                 thr = float(torch.quantile(safe, 0.95))
-                cond = Condition(layer=L + 1, direction=d, threshold=thr, position=P if isinstance(P, int) else -1)
-                plan = SteeringPlan.conditional_add(L + 1, d, alpha, condition=cond)
-                info = {"alpha": alpha, "threshold": thr, "train_gate_rate": {
+                cond = Condition(layer=gate_layer, direction=d, threshold=thr, position=P if isinstance(P, int) else -1)
+                plan = SteeringPlan.conditional_add(gate_layer, d, alpha, condition=cond)
+                info = {"alpha": alpha, "threshold": thr, "gate_layer": gate_layer, "train_gate_rate": {
                     "harmful": float((harm > thr).double().mean()), "harmless": float((safe > thr).double().mean())}}
             plan.save(path / "plan.json")
             return {"plan": str(path / "plan.json"), **info}
