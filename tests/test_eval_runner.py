@@ -155,3 +155,12 @@ def test_judged_answer_excludes_reasoning():
     assert [r["label"] for r in recs] == [1, 2]  # refusal words inside the reasoning do not count
     assert recs[0]["reasoning_label"] == 2 and entry["metrics"]["reasoning_refusal_rate"] == 0.5
     assert entry["metrics"]["refusal_rate"] == 0.5 and entry["metrics"]["unterminated_rate"] == 0.0
+
+
+def test_zh_harmless_bench_is_the_held_out_test_split():
+    from r1probe.data.prompts import load_prompt_set
+
+    items = get_bench("zh-harmless").load(None)
+    train = set(load_prompt_set("builtin:zh-harmless", split="train").texts)
+    assert len(items) > 100 and all(it.text not in train for it in items)
+    assert get_bench("zh-harmless").kind == "overrefusal"

@@ -50,6 +50,14 @@ def _gsm8k_nll(root):
     return items
 
 
+def _zh_harmless(root):
+    """The built-in zh-harmless *test* split (never used to train directions): over-refusal."""
+    from r1probe.data.prompts import load_prompt_set
+
+    ps = load_prompt_set("builtin:zh-harmless", label="harmless", split="test")
+    return [B.BenchItem(id=f"zh-harmless/{p.id}", text=p.text, category=p.category or "") for p in ps.prompts]
+
+
 BENCHES: dict[str, Bench] = {b.name: b for b in [
     Bench("chisafety-refusal", "refusal", _chisafety("refusal"),
           ("chisafetybench/v1/risky_questions_without_dialog_history.json",), 256,
@@ -76,6 +84,8 @@ BENCHES: dict[str, Bench] = {b.name: b for b in [
           "XSTest v2 safe prompts (250): refusal rate (over-refusal)"),
     Bench("cvalues", "overrefusal", B.load_cvalues, ("cvalues/cvalues_responsibility_prompts.jsonl",), 256,
           "CValues responsibility prompts (664, Chinese): refusal rate (over-refusal)"),
+    Bench("zh-harmless", "overrefusal", _zh_harmless, (), 256,
+          "Built-in zh-harmless test split (BELLE eval, held out from direction training): refusal rate"),
     Bench("or-bench", "overrefusal", B.load_or_bench, ("or_bench_hard/or_bench_hard_test.json",), 256,
           "OR-Bench-Hard test split (132, English): refusal rate (over-refusal)"),
 ]}
