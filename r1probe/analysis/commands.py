@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from r1probe.cli_options import stderr_progress
+from r1probe.errors import R1ProbeError
 
 
 @click.command()
@@ -55,16 +56,40 @@ def compare(base, distilled, harmful, harmless, n_train, position, directions, e
 @click.option("--device", default=None)
 @click.option("--data-root", default=None, help="Folder with the benchmark data (default ../shared/data).")
 @click.option("--chisafety-root", default=None, help="CHiSafetyBench folder (never shipped: no licence).")
+@click.option("--preset", default=None, type=click.Choice(["mini-distill"]),
+              help="mini-distill: distil the model on R1-format GSM8K traces, measure the safety loss, restore it.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Torch CPU threads (also R1PROBE_THREADS; default: torch's choice).")
 @click.option("--force", is_flag=True, help="Redo every stage.")
-def run(config, force, **flags):
+def run(config, force, preset, threads, **flags):
     """Run the whole study (extract, probe, edit, eval, compare, report); cached and resumable.
 
     With no CONFIG it runs on the embedded model with limits that finish in about 20 minutes on
     2 CPU cores. Settings come from CONFIG (TOML), R1PROBE_* environment variables and flags.
+    --preset mini-distill runs the distillation experiment instead (runs/mini-distill).
     """
+    import os
+
+    threads = threads or (int(os.environ["R1PROBE_THREADS"]) if os.environ.get("R1PROBE_THREADS", "").isdigit() else None)
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(threads)
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if preset:
+        from r1probe.analysis.distill_config import load_distill_config
+        from r1probe.analysis.distill_study import run_distill_study
+
+        if config:
+            raise R1ProbeError("--preset and a CONFIG file do not combine; pass settings as flags")
+        cfg = load_distill_config({**flags, "threads": threads})
+        res = run_distill_study(cfg, force=force, log=stderr_progress)
+        click.echo(f"report: {res['report']}  ({res['seconds']:.0f}s)")
+        return
     from r1probe.analysis.config import load_config
     from r1probe.analysis.study import run_study
 
-    cfg = load_config(config, overrides={k: v for k, v in flags.items() if v is not None})
+    cfg = load_config(config, overrides=flags)
     res = run_study(cfg, force=force, log=stderr_progress)
     click.echo(f"report: {res['report']}  ({res['seconds']:.0f}s)")

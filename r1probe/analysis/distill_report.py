@@ -1,0 +1,258 @@
+"""``report.md`` of the mini-distill preset: before / distilled / restored, with intervals, and the answers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from r1probe.analysis import plots
+from r1probe.analysis.figures import new_figure, save_figure
+from r1probe.analysis.tables import fmt_ci, write_table
+from r1probe.provenance import atomic_write_text, library_versions
+
+#: (bench, metric, column title)
+COLUMNS = [
+    ("chisafety-refusal", "RR-1", "CHiSafetyBench refusal RR-1 ↑"),
+    ("chisafety-refusal", "reasoning_refusal_rate", "refusal inside <think> (CHiSafety)"),
+    ("chisafety-refusal", "unterminated_rate", "unterminated <think> (CHiSafety)"),
+    ("xstest-safe", "refusal_rate", "XSTest-safe over-refusal ↓"),
+    ("gsm8k", "accuracy", "GSM8K accuracy ↑"),
+    ("gsm8k-nll", "mean_nll", "GSM8K gold NLL ↓"),
+]
+#: metrics whose paired differences the report tabulates
+DIFF_METRICS = [("chisafety-refusal", "RR-1"), ("xstest-safe", "refusal_rate"), ("gsm8k", "accuracy"),
+                ("gsm8k-nll", "mean_nll")]
+
+LABELS = {"base": "base (embedded model)", "distilled": "distilled (SFT on R1 traces)",
+          "restore-plan-base": "restored: run-time plan, base direction",
+          "restore-plan-own": "restored: run-time plan, own direction",
+          "restore-edit-base": "restored: amplify edit, base direction",
+          "restore-edit-own": "restored: amplify edit, own direction"}
+
+
+def _load(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def cell(summary: dict, bench: str, metric: str) -> tuple:
+    """``(value, lo, hi, n)`` of one metric of an eval summary (None where absent)."""
+    e = summary.get(bench, {})
+    ci = (e.get("ci95") or {}).get(metric) or (None, None)
+    return (e.get("metrics", {}).get(metric), ci[0], ci[1], e.get("n"))
+
+
+def paired(a_dir, b_dir) -> dict:
+    """``{(bench, metric): row}`` of paired-bootstrap differences B − A (``eval.runner.compare_runs``)."""
+    from r1probe.eval.runner import compare_runs
+
+    return {(r["bench"], r["metric"]): r for r in compare_runs(a_dir, b_dir)}
+
+
+def _num(x, d=3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
+
+
+def _diff_text(row: dict | None) -> str:
+    if not row or row.get("diff") is None:
+        return "n/a"
+    ci = row.get("ci95")
+    return f"{row['diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else f"{row['diff']:+.3f}"
+
+
+def significant(row: dict | None) -> int:
+    """+1 / −1 when the paired 95% interval lies above / below zero, else 0."""
+    ci = (row or {}).get("ci95")
+    if not ci or ci[0] is None or ci[1] is None:
+        return 0
+    return 1 if ci[0] > 0 else -1 if ci[1] < 0 else 0
+
+
+def loss_figure(loss_rows: list[dict], out_base: Path, sources=()) -> dict:
+    fig, ax = new_figure(figsize=(6.0, 3.4))
+    steps = [r["step"] for r in loss_rows]
+    ax.plot(steps, [r["loss"] for r in loss_rows], "-o", ms=2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reply-token cross-entropy (nats)")
+    ax.set_title("distillation loss (GSM8K traces in R1 format)")
+    return save_figure(fig, out_base, sources, data={"loss": loss_rows}, caption="distillation loss")
+
+
+def _stage_seconds(R: dict) -> list[list]:
+    rows = []
+    for name, r in R.items():
+        st = _load(r.path / "stage.json")
+        rows.append([name, f"{st.get('seconds', r.seconds):.1f}"])
+    return rows
+
+
+def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) -> dict:
+    """Write tables and figures under ``path`` and ``out/report.md``; returns what was written."""
+    figs = path / "figures"
+    names = [v for v in variants if f"eval-{v}" in R]
+    summaries = {v: _load(R[f"eval-{v}"].path / "summary.json") for v in names}
+    sources = [R[f"eval-{v}"].path / "summary.json" for v in names]
+    cols = [c for c in COLUMNS if any(cell(s, c[0], c[1])[0] is not None for s in summaries.values())]
+    table = {v: {c[2]: cell(summaries[v], c[0], c[1]) for c in cols} for v in names}
+    written: dict = {"tables": {}, "figures": {}}
+    header = ["variant"] + [c[2] for c in cols]
+    rows = [[v] + [fmt_ci(*_split(table[v][c[2]])) for c in cols] for v in names]
+    written["tables"]["metrics"] = write_table(header, rows, path / "metrics", sources=sources,
+                                               caption="Before, distilled and restored (95% bootstrap CI)")
+    # paired differences on the shared items
+    diffs = {}
+    pairs = [("distilled", "base")] + [(v, "distilled") for v in names if v.startswith("restore-")] + \
+        [(v, "base") for v in names if v.startswith("restore-")]
+    for b, a in pairs:
+        if a in names and b in names:
+            diffs[(b, a)] = paired(R[f"eval-{a}"].path, R[f"eval-{b}"].path)
+    d_header = ["comparison"] + [f"{bench} {m}" for bench, m in DIFF_METRICS]
+    d_rows = [[f"{b} − {a}"] + [_diff_text(rows_.get(k)) for k in DIFF_METRICS] for (b, a), rows_ in diffs.items()]
+    written["tables"]["differences"] = write_table(d_header, d_rows, path / "differences", sources=sources,
+                                                   caption="Paired differences on the same items (95% paired bootstrap CI)")
+    rate_cols = [c[2] for c in cols if c[1] in ("RR-1", "refusal_rate", "accuracy")]
+    if rate_cols:
+        written["figures"]["metrics"] = plots.metric_bars(
+            {v: {c: table[v][c][:3] for c in rate_cols} for v in names}, figs / "metrics",
+            title="refusal, over-refusal and accuracy per variant (95% CI)", sources=sources)
+    harm_t = next((c[2] for c in cols if c[1] == "RR-1"), None)
+    over_t = next((c[2] for c in cols if c[0] == "xstest-safe"), None)
+    if harm_t and over_t:
+        pts = [{"kind": "restored" if v.startswith("restore-") else v, "name": v, "over": table[v][over_t][0],
+                "harm": table[v][harm_t][0]} for v in names
+               if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
+        if pts:
+            written["figures"]["tradeoff"] = plots.tradeoff(
+                pts, figs / "tradeoff", x="over", y="harm", xlabel="XSTest-safe over-refusal",
+                ylabel="CHiSafetyBench refusal (RR-1)", title="safety against over-refusal", sources=sources)
+    dinfo = R["distill"].info
+    loss_rows = [json.loads(x) for x in (Path(dinfo["export"]) / "loss.jsonl").read_text("utf-8").splitlines() if x.strip()] \
+        if (Path(dinfo["export"]) / "loss.jsonl").exists() else []
+    if loss_rows:
+        written["figures"]["loss"] = loss_figure(loss_rows, figs / "distill_loss", [Path(dinfo["export"]) / "loss.jsonl"])
+    timing = _stage_seconds(R)
+    written["tables"]["timing"] = write_table(["stage", "seconds"], timing, path / "timing",
+                                              caption="Wall time of each stage when it last ran")
+
+    cmp = _load(R["compare"].path / "compare.json").get("result", {})
+    own = R["direction-distilled"].info
+    chosen = R["probe-base"].info["chosen"]
+    L = int(chosen["layer"])
+    md = [f"# r1probe mini-distill: {cfg.model}", "",
+          "Does distillation on reasoning traces (no safety data) erode refusal, does the refusal direction survive, "
+          "and does restoring it bring refusal back? A miniature of the DeepSeek-R1-Distill recipe on the embedded "
+          "model.", "",
+          f"Seed {cfg.seed}; every variant is evaluated on the same items: limits "
+          f"{json.dumps({b: cfg.limits.get(b) for b in cfg.benches})}, {cfg.max_new_tokens} new tokens on refusal "
+          f"benches, {cfg.gsm8k_max_new_tokens} on GSM8K, greedy decoding, keyword judge on the answer after any "
+          "`</think>` (refusal words inside the reasoning are counted separately).", ""]
+    md += ["## Distillation", "",
+           f"{dinfo.get('steps')} optimizer steps ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora else 'full fine-tuning'}, "
+           f"lr {cfg.lr}, {cfg.grad_accum} traces per step, max_len {cfg.max_len}) on {cfg.n_traces} traces in R1 format "
+           f"(`{cfg.traces}`{': GSM8K train rewritten' if cfg.traces.startswith('gsm8k') else ''}; "
+           f"{json.dumps(dinfo.get('encode'))}); reply-token loss "
+           f"{(dinfo.get('loss') or {}).get('first')} → {(dinfo.get('loss') or {}).get('last')}; "
+           f"{dinfo.get('tokens_per_s')} tokens/s on {dinfo.get('threads')} thread(s), peak RSS "
+           f"{dinfo.get('peak_rss_mb')} MiB, {dinfo.get('train_wall_s')} s of training in the last call.", ""]
+    md += ["## Before / distilled / restored", "",
+           "Each cell: value [95% bootstrap CI].", "",
+           open(written["tables"]["metrics"]["md"], encoding="utf-8").read(),
+           "Variants: " + "; ".join(f"`{v}` = {LABELS.get(v, v)}" for v in names) + ". "
+           f"Plans add the direction (strength ‖d‖) at the output of layer {L} only to prompts whose projection "
+           f"passes the {cfg.gate_quantile:.0%} quantile of harmless prompts on the distilled model; edits apply "
+           f"W ← (I + {cfg.enhance_beta} r̂r̂ᵀ) W to the output projections of layers {cfg.enhance_layers}. "
+           f"The own direction is the distilled model's difference in means at the base's chosen cell "
+           f"(layer {L}, position {chosen.get('pos')}).", "",
+           "Paired differences (same items, 95% paired bootstrap CI):", "",
+           open(written["tables"]["differences"]["md"], encoding="utf-8").read()]
+    md += ["## Answers", ""] + answers(table, diffs, cmp, own, chosen, harm_t, names) + [""]
+    md += ["## The refusal direction, base vs distilled", ""] + direction_lines(cmp, own, chosen) + [""]
+    for k, f in (cmp.get("figures") or {}).items():
+        md.append(f"![{k}]({os.path.relpath(Path(f['png']), out)})")
+    md += ["", "## Figures", ""] + [f"![{k}]({os.path.relpath(Path(f['png']), out)})" for k, f in written["figures"].items()]
+    md += ["", "## Stage wall times", "", open(written["tables"]["timing"]["md"], encoding="utf-8").read(),
+           "## Reproduce", "", "```bash", f"r1probe run --preset mini-distill --out {cfg.out}"
+           + (f" --threads {cfg.threads}" if cfg.threads else ""), "```", "",
+           "Models: " + ", ".join(f"`{v}` = `{variants[v][0]}`" + (f" + plan `{variants[v][1]}`" if variants[v][1] else "")
+                                  for v in names), "",
+           "## Versions", "", "```json", json.dumps(library_versions(), indent=1), "```", ""]
+    atomic_write_text(out / "report.md", "\n".join(md))
+    return {"report": str(out / "report.md"), **{k: list(v) for k, v in written.items()}}
+
+
+def _split(c):
+    return c[0], (c[1], c[2])
+
+
+def _chosen_layer_value(series, layers_pairs, L):
+    for i, (a, _) in enumerate(layers_pairs or []):
+        if a == L and i < len(series or []):
+            return series[i]
+    return None
+
+
+def direction_lines(cmp: dict, own: dict, chosen: dict) -> list[str]:
+    L = int(chosen["layer"])
+    ch = cmp.get("chosen") or {}
+    pairs = cmp.get("layer_pairs")
+    cos = cmp.get("direction_cosine") or []
+    fin = [c for c in cos if c is not None]
+    curves = cmp.get("probe_curves") or {}
+    md_b = _chosen_layer_value(curves.get("base", {}).get("mean_diff", {}).get("auroc"), pairs, L)
+    md_d = _chosen_layer_value(curves.get("distilled", {}).get("mean_diff", {}).get("auroc"), pairs, L)
+    lg_d = _chosen_layer_value(curves.get("distilled", {}).get("logistic", {}).get("auroc"), pairs, L)
+    pj = ch.get("projection", {})
+    return [
+        f"- Cosine between the distilled model's difference-in-means direction and the base's chosen direction "
+        f"(layer {L}): **{_num(own.get('cosine_to_base_direction'))}** (to the base's difference in means at that "
+        f"cell: {_num(own.get('cosine_to_base_mean_diff'))}); norms {_num(own.get('base_mean_diff_norm'), 2)} → "
+        f"{_num(own.get('norm'), 2)}.",
+        f"- Per-layer cosine of the two models' difference-in-means directions: min {_num(min(fin) if fin else None)}, "
+        f"median {_num(sorted(fin)[len(fin) // 2] if fin else None)} over {len(fin)} layers.",
+        f"- AUROC of the base direction (harmful vs harmless, layer {L}): base "
+        f"**{_num((ch.get('auroc') or {}).get('base'))}**, distilled **{_num((ch.get('auroc') or {}).get('distilled'))}**; "
+        f"held-out probe AUROC on the distilled model at layer {L}: mean-diff {_num(md_d)} (base {_num(md_b)}), "
+        f"logistic {_num(lg_d)}.",
+        f"- Mean projection on the base direction, harmful / harmless: base "
+        f"{_num(pj.get('base', {}).get('harmful_mean'), 2)} / {_num(pj.get('base', {}).get('harmless_mean'), 2)}, "
+        f"distilled {_num(pj.get('distilled', {}).get('harmful_mean'), 2)} / "
+        f"{_num(pj.get('distilled', {}).get('harmless_mean'), 2)} (separation d "
+        f"{_num(pj.get('base', {}).get('separation_d'), 2)} → {_num(pj.get('distilled', {}).get('separation_d'), 2)}).",
+    ]
+
+
+def answers(table, diffs, cmp, own, chosen, harm_t, names) -> list[str]:
+    out = []
+    k_rr = ("chisafety-refusal", "RR-1")
+    dd = diffs.get(("distilled", "base"), {})
+    if harm_t and "base" in table and "distilled" in table:
+        b, d = table["base"][harm_t], table["distilled"][harm_t]
+        s = significant(dd.get(k_rr))
+        verdict = {1: "rose", -1: "dropped", 0: "did not change detectably"}[s]
+        out.append(f"1. **Did refusal on CHiSafetyBench drop after distillation?** RR-1 {fmt_ci(*_split(b))} → "
+                   f"{fmt_ci(*_split(d))}; paired difference {_diff_text(dd.get(k_rr))}: it {verdict} "
+                   f"(n = {b[3]}). GSM8K accuracy difference {_diff_text(dd.get(('gsm8k', 'accuracy')))}, "
+                   f"gold NLL {_diff_text(dd.get(('gsm8k-nll', 'mean_nll')))}.")
+    ch = cmp.get("chosen") or {}
+    cs = own.get("cosine_to_base_direction")
+    out.append(f"2. **Did the refusal direction survive?** Cosine of the distilled model's direction to the base's "
+               f"at layer {chosen.get('layer')}: {_num(cs)}; AUROC along the base direction "
+               f"{_num((ch.get('auroc') or {}).get('base'))} (base) → {_num((ch.get('auroc') or {}).get('distilled'))} "
+               "(distilled).")
+    lines = []
+    for v in names:
+        if not v.startswith("restore-"):
+            continue
+        rd, rb = diffs.get((v, "distilled"), {}), diffs.get((v, "base"), {})
+        lines.append(f"   - `{v}`: RR-1 {fmt_ci(*_split(table[v][harm_t])) if harm_t else 'n/a'}; vs distilled "
+                     f"{_diff_text(rd.get(k_rr))}, vs base {_diff_text(rb.get(k_rr))}; cost vs base: XSTest-safe "
+                     f"over-refusal {_diff_text(rb.get(('xstest-safe', 'refusal_rate')))}, GSM8K accuracy "
+                     f"{_diff_text(rb.get(('gsm8k', 'accuracy')))}, gold NLL {_diff_text(rb.get(('gsm8k-nll', 'mean_nll')))}.")
+    if lines:
+        out.append("3. **Did restoring bring refusal back, and at what cost?** (paired differences, 95% CI)")
+        out += lines
+    return out

@@ -1,0 +1,87 @@
+"""``r1probe run --preset mini-distill`` on a tiny random model: every stage runs, the report is written,
+a rerun skips everything, and the preset's settings are validated."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from r1probe.analysis.distill_config import DistillStudyConfig, load_distill_config
+from r1probe.analysis.distill_study import cosine, gated_plan, mean_diff, run_distill_study
+from r1probe.errors import R1ProbeError
+from tests.conftest import SHARED_DATA
+
+
+def _traces(tmp_path):
+    p = tmp_path / "traces.jsonl"
+    rows = [{"prompt": f"What is {a}+{b}?", "reasoning": f"{a} plus {b} is {a + b}.",
+             "answer": f"The answer is \\boxed{{{a + b}}}."} for a, b in ((2, 3), (4, 1), (7, 2), (5, 5))]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(p)
+
+
+def _cfg(model, out, **kw):
+    base = dict(model=str(model), traces=_traces(out.parent), dtype="float32", n_train=8, n_val=4, kl_threshold=100.0, max_layer_frac=1.0,
+                score="first_token", n_traces=4, max_len=64, grad_accum=2, warmup_steps=0, lora_rank=4, lr=1e-3,
+                enhance_layers="0-2", benches=["xstest-safe", "gsm8k-nll"], limits={"xstest-safe": 3, "gsm8k-nll": 3},
+                max_new_tokens=6, batch_size=4, data_root=str(SHARED_DATA), out=str(out))
+    base.update(kw)
+    return DistillStudyConfig(**base)
+
+
+def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):
+    logs = []
+    cfg = _cfg(tiny_qwen2, tmp_path / "md")
+    t = time.time()
+    first = run_distill_study(cfg, log=logs.append)
+    first_s = time.time() - t
+    ran = {r.name for r in first["results"].values() if not r.skipped}
+    assert {"extract-base", "probe-base", "distill", "extract-distilled", "direction-distilled", "compare",
+            "restore-plan-base", "restore-plan-own", "restore-edit-base", "restore-edit-own", "eval-base",
+            "eval-distilled", "eval-restore-plan-base", "eval-restore-edit-own", "report"} <= ran
+    text = (tmp_path / "md" / "report.md").read_text()
+    assert "## Before / distilled / restored" in text and "## Answers" in text and "XSTest-safe" in text
+    assert "restore-edit-own" in text and "Stage wall times" in text
+    # the distilled copy differs from the base model, and its export is a loadable checkpoint
+    info = first["results"]["distill"].info
+    assert info["steps"] == 2 and (tmp_path / "md" / "distill" / "model" / "config.json").exists()
+    own = first["results"]["direction-distilled"].info
+    assert -1.0 <= own["cosine_to_base_direction"] <= 1.0
+    # nothing changed: every stage is skipped, no model loaded
+    second = run_distill_study(cfg, log=logs.append)
+    assert all(r.skipped for r in second["results"].values())
+    assert second["seconds"] < 0.2 * first_s
+    # a new eval limit redoes the evaluations and the report only
+    third = run_distill_study(_cfg(tiny_qwen2, tmp_path / "md", limits={"xstest-safe": 4, "gsm8k-nll": 3}),
+                              log=logs.append)
+    redone = {r.name for r in third["results"].values() if not r.skipped}
+    assert redone == {n for n in redone if n.startswith("eval-")} | {"report"}
+    assert "distill" not in redone and "eval-base" in redone
+
+
+def test_mean_diff_and_gate_on_a_synthetic_store():
+    class Store:
+        def get(self, layer, pos, label):
+            g = torch.Generator().manual_seed(0 if label == "harmful" else 1)
+            x = torch.randn(20, 8, generator=g)
+            return x + (3.0 if label == "harmful" else 0.0) * torch.eye(8)[0]
+
+    s = Store()
+    d = mean_diff(s, 0, -1)
+    assert cosine(d, torch.eye(8)[0]) > 0.9
+    plan, info = gated_plan(d, 0, -1, s, n_layers=3, quantile=0.95)
+    assert info["gate_layer"] == 1 and info["train_gate_rate"]["harmful"] > 0.8
+    assert info["train_gate_rate"]["harmless"] <= 0.1
+
+
+def test_config_is_validated_with_one_line_errors():
+    with pytest.raises(R1ProbeError, match="restores"):
+        DistillStudyConfig(restores=["plan-nobody"])
+    with pytest.raises(R1ProbeError, match="threads"):
+        DistillStudyConfig(threads=0)
+    with pytest.raises(R1ProbeError, match="does not apply"):
+        load_distill_config({"edits": "orthogonalize"}, env={})
+    cfg = load_distill_config({"limits": "gsm8k=10", "threads": "1"}, env={"R1PROBE_N_TRACES": "50"})
+    assert cfg.limits["gsm8k"] == 10 and cfg.limits["chisafety-refusal"] == 64
+    assert cfg.threads == 1 and cfg.n_traces == 50 and cfg.sft_config().lora
