@@ -38,11 +38,12 @@ def _json_safe(x):
 
 
 def separation(pos: torch.Tensor, neg: torch.Tensor, r: torch.Tensor) -> float:
-    """``d' = (m₊ − m₋) / sqrt((v₊ + v₋)/2)`` of the projections ``x·r̂`` (a cheap pre-ranking)."""
+    """Cohen's d of the projections ``x·r̂`` of the two classes (a cheap pre-ranking; see
+    :func:`r1probe.analysis.similarity.separation`)."""
+    from r1probe.analysis.similarity import separation as cohens_d
+
     u = r.double() / r.double().norm()
-    a, b = pos.double() @ u, neg.double() @ u
-    den = math.sqrt(float(a.var() + b.var()) / 2) if len(a) > 1 and len(b) > 1 else float("nan")
-    return float(a.mean() - b.mean()) / den if den and den > 0 else float("nan")
+    return cohens_d((pos.double() @ u).numpy(), (neg.double() @ u).numpy())
 
 
 def train_probes(store, *, estimators: Sequence[str] = E.ESTIMATORS, layers: Sequence[int] | None = None,
