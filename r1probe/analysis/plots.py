@@ -70,7 +70,9 @@ def projection_hists(proj: Mapping[str, Mapping[str, Sequence[float]]], out_base
         ax.set_xlabel(xlabel)
     axes[0][0].set_ylabel("prompts (count)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title)
+    if title:
+        fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0, 1, 0.93))  # keep the suptitle clear of the panel titles
     data = {m: {k: [float(x) for x in v] for k, v in d.items()} for m, d in proj.items()}
     return save_figure(fig, out_base, sources, data={"projections": data}, caption=title)
 
@@ -101,13 +103,18 @@ def metric_bars(table: Mapping[str, Mapping[str, tuple[float, float | None, floa
 
 def tradeoff(points: Sequence[Mapping], out_base: str | os.PathLike, *, x: str, y: str, xlabel: str, ylabel: str,
              group: str = "kind", front: Sequence[Mapping] = (), title: str = "", sources: Iterable = (),
-             targets: Mapping[str, float] | None = None) -> dict:
-    """Scatter of candidate edits/plans on two objectives, the Pareto front as a line, optional target box."""
+             targets: Mapping[str, float] | None = None, label: str | None = "label") -> dict:
+    """Scatter of candidate edits/plans on two objectives, the Pareto front as a line, optional target box.
+
+    Points carrying a ``label`` key (e.g. "base", "orth", "CAST k=2") are annotated with it."""
     fig, ax = new_figure(figsize=(5.6, 4.2))
     groups = sorted({p.get(group, "") for p in points})
     for i, g in enumerate(groups):
         pts = [p for p in points if p.get(group, "") == g]
         ax.scatter([p[x] for p in pts], [p[y] for p in pts], s=22, color=color_for(i), label=g, alpha=0.8)
+    for p in points:
+        if label and p.get(label):
+            ax.annotate(str(p[label]), (p[x], p[y]), textcoords="offset points", xytext=(4, 3), fontsize=7)
     if front:
         f = sorted(front, key=lambda p: p[x])
         ax.plot([p[x] for p in f], [p[y] for p in f], "-", color="black", lw=1, label="Pareto front")

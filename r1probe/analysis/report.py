@@ -75,7 +75,8 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
         written["figures"]["tradeoff"] = plots.tradeoff(
             pts, figs_dir / "tradeoff", x="over", y="harm", xlabel=f"{over_t} (share refused)",
-            ylabel=f"{harm_t} (share refused)", title="safety bought against over-refusal", sources=sources)
+            ylabel=f"{harm_t} (share refused)", title="safety bought against over-refusal", sources=sources,
+            label="name")
     probe = _load(results["probe"].path / "probe.json")
     chosen = probe.get("chosen") or {}
     probe_figs = sorted((results["probe"].path / "figures").glob("*.png")) if (results["probe"].path / "figures").exists() else []
