@@ -164,3 +164,17 @@ def test_zh_harmless_bench_is_the_held_out_test_split():
     train = set(load_prompt_set("builtin:zh-harmless", split="train").texts)
     assert len(items) > 100 and all(it.text not in train for it in items)
     assert get_bench("zh-harmless").kind == "overrefusal"
+
+
+def test_cli_first_takes_the_first_items_in_file_order(tmp_path, tiny_qwen2):
+    from click.testing import CliRunner
+
+    from r1probe.cli import cli
+
+    root = write_xstest(tmp_path / "data", 12)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["eval", "--model", str(tiny_qwen2), "--dtype", "float32", "--device", "cpu",
+                                  "--bench", "xstest-safe", "--data-root", str(root), "--max-new-tokens", "2",
+                                  "--limit", "3", "--first", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(ids_in(out / "xstest-safe.jsonl")) == ["xstest/1", "xstest/2", "xstest/3"]

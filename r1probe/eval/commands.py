@@ -18,6 +18,7 @@ from r1probe.errors import R1ProbeError
                    "safetybench-zh[-gen], gsm8k, gsm8k-nll, math500, cmath, xstest-safe, cvalues, or-bench.")
 @click.option("--limit", type=int, default=None, help="Evaluate N items per benchmark (a seeded sample).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
+@click.option("--first", is_flag=True, help="With --limit N: the first N items in file order instead of a seeded sample.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Output folder (per-sample JSONL, summary.json, summary.md); rerun to resume.")
 @click.option("--judge", default="keyword", show_default=True, help="keyword | llm:MODEL_SPEC | openai:URL#MODEL")
@@ -85,10 +86,11 @@ def eval_cmd(**kw):
         judge = make_judge(js, **extra)
     chunk = max(kw["batch_size"], 1) * 2 if kw["engine"] == "hf" else max(kw["concurrency"], 1) * 2
     summary = runner.evaluate(
-        benches, engine, judge, kw["out"], limit=kw["limit"], seed=kw["seed"], data_root=kw["data_root"],
+        benches, engine, judge, kw["out"], limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],
         max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
         answers=answers, progress=stderr_progress,
-        manifest={"benches": [b.name for b in benches], "limit": kw["limit"], "seed": kw["seed"]})
+        manifest={"benches": [b.name for b in benches], "limit": kw["limit"],
+                  "seed": None if kw["first"] else kw["seed"]})
     click.echo(runner.summary_markdown({k: v for k, v in summary.items() if k in {b.name for b in benches}}), nl=False)
     if kw["out"]:
         stderr_progress(f"wrote {kw['out']}/summary.json")
