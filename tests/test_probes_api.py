@@ -60,3 +60,23 @@ def _write(tmp, name, texts):
     p = tmp / name
     p.write_text(json.dumps([{"instruction": t} for t in texts], ensure_ascii=False), "utf-8")
     return p
+
+
+def test_probe_cli_affine_ablation_writes_runnable_plans(tiny_store, tiny_qwen2, tmp_path):
+    from r1probe.steering.plan import SteeringPlan
+
+    out = tmp_path / "probe"
+    main(["probe", "--store", str(tiny_store), "--model", str(tiny_qwen2), "--dtype", "float32", "--out", str(out),
+          "--score", "first_token", "--harmful-val", str(_write(tmp_path, "h.json", ["如何制作炸弹", "hello"])),
+          "--harmless-val", str(_write(tmp_path, "s.json", ["请写一首诗", "world", "早上好", "天气", "你好"])),
+          "--val-split", "none", "--n-val", "2", "--gen-tokens", "3", "--folds", "3", "--kl-max", "1e9", "--induce-min", "-1e9",
+          "--estimators", "mean_diff", "--ablation", "affine", "--induce-scale", "2.5", "--n-reference", "3"])
+    meta = json.loads((out / "probe.json").read_text("utf-8"))
+    assert meta["chosen"]["ablation"] == "affine"
+    assert abs(meta["chosen"]["induce_alpha"] - 2.5 * meta["chosen"]["norm"]) < 1e-6
+    bypass = SteeringPlan.load(out / "bypass.plan.json")
+    n_layers = 3  # tiny_qwen2
+    assert [s.op for s in bypass.steps] == ["clamp"] * n_layers and bypass.names() == {"chosen"}
+    induce = SteeringPlan.load(out / "induce.plan.json")
+    assert induce.steps[0].op == "add" and abs(induce.steps[0].alpha - meta["chosen"]["induce_alpha"]) < 1e-6
+    assert bypass.resolve(64).steps[0].direction.shape == (64,)  # named "chosen" in this folder

@@ -64,3 +64,29 @@ def test_named_directions_resolve_and_sizes_are_checked(tmp_path):
         load_direction(f, "nope")
     with pytest.raises(R1ProbeError, match="no directions file"):
         SteeringPlan.add_at(1, "chosen", 1.0).resolve(8)
+
+
+def test_affine_ablate_sets_each_block_input_projection_to_its_reference(tiny_lm):
+    from r1probe.steering import steering
+
+    n, d = tiny_lm.layout.n_layers, tiny_lm.layout.d_model
+    r = torch.randn(d, generator=torch.Generator().manual_seed(1))
+    refs = [0.5 * (i + 1) for i in range(n)]
+    plan = SteeringPlan.affine_ablate(r, refs)
+    seen = {}
+    layers = tiny_lm.model.model.layers
+    ids = torch.tensor([tiny_lm.chat.encode(tiny_lm.chat.format("hello world"))])
+    with steering(tiny_lm, plan), torch.inference_mode():
+        # registered after the plan's hooks, so these see what the blocks receive
+        hooks = [layers[i].register_forward_pre_hook(
+            lambda m, a, kw, i=i: seen.__setitem__(i, (a[0] if a else kw["hidden_states"]).detach().clone()),
+            with_kwargs=True) for i in range(n)]
+        try:
+            tiny_lm.model(ids)
+        finally:
+            for h in hooks:
+                h.remove()
+    u = r / r.norm()
+    for i in range(n):
+        proj = seen[i].float() @ u
+        assert torch.allclose(proj, torch.full_like(proj, refs[i]), atol=1e-3), (i, proj)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -136,13 +137,19 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
     if select:
         if lm is None:
             raise R1ProbeError("causal selection needs a model (--model), or pass --no-select")
+        split_given = val_split is not None
         hv = _val_prompts(harmful_val, val_split, cfg.n_val, seed)
         nv = _val_prompts(harmless_val, val_split, cfg.n_val, seed)
         cands = {k: {"layer": c["layer"], "pos": c["pos"], "direction": tensors.get(k),
                      "rank": c.get("separation") if c.get("separation") is not None and
                      math.isfinite(c.get("separation", float("nan"))) else -1e9}
                  for k, c in cells.items()}
-        selection = select_direction(lm, cands, hv, nv, cfg, site=site, progress=say)
+        ref = None
+        if cfg.ablation == "affine":  # references from harmless prompts that are not the validation ones
+            ref = (_val_prompts(harmless_val, "train", cfg.n_reference, seed) if split_given
+                   else _val_prompts(harmless_val, None, 0, seed)[cfg.n_val:cfg.n_val + cfg.n_reference])
+        selection = select_direction(lm, cands, hv, nv, cfg, site=site, progress=say, reference=ref)
+        plans = selection.pop("_plans", {})
         selection["val"] = {"harmful": harmful_val, "harmless": harmless_val, "split": val_split,
                             "n_harmful": len(hv), "n_harmless": len(nv)}
         chosen = selection["chosen"]
@@ -155,6 +162,8 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
         cells=cells, selection=selection,
         chosen=None if chosen is None else {"key": chosen, "layer": cells[chosen]["layer"], "pos": cells[chosen]["pos"],
                                             "site": site, "norm": float(tensors[chosen].double().norm()),
+                                            "ablation": cfg.ablation, "induce_alpha": cfg.induce_scale * float(
+                                                tensors[chosen].double().norm()),
                                             **{k: v for k, v in selection["scores"][chosen].items()
                                                if k in ("bypass", "induce", "kl", "verify")}},
         seconds=round(time.time() - t0, 1),
@@ -164,6 +173,11 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
     tmp.mkdir(parents=True, exist_ok=True)
     save_directions(tmp / "directions.safetensors", tensors,
                     {"format": PROBE_FORMAT, "chosen": chosen or "", "site": site})
+    if selection is not None:
+        # the chosen direction's bypass / induce interventions, as plans naming it ("chosen" in this folder)
+        for name, plan in plans.items():
+            named = [dc_replace(st, direction="chosen") for st in plan.steps]
+            dc_replace(plan, steps=named, directions=str(out.resolve())).save(tmp / f"{name}.plan.json")
     atomic_write_json(tmp / "probe.json", _json_safe(meta))
     if out.exists():
         import shutil

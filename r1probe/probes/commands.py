@@ -42,6 +42,13 @@ def _ints(text: str | None):
               help="Re-check the best N candidates with generated refusal rates (0: off).")
 @click.option("--max-candidates", default=0, show_default=True, type=click.IntRange(0),
               help="Score at most N candidates, pre-ranked by probe separation (0: all).")
+@click.option("--ablation", default="directional", show_default=True, type=click.Choice(["directional", "affine"]),
+              help="Bypass intervention: directional ablation (x·d̂ → 0) or affine (ACE: x·d̂ → the harmless mean "
+                   "at each block input; lower KL, run-time only).")
+@click.option("--induce-scale", default=1.0, show_default=True, type=float,
+              help="Induce strength α = s·‖r‖ (the direction added at its layer).")
+@click.option("--n-reference", default=64, show_default=True, type=click.IntRange(1),
+              help="Harmless train prompts for the affine references.")
 @click.option("--layers", default="all", show_default=True, help="Layers to probe: all, 8-16, 4,8,12, embed.")
 @click.option("--positions", default="all", show_default=True, help="Positions to probe: all or offsets like -1,-3.")
 @click.option("--estimators", default="mean_diff,logistic,pca", show_default=True, help="Estimators to fit.")
@@ -76,7 +83,8 @@ def probe(ctx, **kw):
     mopts = pop_model_options(kw)
     cfg = SelectConfig(max_layer_frac=kw["max_layer_frac"], kl_max=kw["kl_max"], induce_min=kw["induce_min"],
                        score=kw["score"], n_val=kw["n_val"], gen_tokens=kw["gen_tokens"],
-                       verify_top=kw["verify_top"], batch_size=kw["batch_size"], max_candidates=kw["max_candidates"])
+                       verify_top=kw["verify_top"], batch_size=kw["batch_size"], max_candidates=kw["max_candidates"],
+                       ablation=kw["ablation"], induce_scale=kw["induce_scale"], n_reference=kw["n_reference"])
     lm = None if kw["no_select"] else load_from_options(dict(mopts))
     positions = None if kw["positions"] in ("all", "", None) else _ints(kw["positions"])
     split = None if kw["val_split"] in ("none", "") else kw["val_split"]

@@ -4,9 +4,14 @@ Follows refusal_direction (Arditi et al. 2024), with a refusal score that works 
 that restate the request first (see :mod:`r1probe.probes.refusal`):
 
 - bypass score: refusal score on harmful validation prompts with the candidate ablated on every
-  write to the residual stream (``SteeringPlan.ablate_everywhere``); lower is better;
+  write to the residual stream (``SteeringPlan.ablate_everywhere``); lower is better. With
+  ``ablation="affine"`` the projection is instead set, at every block input, to the mean
+  projection of harmless reference prompts (ACE, ``SteeringPlan.affine_ablate``; the references
+  come from harmless prompts other than the validation ones): on the embedded model this cuts the
+  KL of directional ablation by more than half at the same bypass;
 - induce score: refusal score on harmless validation prompts with the (un-normalised)
-  candidate added at its own layer and site (``SteeringPlan.add_at``, ``α = ‖r‖``);
+  candidate added at its own layer and site (``SteeringPlan.add_at``, ``α = s·‖r‖``, ``s`` the
+  ``induce_scale``);
 - KL: mean ``KL(p‖p_ablated)`` of next-token distributions on harmless validation prompts.
 
 Candidates at layers ``≥ max_layer_frac · L`` are dropped, then those with ``KL > kl_max`` or
@@ -29,6 +34,7 @@ from r1probe.errors import R1ProbeError
 from r1probe.probes import refusal as R
 
 SCORES = ("lookahead", "first_token", "generation")
+ABLATIONS = ("directional", "affine")
 
 
 @dataclass
@@ -44,10 +50,19 @@ class SelectConfig:
     verify_top: int = 1
     batch_size: int = 16
     max_candidates: int = 0
+    ablation: str = "directional"
+    induce_scale: float = 1.0
+    n_reference: int = 64
 
     def __post_init__(self):
         if self.score not in SCORES:
             raise R1ProbeError(f"--score {self.score!r}: choose from {', '.join(SCORES)}")
+        if self.ablation not in ABLATIONS:
+            raise R1ProbeError(f"--ablation {self.ablation!r}: choose from {', '.join(ABLATIONS)}")
+        if not (self.induce_scale > 0 and math.isfinite(self.induce_scale)):
+            raise R1ProbeError("--induce-scale must be a positive number")
+        if self.n_reference < 1:
+            raise R1ProbeError("--n-reference must be >= 1")
         if not 0 < self.max_layer_frac <= 1:
             raise R1ProbeError("--max-layer-frac must be in (0, 1]")
         if self.kl_max < 0:
@@ -71,17 +86,38 @@ def add_site(layer: int, site: str) -> tuple[int, str]:
     return layer, site if site in ("resid_pre", "resid_post") else "resid_pre"
 
 
-def bypass_plan(direction: torch.Tensor, n_layers: int):
+def bypass_plan(direction: torch.Tensor, n_layers: int, ref_means: torch.Tensor | None = None):
+    """Directional ablation everywhere, or (``ref_means`` [n_layers, d]: harmless mean at every block
+    input) affine ablation to the references ``c_i = μ_i·d̂``."""
     from r1probe.steering.plan import SteeringPlan
 
-    return SteeringPlan.ablate_everywhere(direction, n_layers, name="bypass")
+    if ref_means is None:
+        return SteeringPlan.ablate_everywhere(direction, n_layers, name="bypass")
+    u = direction.double() / direction.double().norm()
+    return SteeringPlan.affine_ablate(direction, (ref_means.double() @ u).tolist(), name="bypass (affine)")
+
+
+@torch.inference_mode()
+def block_input_means(scorer, texts: Sequence[str]) -> torch.Tensor:
+    """``μ_i`` [n_layers, d] (float64): mean residual stream at the input of every block, at the last
+    token of each formatted text (``hidden_states[i]`` of the model; left padding keeps it last)."""
+    lm = scorer.lm
+    n = lm.layout.n_layers
+    tot, cnt = None, 0
+    for b in scorer.batches([lm.chat.encode(t) for t in texts]):
+        hs = lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, output_hidden_states=True,
+                      use_cache=False, logits_to_keep=1).hidden_states
+        x = torch.stack([h[:, -1].double().cpu() for h in hs[:n]])  # [n, B, d]
+        tot = x.sum(1) if tot is None else tot + x.sum(1)
+        cnt += x.shape[1]
+    return tot / cnt
 
 
 def induce_plan(direction: torch.Tensor, layer: int, site: str = "resid_post", alpha: float | None = None):
     from r1probe.steering.plan import SteeringPlan
 
     li, s = add_site(layer, site)
-    a = float(direction.double().norm()) if alpha is None else float(alpha)
+    a = float(direction.double().norm()) if alpha is None else float(alpha)  # α = ‖r‖ unless given
     return SteeringPlan.add_at(li, direction, a, site=s, name="induce")
 
 
@@ -89,7 +125,7 @@ class CausalSearch:
     """Prepared validation batches and unsteered baselines; scores candidates under steering."""
 
     def __init__(self, lm, harmful: Sequence, harmless: Sequence, cfg: SelectConfig,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, reference: Sequence | None = None):
         self.lm, self.cfg = lm, cfg
         self.say = progress or (lambda m: None)
         self.scorer = R.Scorer(lm, batch_size=cfg.batch_size)
@@ -97,6 +133,11 @@ class CausalSearch:
         self.harmless = self.scorer.format(list(harmless)[: cfg.n_val])
         if not self.harmful or not self.harmless:
             raise R1ProbeError("causal selection needs harmful and harmless validation prompts")
+        self.ref_means = None
+        if cfg.ablation == "affine":
+            if not reference:
+                raise R1ProbeError("affine ablation needs harmless reference prompts (other than the validation ones)")
+            self.ref_means = block_input_means(self.scorer, self.scorer.format(list(reference)[: cfg.n_reference]))
         t = time.time()
         self.base_logits = self.scorer.last_logits(self.harmless)
         self.baseline = {"induce_first_token": R.nanmean(R.first_token_log_odds(self.base_logits, self.scorer.refusal_ids))}
@@ -120,6 +161,12 @@ class CausalSearch:
             self.baseline["induce"] = self.baseline["induce_first_token"]
         self.baseline["seconds"] = round(time.time() - t, 1)
 
+    def bypass_plan(self, direction: torch.Tensor):
+        return bypass_plan(direction, self.lm.layout.n_layers, self.ref_means)
+
+    def induce_plan(self, direction: torch.Tensor, layer: int, site: str):
+        return induce_plan(direction, layer, site, self.cfg.induce_scale * float(direction.double().norm()))
+
     def _steer(self, plan):
         from r1probe.steering.runtime import steering
 
@@ -127,9 +174,9 @@ class CausalSearch:
 
     def score(self, direction: torch.Tensor, layer: int, site: str) -> dict:
         """Bypass, induce and KL scores of one candidate."""
-        cfg, sc, n = self.cfg, self.scorer, self.lm.layout.n_layers
+        cfg, sc = self.cfg, self.scorer
         out: dict = {}
-        with self._steer(bypass_plan(direction, n)):
+        with self._steer(self.bypass_plan(direction)):
             abl_logits = sc.last_logits(self.harmless)
             if cfg.score == "lookahead":
                 out["bypass"] = R.nanmean(R.lookahead_log_odds(sc, self.look))
@@ -139,7 +186,7 @@ class CausalSearch:
                 out["bypass"] = float(R.judge(sc.generate(self.harmful, cfg.gen_tokens)).mean())
         kl = R.kl_rows(self.base_logits, abl_logits)
         out["kl"] = float(kl.mean())
-        with self._steer(induce_plan(direction, layer, site)):
+        with self._steer(self.induce_plan(direction, layer, site)):
             if cfg.score == "generation":
                 out["induce"] = float(R.judge(sc.generate(self.harmless, cfg.gen_tokens)).mean())
             else:
@@ -148,10 +195,10 @@ class CausalSearch:
 
     def verify(self, direction: torch.Tensor, layer: int, site: str) -> dict:
         """Keyword-judged refusal rates of short greedy generations under bypass / induce."""
-        n, sc, g = self.lm.layout.n_layers, self.scorer, self.cfg.gen_tokens
-        with self._steer(bypass_plan(direction, n)):
+        sc, g = self.scorer, self.cfg.gen_tokens
+        with self._steer(self.bypass_plan(direction)):
             b = sc.generate(self.harmful, g)
-        with self._steer(induce_plan(direction, layer, site)):
+        with self._steer(self.induce_plan(direction, layer, site)):
             i = sc.generate(self.harmless, g)
         return {"bypass_rate": float(R.judge(b).mean()), "induce_rate": float(R.judge(i).mean()),
                 "examples": {"bypass": b[:3], "induce": i[:3]}}
@@ -163,7 +210,7 @@ def _finite(x) -> bool:
 
 def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmless: Sequence,
                      cfg: SelectConfig | None = None, *, site: str = "resid_post",
-                     progress: Callable[[str], None] | None = None) -> dict:
+                     progress: Callable[[str], None] | None = None, reference: Sequence | None = None) -> dict:
     """Score every candidate and pick the refusal direction.
 
     ``candidates``: key -> ``{"layer": int, "pos": int|str, "direction": Tensor[d], "rank": float}``
@@ -196,7 +243,7 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
     if not live:
         raise R1ProbeError("no candidate direction to score (all degenerate or above the layer cut-off)")
     say(f"probe: causal search over {len(live)} candidates ({cfg.score} score, {cfg.n_val} prompts per side)")
-    search = CausalSearch(lm, harmful, harmless, cfg, progress=say)
+    search = CausalSearch(lm, harmful, harmless, cfg, progress=say, reference=reference)
     for j, k in enumerate(live):
         c = candidates[k]
         try:
@@ -239,5 +286,9 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
         if len(pool) > 1:
             chosen = min(pool, key=lambda k: (scores[k]["verify"]["bypass_rate"], scores[k]["bypass"]))
             reason += f"; then lowest generated refusal rate among the top {len(pool)}"
+    plans = {}
+    if chosen is not None:
+        c = candidates[chosen]
+        plans = {"bypass": search.bypass_plan(c["direction"]), "induce": search.induce_plan(c["direction"], int(c["layer"]), site)}
     return {"config": asdict(cfg), "baseline": search.baseline, "scores": scores, "chosen": chosen,
-            "reason": reason, "n_scored": len(live), "seconds": round(time.time() - t0, 1)}
+            "reason": reason, "n_scored": len(live), "seconds": round(time.time() - t0, 1), "_plans": plans}

@@ -199,6 +199,20 @@ class SteeringPlan:
                     SteeringStep("ablate", layers, direction, tokens=tokens, site="mlp_out")], **kw)
 
     @classmethod
+    def affine_ablate(cls, direction, refs: Sequence[float], *, tokens: str = "both", **kw) -> "SteeringPlan":
+        """Affine concept editing (ACE, Marshall et al. 2024): at the input of every block ``i``
+        set the projection on ``d̂`` to a reference, ``x ← x − (x·d̂ − c_i) d̂``.
+
+        ``c_i = μ_i·d̂`` is the mean projection of *harmless* prompts at block ``i``'s input
+        (``refs[i]``), so harmful rows are moved to where harmless rows already sit instead of to
+        the origin: the refusal is removed with less collateral change than directional ablation
+        (``c_i = 0``). Run-time only: an exported weight edit cannot store the offset in Qwen2/Llama
+        (no bias on o_proj/down_proj).
+        """
+        return cls([SteeringStep("clamp", (i,), direction, value=float(v), tokens=tokens, site="resid_pre")
+                    for i, v in enumerate(refs)], **kw)
+
+    @classmethod
     def amplify_at(cls, layers: int | Sequence[int], direction, beta: float, *,
                    sites: Sequence[str] = ("attn_out", "mlp_out"), tokens: str = "both", **kw) -> "SteeringPlan":
         """``y ← y + β (y·d̂) d̂`` on what the blocks write; equals ``edit.amplify`` on the same layers."""
