@@ -80,3 +80,14 @@ def test_probe_cli_affine_ablation_writes_runnable_plans(tiny_store, tiny_qwen2,
     induce = SteeringPlan.load(out / "induce.plan.json")
     assert induce.steps[0].op == "add" and abs(induce.steps[0].alpha - meta["chosen"]["induce_alpha"]) < 1e-6
     assert bypass.resolve(64).steps[0].direction.shape == (64,)  # named "chosen" in this folder
+
+
+def test_downstream_affine_bypass_starts_after_the_read_layer():
+    from r1probe.probes.select import bypass_plan, downstream_block
+
+    refs = torch.zeros(6, 8)
+    d = torch.ones(8)
+    assert downstream_block(2, "resid_post") == 3 and downstream_block(2, "resid_pre") == 2
+    plan = bypass_plan(d, 6, refs, from_block=downstream_block(2, "resid_post"))
+    assert [s.layers for s in plan.steps] == [(3,), (4,), (5,)] and {s.op for s in plan.steps} == {"clamp"}
+    assert [s.op for s in bypass_plan(d, 6).steps] == ["ablate"] * 3  # directional: embed + attn + mlp writes

@@ -145,7 +145,7 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
                      math.isfinite(c.get("separation", float("nan"))) else -1e9}
                  for k, c in cells.items()}
         ref = None
-        if cfg.ablation == "affine":  # references from harmless prompts that are not the validation ones
+        if cfg.ablation.startswith("affine"):  # references from harmless prompts that are not the validation ones
             ref = (_val_prompts(harmless_val, "train", cfg.n_reference, seed) if split_given
                    else _val_prompts(harmless_val, None, 0, seed)[cfg.n_val:cfg.n_val + cfg.n_reference])
         selection = select_direction(lm, cands, hv, nv, cfg, site=site, progress=say, reference=ref)

@@ -42,9 +42,9 @@ def _ints(text: str | None):
               help="Re-check the best N candidates with generated refusal rates (0: off).")
 @click.option("--max-candidates", default=0, show_default=True, type=click.IntRange(0),
               help="Score at most N candidates, pre-ranked by probe separation (0: all).")
-@click.option("--ablation", default="directional", show_default=True, type=click.Choice(["directional", "affine"]),
-              help="Bypass intervention: directional ablation (x·d̂ → 0) or affine (ACE: x·d̂ → the harmless mean "
-                   "at each block input; lower KL, run-time only).")
+@click.option("--ablation", default="directional", show_default=True, type=click.Choice(["directional", "affine", "affine-downstream"]),
+              help="Bypass intervention: directional ablation (x·d̂ → 0), affine (ACE: x·d̂ → the harmless mean "
+                   "at each block input; lower KL, run-time only), or affine after the direction's own layer.")
 @click.option("--induce-scale", default=1.0, show_default=True, type=float,
               help="Induce strength α = s·‖r‖ (the direction added at its layer).")
 @click.option("--n-reference", default=64, show_default=True, type=click.IntRange(1),

@@ -8,7 +8,9 @@ that restate the request first (see :mod:`r1probe.probes.refusal`):
   ``ablation="affine"`` the projection is instead set, at every block input, to the mean
   projection of harmless reference prompts (ACE, ``SteeringPlan.affine_ablate``; the references
   come from harmless prompts other than the validation ones): on the embedded model this cuts the
-  KL of directional ablation by more than half at the same bypass;
+  KL of directional ablation by more than half at the same bypass; ``"affine-downstream"`` does so
+  only at the blocks after the one the direction was read from (where it means what it was read
+  as), which on the embedded model brings KL under 0.1 with the same bypass;
 - induce score: refusal score on harmless validation prompts with the (un-normalised)
   candidate added at its own layer and site (``SteeringPlan.add_at``, ``α = s·‖r‖``, ``s`` the
   ``induce_scale``);
@@ -34,7 +36,7 @@ from r1probe.errors import R1ProbeError
 from r1probe.probes import refusal as R
 
 SCORES = ("lookahead", "first_token", "generation")
-ABLATIONS = ("directional", "affine")
+ABLATIONS = ("directional", "affine", "affine-downstream")
 
 
 @dataclass
@@ -86,15 +88,26 @@ def add_site(layer: int, site: str) -> tuple[int, str]:
     return layer, site if site in ("resid_pre", "resid_post") else "resid_pre"
 
 
-def bypass_plan(direction: torch.Tensor, n_layers: int, ref_means: torch.Tensor | None = None):
+def bypass_plan(direction: torch.Tensor, n_layers: int, ref_means: torch.Tensor | None = None,
+                from_block: int = 0):
     """Directional ablation everywhere, or (``ref_means`` [n_layers, d]: harmless mean at every block
-    input) affine ablation to the references ``c_i = μ_i·d̂``."""
+    input) affine ablation to the references ``c_i = μ_i·d̂`` at the inputs of blocks ``from_block..``."""
     from r1probe.steering.plan import SteeringPlan
 
     if ref_means is None:
         return SteeringPlan.ablate_everywhere(direction, n_layers, name="bypass")
     u = direction.double() / direction.double().norm()
-    return SteeringPlan.affine_ablate(direction, (ref_means.double() @ u).tolist(), name="bypass (affine)")
+    refs = (ref_means.double() @ u).tolist()
+    plan = SteeringPlan.affine_ablate(direction, refs, name="bypass (affine)")
+    if from_block:
+        plan = SteeringPlan([s for s in plan.steps if s.layers[0] >= from_block], name="bypass (affine, downstream)")
+    return plan
+
+
+def downstream_block(layer: int, site: str) -> int:
+    """First block whose input comes after a direction read at ``(layer, site)``."""
+    li, s = add_site(layer, site)
+    return li + 1 if s == "resid_post" else li
 
 
 @torch.inference_mode()
@@ -134,7 +147,7 @@ class CausalSearch:
         if not self.harmful or not self.harmless:
             raise R1ProbeError("causal selection needs harmful and harmless validation prompts")
         self.ref_means = None
-        if cfg.ablation == "affine":
+        if cfg.ablation.startswith("affine"):
             if not reference:
                 raise R1ProbeError("affine ablation needs harmless reference prompts (other than the validation ones)")
             self.ref_means = block_input_means(self.scorer, self.scorer.format(list(reference)[: cfg.n_reference]))
@@ -161,8 +174,9 @@ class CausalSearch:
             self.baseline["induce"] = self.baseline["induce_first_token"]
         self.baseline["seconds"] = round(time.time() - t, 1)
 
-    def bypass_plan(self, direction: torch.Tensor):
-        return bypass_plan(direction, self.lm.layout.n_layers, self.ref_means)
+    def bypass_plan(self, direction: torch.Tensor, layer: int = 0, site: str = "resid_pre"):
+        start = downstream_block(layer, site) if self.cfg.ablation == "affine-downstream" else 0
+        return bypass_plan(direction, self.lm.layout.n_layers, self.ref_means, start)
 
     def induce_plan(self, direction: torch.Tensor, layer: int, site: str):
         return induce_plan(direction, layer, site, self.cfg.induce_scale * float(direction.double().norm()))
@@ -176,7 +190,7 @@ class CausalSearch:
         """Bypass, induce and KL scores of one candidate."""
         cfg, sc = self.cfg, self.scorer
         out: dict = {}
-        with self._steer(self.bypass_plan(direction)):
+        with self._steer(self.bypass_plan(direction, layer, site)):
             abl_logits = sc.last_logits(self.harmless)
             if cfg.score == "lookahead":
                 out["bypass"] = R.nanmean(R.lookahead_log_odds(sc, self.look))
@@ -196,7 +210,7 @@ class CausalSearch:
     def verify(self, direction: torch.Tensor, layer: int, site: str) -> dict:
         """Keyword-judged refusal rates of short greedy generations under bypass / induce."""
         sc, g = self.scorer, self.cfg.gen_tokens
-        with self._steer(self.bypass_plan(direction)):
+        with self._steer(self.bypass_plan(direction, layer, site)):
             b = sc.generate(self.harmful, g)
         with self._steer(self.induce_plan(direction, layer, site)):
             i = sc.generate(self.harmless, g)
@@ -289,6 +303,7 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
     plans = {}
     if chosen is not None:
         c = candidates[chosen]
-        plans = {"bypass": search.bypass_plan(c["direction"]), "induce": search.induce_plan(c["direction"], int(c["layer"]), site)}
+        plans = {"bypass": search.bypass_plan(c["direction"], int(c["layer"]), site),
+                 "induce": search.induce_plan(c["direction"], int(c["layer"]), site)}
     return {"config": asdict(cfg), "baseline": search.baseline, "scores": scores, "chosen": chosen,
             "reason": reason, "n_scored": len(live), "seconds": round(time.time() - t0, 1), "_plans": plans}
