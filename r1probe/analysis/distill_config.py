@@ -62,6 +62,7 @@ class DistillStudyConfig:
     max_new_tokens: int = 128      # refusal benches: long enough for a short <think> block to close
     gsm8k_max_new_tokens: int = 256
     batch_size: int = 16
+    nll_batch_size: int = 2        # teacher-forced NLL materialises [batch, tokens, 151,936] logits: keep it small
     seed: int = 0
     data_root: str | None = None
     chisafety_root: str | None = None
@@ -79,6 +80,8 @@ class DistillStudyConfig:
             bad(f"lr {self.lr} must be in (0, 1) and epochs {self.epochs} > 0")
         if not 0 < self.max_layer_frac <= 1 or not 0 < self.gate_quantile < 1:
             bad("max_layer_frac must be in (0, 1] and gate_quantile in (0, 1)")
+        if self.batch_size < 1 or self.nll_batch_size < 1:
+            bad("batch_size and nll_batch_size must be >= 1")
         if self.threads is not None and self.threads < 1:
             bad(f"threads {self.threads} must be >= 1")
         wrong = [r for r in self.restores if r not in RESTORES]

@@ -244,7 +244,8 @@ def run_distill_study(cfg: DistillStudyConfig, *, force: bool = False, log: Call
             for b in cfg.benches:
                 bench = get_bench(b)
                 mnt = cfg.gsm8k_max_new_tokens if bench.name in MATH_BENCHES else cfg.max_new_tokens
-                eng = HFEngine(lm, max_new_tokens=mnt, batch_size=cfg.batch_size, plan=plan)
+                bs = cfg.nll_batch_size if bench.kind == "nll" else cfg.batch_size
+                eng = HFEngine(lm, max_new_tokens=mnt, batch_size=bs, plan=plan)
                 root = cfg.chisafety_root if b.startswith("chisafety") else cfg.data_root
                 t = time.time()
                 summary = evaluate([bench], eng, make_judge("keyword"), path, limit=cfg.limits.get(b), seed=cfg.seed,
