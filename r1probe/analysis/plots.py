@@ -112,9 +112,12 @@ def tradeoff(points: Sequence[Mapping], out_base: str | os.PathLike, *, x: str, 
     for i, g in enumerate(groups):
         pts = [p for p in points if p.get(group, "") == g]
         ax.scatter([p[x] for p in pts], [p[y] for p in pts], s=22, color=color_for(i), label=g, alpha=0.8)
+    placed: dict = {}
     for p in points:
         if label and p.get(label):
-            ax.annotate(str(p[label]), (p[x], p[y]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            k = (round(float(p[x]), 2), round(float(p[y]), 2))  # stack labels of coinciding points
+            n = placed[k] = placed.get(k, -1) + 1
+            ax.annotate(str(p[label]), (p[x], p[y]), textcoords="offset points", xytext=(4, 3 - 9 * n), fontsize=7)
     if front:
         f = sorted(front, key=lambda p: p[x])
         ax.plot([p[x] for p in f], [p[y] for p in f], "-", color="black", lw=1, label="Pareto front")

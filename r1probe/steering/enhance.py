@@ -694,8 +694,8 @@ def enhance(lm, cfg: EnhanceConfig, *, out: str | os.PathLike | None, work: str 
     front_pts = [{"x": r["border_refusal"] - base["border_refusal"], "y": r["harm_refusal"] - base["harm_refusal"]}
                  for r in front]
     files["figure"] = tradeoff(search_points + rep_pts, work / "tradeoff", x="x", y="y",
-                               xlabel="over-refusal rise on CValues (points)",
-                               ylabel="refusal gain on harmful prompts (points)", front=front_pts,
+                               xlabel="over-refusal rise on CValues (share of prompts)",
+                               ylabel="refusal gain on harmful prompts (share of prompts)", front=front_pts,
                                title="Refusal gain vs over-refusal: weight edits and run-time plans",
                                targets={"x": cfg.border_margin}, sources=[work / "study.db"])
     rep_header = ["system", "harmful refusal", "CValues refusal", "GSM8K gold NLL", "NLL ratio", "meets all"]
