@@ -46,6 +46,16 @@ def cell(summary: dict, bench: str, metric: str) -> tuple:
     return (e.get("metrics", {}).get(metric), ci[0], ci[1], e.get("n"))
 
 
+def think_rate(eval_dir, bench: str) -> float | None:
+    """Share of a bench's replies that open a ``<think>`` block (the distilled model may think on math only)."""
+    f = Path(eval_dir) / f"{bench}.jsonl"
+    if not f.exists():
+        return None
+    rows = [json.loads(x) for x in f.read_text("utf-8").splitlines() if x.strip()]
+    rows = [r for r in rows if "thought" in r]
+    return sum(bool(r["thought"]) for r in rows) / len(rows) if rows else None
+
+
 def paired(a_dir, b_dir) -> dict:
     """``{(bench, metric): row}`` of paired-bootstrap differences B − A (``eval.runner.compare_runs``)."""
     from r1probe.eval.runner import compare_runs
@@ -98,6 +108,12 @@ def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) ->
     sources = [R[f"eval-{v}"].path / "summary.json" for v in names]
     cols = [c for c in COLUMNS if any(cell(s, c[0], c[1])[0] is not None for s in summaries.values())]
     table = {v: {c[2]: cell(summaries[v], c[0], c[1]) for c in cols} for v in names}
+    for bench, title in (("chisafety-refusal", "opens <think> (CHiSafety)"), ("gsm8k", "opens <think> (GSM8K)")):
+        rates = {v: think_rate(R[f"eval-{v}"].path, bench) for v in names}
+        if any(r is not None for r in rates.values()):
+            for v in names:
+                table[v][title] = (rates[v], None, None, None)
+            cols.append((bench, "think_rate", title))
     written: dict = {"tables": {}, "figures": {}}
     header = ["variant"] + [c[2] for c in cols]
     rows = [[v] + [fmt_ci(*_split(table[v][c[2]])) for c in cols] for v in names]
@@ -137,6 +153,8 @@ def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) ->
     timing = _stage_seconds(R)
     written["tables"]["timing"] = write_table(["stage", "seconds"], timing, path / "timing",
                                               caption="Wall time of each stage when it last ran")
+    timing_note = ("Wall time of each stage's last run; a stage resumed after an interruption counts only "
+                   "the part it redid (see its log for the rest).")
 
     cmp = _load(R["compare"].path / "compare.json").get("result", {})
     own = R["direction-distilled"].info
@@ -174,7 +192,7 @@ def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) ->
     for k, f in (cmp.get("figures") or {}).items():
         md.append(f"![{k}]({os.path.relpath(Path(f['png']), out)})")
     md += ["", "## Figures", ""] + [f"![{k}]({os.path.relpath(Path(f['png']), out)})" for k, f in written["figures"].items()]
-    md += ["", "## Stage wall times", "", open(written["tables"]["timing"]["md"], encoding="utf-8").read(),
+    md += ["", "## Stage wall times", "", timing_note, "", open(written["tables"]["timing"]["md"], encoding="utf-8").read(),
            "## Reproduce", "", "```bash", f"r1probe run --preset mini-distill --out {cfg.out}"
            + (f" --threads {cfg.threads}" if cfg.threads else ""), "```", "",
            "Models: " + ", ".join(f"`{v}` = `{variants[v][0]}`" + (f" + plan `{variants[v][1]}`" if variants[v][1] else "")
@@ -225,6 +243,14 @@ def direction_lines(cmp: dict, own: dict, chosen: dict) -> list[str]:
     ]
 
 
+def _think_note(row: dict) -> str:
+    c, g = (row.get("opens <think> (CHiSafety)") or (None,))[0], (row.get("opens <think> (GSM8K)") or (None,))[0]
+    if c is None and g is None:
+        return ""
+    return (f" The distilled model opened a <think> block on {_num(c, 2)} of CHiSafetyBench replies and "
+            f"{_num(g, 2)} of GSM8K replies.")
+
+
 def answers(table, diffs, cmp, own, chosen, harm_t, names) -> list[str]:
     out = []
     k_rr = ("chisafety-refusal", "RR-1")
@@ -236,7 +262,8 @@ def answers(table, diffs, cmp, own, chosen, harm_t, names) -> list[str]:
         out.append(f"1. **Did refusal on CHiSafetyBench drop after distillation?** RR-1 {fmt_ci(*_split(b))} → "
                    f"{fmt_ci(*_split(d))}; paired difference {_diff_text(dd.get(k_rr))}: it {verdict} "
                    f"(n = {b[3]}). GSM8K accuracy difference {_diff_text(dd.get(('gsm8k', 'accuracy')))}, "
-                   f"gold NLL {_diff_text(dd.get(('gsm8k-nll', 'mean_nll')))}.")
+                   f"gold NLL {_diff_text(dd.get(('gsm8k-nll', 'mean_nll')))}."
+                   + _think_note(table.get("distilled", {})))
     ch = cmp.get("chosen") or {}
     cs = own.get("cosine_to_base_direction")
     out.append(f"2. **Did the refusal direction survive?** Cosine of the distilled model's direction to the base's "
