@@ -27,7 +27,9 @@ def main(argv=None):
     ap.add_argument("--model", default="builtin:qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--ablation", default="affine-downstream", choices=["directional", "affine", "affine-downstream"])
     ap.add_argument("--induce-scale", type=float, default=3.0)
-    ap.add_argument("--layers", default=None, help="layers to search (default all)")
+    ap.add_argument("--layers", default=None, help="layers to extract (default all)")
+    ap.add_argument("--search-layers", default=None, help="layers of the causal search, e.g. 8-18 (default all)")
+    ap.add_argument("--search-positions", default=None, help="positions of the causal search, e.g. -1,-2 (default all)")
     ap.add_argument("--n-val", type=int, default=32)
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--bypass-tokens", type=int, default=128)
@@ -66,7 +68,10 @@ def main(argv=None):
     if not (out / "probe" / "probe.json").exists():
         t = time.time()
         cfg = SelectConfig(ablation=a.ablation, induce_scale=a.induce_scale, n_val=a.n_val)
+        rng = (lambda v: None if not v else [x for part in v.split(",") for x in (
+            range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part[1:] else [int(part)])])
         run_probe(store.path, lm, out / "probe", cfg=cfg, estimators=("mean_diff", "logistic"), folds=3,
+                  layers=rng(a.search_layers), positions=rng(a.search_positions),
                   progress=lambda m: print(m, flush=True))
         res["probe_s"] = round(time.time() - t, 1)
         save()
