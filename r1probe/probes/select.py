@@ -10,7 +10,7 @@ that restate the request first (see :mod:`r1probe.probes.refusal`):
   come from harmless prompts other than the validation ones): on the embedded model this cuts the
   KL of directional ablation by more than half at the same bypass; ``"affine-downstream"`` does so
   only at the blocks after the one the direction was read from (where it means what it was read
-  as), which on the embedded model brings KL under 0.1 with the same bypass;
+  as): on the embedded model KL 0.070 (layer 15) to 0.108 (layer 12) at 24 harmful val prompts' bypass of 1/24;
 - induce score: refusal score on harmless validation prompts with the (un-normalised)
   candidate added at its own layer and site (``SteeringPlan.add_at``, ``α = s·‖r‖``, ``s`` the
   ``induce_scale``);
