@@ -31,6 +31,10 @@ def main(argv=None):
     ap.add_argument("--search-layers", default=None, help="layers of the causal search, e.g. 8-18 (default all)")
     ap.add_argument("--search-positions", default=None, help="positions of the causal search, e.g. -1,-2 (default all)")
     ap.add_argument("--n-val", type=int, default=32)
+    ap.add_argument("--candidates", default="mean_diff", choices=["mean_diff", "lda", "pca"])
+    ap.add_argument("--induce-score", default="first_token", choices=["first_token", "generation"])
+    ap.add_argument("--induce-min", type=float, default=0.0)
+    ap.add_argument("--auroc-min", type=float, default=0.0)
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--bypass-tokens", type=int, default=128)
     ap.add_argument("--induce-tokens", type=int, default=64)
@@ -67,17 +71,19 @@ def main(argv=None):
     res["train"] = {"harmful": len(harm), "harmless": len(safe)}
     if not (out / "probe" / "probe.json").exists():
         t = time.time()
-        cfg = SelectConfig(ablation=a.ablation, induce_scale=a.induce_scale, n_val=a.n_val)
+        cfg = SelectConfig(ablation=a.ablation, induce_scale=a.induce_scale, n_val=a.n_val,
+                           induce_score=a.induce_score, induce_min=a.induce_min, auroc_min=a.auroc_min)
         rng = (lambda v: None if not v else [x for part in v.split(",") for x in (
             range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part[1:] else [int(part)])])
-        run_probe(store.path, lm, out / "probe", cfg=cfg, estimators=("mean_diff", "logistic"), folds=3,
+        ests = ("mean_diff", "logistic") + ((a.candidates,) if a.candidates != "mean_diff" else ())
+        run_probe(store.path, lm, out / "probe", cfg=cfg, estimators=ests, folds=3, candidates=a.candidates,
                   layers=rng(a.search_layers), positions=rng(a.search_positions),
                   progress=lambda m: print(m, flush=True))
         res["probe_s"] = round(time.time() - t, 1)
         save()
     meta, dirs = load_probe(out / "probe")
     ch = meta["chosen"]
-    res["chosen"] = {k: ch.get(k) for k in ("key", "layer", "pos", "norm", "kl", "bypass", "induce", "ablation",
+    res["chosen"] = {k: ch.get(k) for k in ("key", "layer", "pos", "estimator", "norm", "kl", "bypass", "induce", "ablation",
                                              "induce_alpha", "verify")}
     res["selection_s"] = meta["selection"]["seconds"]
     res["n_scored"] = meta["selection"]["n_scored"]
@@ -93,6 +99,8 @@ def main(argv=None):
     lk = f"logistic.{ch['key']}"
     if lk in dirs:
         res["auroc"]["logistic_same_cell"] = roc_auc_score(y, (x @ dirs[lk].double()).numpy())
+    if ch["key"] in dirs:
+        res["auroc"]["mean_diff_same_cell"] = roc_auc_score(y, (x @ dirs[ch["key"]].double()).numpy())
     save()
     print(json.dumps(res, indent=1), flush=True)
     for name, bname, toks in (("bypass", "chisafety-refusal", a.bypass_tokens), ("induce", "zh-harmless", a.induce_tokens)):

@@ -91,3 +91,23 @@ def test_downstream_affine_bypass_starts_after_the_read_layer():
     plan = bypass_plan(d, 6, refs, from_block=downstream_block(2, "resid_post"))
     assert [s.layers for s in plan.steps] == [(3,), (4,), (5,)] and {s.op for s in plan.steps} == {"clamp"}
     assert [s.op for s in bypass_plan(d, 6).steps] == ["ablate"] * 3  # directional: embed + attn + mlp writes
+
+
+def test_probe_cli_lda_candidates_are_searched_and_saved(tiny_store, tiny_qwen2, tmp_path):
+    from r1probe.steering.directions import load_directions
+
+    out = tmp_path / "probe"
+    args = ["probe", "--store", str(tiny_store), "--model", str(tiny_qwen2), "--dtype", "float32", "--out", str(out),
+            "--score", "first_token", "--harmful-val", str(_write(tmp_path, "h.json", ["如何制作炸弹", "hello"])),
+            "--harmless-val", str(_write(tmp_path, "s.json", ["请写一首诗", "world"])), "--val-split", "none",
+            "--n-val", "2", "--gen-tokens", "3", "--folds", "3", "--kl-max", "1e9", "--induce-min", "-1e9",
+            "--estimators", "mean_diff,lda", "--candidates", "lda"]
+    main(args)
+    meta = json.loads((out / "probe.json").read_text("utf-8"))
+    ch = meta["chosen"]
+    assert ch["estimator"] == "lda" and meta["selection"]["candidates"] == "lda"
+    dirs = load_directions(out)
+    assert torch.equal(dirs["chosen"], dirs[f"lda.{ch['key']}"])
+    assert not torch.equal(dirs["chosen"], dirs[ch["key"]])  # not the mean difference of that cell
+    with pytest.raises(SystemExit):  # lda not fitted: one clear error, no traceback
+        main([*args[:-4], "--estimators", "mean_diff", "--candidates", "lda"])

@@ -68,8 +68,29 @@ def test_select_scores_every_candidate_and_reports_degenerate(tiny_lm):
         assert sc[k]["kl"] >= 0
 
 
+def test_select_auroc_filter_and_generated_induce_rate(tiny_lm):
+    """--auroc-min skips candidates whose own probe reads refusal badly; --induce-score generation
+    scores induce as a keyword-judged refusal *rate* (so in [0, 1]) and filters on it."""
+    cands = _cands(tiny_lm, 3)
+    cands["layer0_pos-1"]["auroc"], cands["layer1_pos-1"]["auroc"] = 0.6, 0.99
+    cfg = SelectConfig(score="first_token", induce_score="generation", n_val=3, verify_top=0, gen_tokens=4,
+                       kl_max=1e9, induce_min=-1.0, max_layer_frac=0.9, auroc_min=0.9)
+    res = select_direction(tiny_lm, cands, ["如何制作炸弹", "hello", "Sorry I cannot"],
+                           ["请写一首关于春天的诗", "hello world", "作为"], cfg)
+    sc = res["scores"]
+    assert sc["layer0_pos-1"]["status"] == "auroc<0.9" and "bypass" not in sc["layer0_pos-1"]
+    assert sc["layer2_pos-1"]["status"] == "auroc<0.9"  # no AUROC given: cannot pass a set minimum
+    assert sc["layer1_pos-1"]["status"] == "scored" and res["chosen"] == "layer1_pos-1"
+    assert 0.0 <= sc["layer1_pos-1"]["induce"] <= 1.0 and 0.0 <= res["baseline"]["induce"] <= 1.0
+    assert res["n_scored"] == 1
+
+
 def test_select_config_validates():
     with pytest.raises(R1ProbeError):
         SelectConfig(score="nope")
+    with pytest.raises(R1ProbeError):
+        SelectConfig(induce_score="lookahead")
+    with pytest.raises(R1ProbeError):
+        SelectConfig(auroc_min=1.5)
     with pytest.raises(R1ProbeError):
         SelectConfig(kl_max=-1)

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from r1probe.data.prompts import PromptSet
 from r1probe.errors import DataError
+from r1probe.extract import heap
 from r1probe.extract.backends import canonical_backend, get_backend
 from r1probe.extract.batching import (Encoded, auto_token_budget, build_gather, encode_prompts, left_pad,
                                       plan_batches, plan_shards, position_ids)
@@ -162,6 +163,7 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
     n_pending = sum(len(shards[i]) for i in pending)
     t0 = time.perf_counter()
     bar = tqdm(total=n_pending, unit="prompt", desc=f"extract ({backend})", disable=not progress)
+    heap.pin_mmap_threshold()  # shards must not fragment the heap (see r1probe.extract.heap)
     with get_backend(backend)(lm, keys) as be:
         for si in pending:
             parts: dict[str, list[torch.Tensor]] = {tensor_key(s, l): [] for s, l in keys}
@@ -187,6 +189,8 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
                     parts[k].append(out[k].to("cpu", sdtype))
                 bar.update(len(batch))
             writer.write(si, {k: torch.cat(v, 0) for k, v in parts.items()}, generated=gen_texts)
+            del parts
+            heap.trim()
     bar.close()
     secs = time.perf_counter() - t0
     writer.finish(rows=rows, run={"seconds": round(secs, 3), "rows_extracted": n_pending,

@@ -116,8 +116,13 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
               val_split: str | None = "val", cfg: SelectConfig | None = None,
               estimators: Sequence[str] = E.ESTIMATORS, layers: Sequence[int] | None = None,
               positions: Sequence | None = None, site: str = "resid_post", folds: int = 5, seed: int = 0,
-              select: bool = True, progress: Callable[[str], None] | None = None) -> dict:
-    """Train probes on a store, run the causal selection with ``lm`` and write ``out``; returns probe.json."""
+              select: bool = True, progress: Callable[[str], None] | None = None,
+              candidates: str = "mean_diff") -> dict:
+    """Train probes on a store, run the causal selection with ``lm`` and write ``out``; returns probe.json.
+
+    ``candidates``: which estimator's directions the causal search scores (``mean_diff`` as in
+    refusal_direction, or ``lda``/``pca``; not ``logistic``, whose weight vector has no causal scale).
+    """
     from r1probe.extract.store import ActivationStore
     from r1probe.models import model_provenance
     from r1probe.provenance import atomic_write_json, base_manifest
@@ -125,6 +130,9 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
 
     say = progress or (lambda m: None)
     cfg = cfg or SelectConfig()
+    if select and (candidates not in estimators or candidates == "logistic"):
+        raise R1ProbeError(f"--candidates {candidates!r}: choose an estimator with a causal scale "
+                           f"(mean_diff, lda, pca) that is also in --estimators")
     t0 = time.time()
     store = ActivationStore(store_path)
     if lm is not None and store.d_model != lm.layout.d_model:
@@ -140,9 +148,11 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
         split_given = val_split is not None
         hv = _val_prompts(harmful_val, val_split, cfg.n_val, seed)
         nv = _val_prompts(harmless_val, val_split, cfg.n_val, seed)
-        cands = {k: {"layer": c["layer"], "pos": c["pos"], "direction": tensors.get(k),
+        tkey = (lambda k: k) if candidates == "mean_diff" else (lambda k: f"{candidates}.{k}")
+        cands = {k: {"layer": c["layer"], "pos": c["pos"], "direction": tensors.get(tkey(k)),
                      "rank": c.get("separation") if c.get("separation") is not None and
-                     math.isfinite(c.get("separation", float("nan"))) else -1e9}
+                     math.isfinite(c.get("separation", float("nan"))) else -1e9,
+                     "auroc": ((c.get("estimators") or {}).get(candidates) or {}).get("auroc")}
                  for k, c in cells.items()}
         ref = None
         if cfg.ablation.startswith("affine"):  # references from harmless prompts that are not the validation ones
@@ -152,8 +162,9 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
         plans = selection.pop("_plans", {})
         selection["val"] = {"harmful": harmful_val, "harmless": harmless_val, "split": val_split,
                             "n_harmful": len(hv), "n_harmless": len(nv)}
+        selection["candidates"] = candidates
         chosen = selection["chosen"]
-        tensors["chosen"] = tensors[chosen].clone()
+        tensors["chosen"] = tensors[tkey(chosen)].clone()
     meta = base_manifest(
         format=PROBE_FORMAT,
         store={"path": str(Path(store_path).resolve()), "manifest": store.manifest},
@@ -161,9 +172,10 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
         site=site, estimators=list(estimators), folds=folds, seed=seed,
         cells=cells, selection=selection,
         chosen=None if chosen is None else {"key": chosen, "layer": cells[chosen]["layer"], "pos": cells[chosen]["pos"],
-                                            "site": site, "norm": float(tensors[chosen].double().norm()),
+                                            "site": site, "estimator": candidates,
+                                            "norm": float(tensors["chosen"].double().norm()),
                                             "ablation": cfg.ablation, "induce_alpha": cfg.induce_scale * float(
-                                                tensors[chosen].double().norm()),
+                                                tensors["chosen"].double().norm()),
                                             **{k: v for k, v in selection["scores"][chosen].items()
                                                if k in ("bypass", "induce", "kl", "verify")}},
         seconds=round(time.time() - t0, 1),

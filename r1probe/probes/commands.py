@@ -38,6 +38,11 @@ def _ints(text: str | None):
 @click.option("--max-layer-frac", default=0.8, show_default=True, type=float, help="Drop candidates at layers >= this fraction of L.")
 @click.option("--kl-max", default=0.1, show_default=True, type=float, help="Drop candidates whose ablation KL on harmless prompts exceeds this.")
 @click.option("--induce-min", default=0.0, show_default=True, type=float, help="Drop candidates whose induce score is <= this.")
+@click.option("--induce-score", type=click.Choice(["first_token", "generation"]), default="first_token", show_default=True,
+              help="Induce score: first-token refusal log-odds, or the keyword-judged refusal rate of --gen-tokens greedy "
+                   "tokens (then --induce-min is a rate; for models that restate the request before refusing).")
+@click.option("--auroc-min", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Skip candidates whose difference-in-means probe has a cross-validated AUROC below this.")
 @click.option("--verify-top", default=1, show_default=True, type=click.IntRange(0),
               help="Re-check the best N candidates with generated refusal rates (0: off).")
 @click.option("--max-candidates", default=0, show_default=True, type=click.IntRange(0),
@@ -51,7 +56,9 @@ def _ints(text: str | None):
               help="Harmless train prompts for the affine references.")
 @click.option("--layers", default="all", show_default=True, help="Layers to probe: all, 8-16, 4,8,12, embed.")
 @click.option("--positions", default="all", show_default=True, help="Positions to probe: all or offsets like -1,-3.")
-@click.option("--estimators", default="mean_diff,logistic,pca", show_default=True, help="Estimators to fit.")
+@click.option("--estimators", default="mean_diff,logistic,pca,lda", show_default=True, help="Estimators to fit.")
+@click.option("--candidates", default="mean_diff", show_default=True, type=click.Choice(["mean_diff", "lda", "pca"]),
+              help="Whose directions the causal search scores (lda: the mean difference whitened by a shrunk covariance).")
 @click.option("--site", default="resid_post", show_default=True, help="Store site to read.")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2), help="Cross-validation folds.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Prompts per forward pass.")
@@ -84,14 +91,16 @@ def probe(ctx, **kw):
     cfg = SelectConfig(max_layer_frac=kw["max_layer_frac"], kl_max=kw["kl_max"], induce_min=kw["induce_min"],
                        score=kw["score"], n_val=kw["n_val"], gen_tokens=kw["gen_tokens"],
                        verify_top=kw["verify_top"], batch_size=kw["batch_size"], max_candidates=kw["max_candidates"],
-                       ablation=kw["ablation"], induce_scale=kw["induce_scale"], n_reference=kw["n_reference"])
+                       ablation=kw["ablation"], induce_scale=kw["induce_scale"], n_reference=kw["n_reference"],
+                       induce_score=kw["induce_score"], auroc_min=kw["auroc_min"])
     lm = None if kw["no_select"] else load_from_options(dict(mopts))
     positions = None if kw["positions"] in ("all", "", None) else _ints(kw["positions"])
     split = None if kw["val_split"] in ("none", "") else kw["val_split"]
     meta = run_probe(kw["store"], lm, kw["out"], harmful_val=kw["harmful_val"], harmless_val=kw["harmless_val"],
                      val_split=split, cfg=cfg, estimators=[e.strip() for e in kw["estimators"].split(",") if e.strip()],
                      layers=_ints(kw["layers"]), positions=positions, site=kw["site"], folds=kw["folds"],
-                     seed=kw["seed"], select=not kw["no_select"], progress=stderr_progress)
+                     seed=kw["seed"], select=not kw["no_select"], progress=stderr_progress,
+                     candidates=kw["candidates"])
     if kw["report"]:
         from r1probe.probes.report import draw_report
 

@@ -13,7 +13,7 @@ import torch
 
 from r1probe.errors import R1ProbeError
 
-ESTIMATORS = ("mean_diff", "logistic", "pca")
+ESTIMATORS = ("mean_diff", "logistic", "pca", "lda")
 MIN_ROWS = 2
 
 
@@ -128,9 +128,45 @@ def pca(pos, neg, *, seed: int = 0) -> torch.Tensor:
     return v.float()
 
 
+def lda(pos, neg, *, shrinkage: float = 0.98) -> torch.Tensor:
+    """Shrunk linear discriminant: the mean difference whitened by a heavily shrunk covariance.
+
+    ``w = Σₛ⁻¹ (μ₊ − μ₋)`` with ``Σₛ = (1 − s) Σ + s (tr Σ / d) I`` (``Σ`` the pooled within-class
+    covariance; scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage=s)``). ``s = 1``
+    gives back the difference in means, ``s → 0`` the (non-causal) Fisher discriminant, which reads the
+    class out best by leaning on directions the model does not use to refuse. In between it keeps
+    most of the mean difference (on the embedded model, ``s = 0.98``: cosine 0.94 with it at layers
+    15-18) while discounting the few high-variance dimensions that blur the projection. Returned as
+    ``r = ŵ (ŵ·(μ₊ − μ₋))``: unit direction ``ŵ`` scaled by the mean difference along it, so adding
+    ``r`` shifts a harmless mean towards the harmful one as ``mean_diff`` does.
+    """
+    import warnings
+
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from threadpoolctl import threadpool_limits
+
+    if not 0.0 <= float(shrinkage) <= 1.0:
+        raise R1ProbeError(f"lda shrinkage {shrinkage}: must be in [0, 1]")
+    p, n = check_pair(pos, neg)
+    delta = p.mean(0) - n.mean(0)
+    X = torch.cat([p, n]).numpy()
+    y = np.r_[np.ones(len(p)), np.zeros(len(n))]
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")
+        w = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=float(shrinkage)).fit(X, y).coef_[0]
+    w = torch.from_numpy(np.asarray(w, dtype=np.float64))
+    if not torch.isfinite(w).all() or float(w.norm()) == 0:
+        raise DegenerateError("shrunk LDA gave a zero or non-finite direction")
+    u = w / w.norm()
+    along = float(delta @ u)
+    if along <= 0:
+        raise DegenerateError("shrunk LDA direction has no component along the mean difference")
+    return (u * along).float()
+
+
 def estimate(name: str, pos, neg, **kw) -> torch.Tensor:
-    """Dispatch to an estimator by name (``mean_diff`` | ``logistic`` | ``pca``)."""
-    fns = {"mean_diff": mean_diff, "logistic": logistic, "pca": pca}
+    """Dispatch to an estimator by name (``mean_diff`` | ``logistic`` | ``pca`` | ``lda``)."""
+    fns = {"mean_diff": mean_diff, "logistic": logistic, "pca": pca, "lda": lda}
     if name not in fns:
         raise R1ProbeError(f"unknown estimator {name!r} (choose from {', '.join(ESTIMATORS)})")
     return fns[name](pos, neg, **kw)

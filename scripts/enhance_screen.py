@@ -1,0 +1,114 @@
+"""Issue-5 screening: weight edits along the refusal direction, measured in memory before export.
+
+    python scripts/enhance_screen.py --directions runs/study/probe --edits "amplify:8-19:0.5,amplify:10-17:1" \
+        --n 40 --tokens 96 --out runs/enh5 [--threads 1]
+
+Loads the model once; for each edit (``amplify:LAYERS:BETA`` or ``amplify-attn:...`` / ``amplify-mlp:...``,
+or ``enhance:LAYER:LAMBDA``: the rank-1 AlphaSteer edit of ``edit.enhance``, its read vector fitted on the
+built-in harmful *train* split against benign tokens: the harmless train prompts and 200 GSM8K train
+question + solution texts; direction from ``--enhance-directions``) it edits the output projections in place, measures keyword-judged refusal on the first ``n`` CHiSafetyBench
+must-refuse questions and on ``n`` held-out harmless prompts (built-in test split, seed 0), then restores the
+weights. Each result goes to ``OUT/screen.jsonl`` as soon as it is measured (a rerun skips measured edits).
+The exported checkpoint of the edit chosen here is then measured with ``r1probe eval`` (see the issue note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def parse_edit(s: str) -> dict:
+    op, layers, beta = s.split(":")
+    if op == "enhance":
+        return {"edit": s, "op": op, "layers": [int(layers)], "lam": float(beta), "which": ("attn", "mlp")}
+    which = {"amplify": ("attn", "mlp"), "amplify-attn": ("attn",), "amplify-mlp": ("mlp",)}[op]
+    a, _, b = layers.partition("-")
+    ls = list(range(int(a), int(b or a) + 1))
+    return {"edit": s, "op": "amplify", "layers": ls, "beta": float(beta), "which": which}
+
+
+def benign_texts(lm, gsm8k_train: str, n_gsm: int = 200):
+    from r1probe.data.prompts import load_prompt_set
+
+    texts = [lm.chat.encode(lm.chat.format(p.text))
+             for p in load_prompt_set("builtin:zh-harmless", split="train").prompts]
+    with open(gsm8k_train, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()][:n_gsm]
+    for r in rows:
+        ids = lm.chat.encode(lm.chat.format(r["question"]))
+        texts.append(ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:256])
+    return texts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="builtin:qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--directions", default="runs/study/probe")
+    ap.add_argument("--key", default="chosen")
+    ap.add_argument("--enhance-directions", default="runs/accept4/probe")
+    ap.add_argument("--gsm8k-train", default="../shared/data/gsm8k/train.jsonl")
+    ap.add_argument("--edits", required=True)
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--benches", default="chisafety-refusal,zh-harmless")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="runs/enh5")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from r1probe.eval.api import bench
+    from r1probe.models import load_model
+    from r1probe.steering.directions import load_directions
+    from r1probe.data.prompts import load_prompt_set
+    from r1probe.steering.edit import _writers, amplify, enhance
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "screen.jsonl"
+    done = {json.loads(line)["edit"] for line in log.read_text().splitlines()} if log.exists() else set()
+    lm = load_model(a.model)
+    r = load_directions(a.directions)[a.key]
+    for spec in ["none:0-0:0"] + [e for e in a.edits.split(",") if e]:
+        if spec in done:
+            continue
+        t = time.time()
+        saved = {}
+        if not spec.startswith("none"):
+            e = parse_edit(spec)
+            for i in e["layers"]:
+                for name, mod in _writers(lm.model, lm.layout, i, e["which"]):
+                    saved[(i, name)] = (mod, mod.weight.detach().clone())
+            row = {"edit": spec, "n": a.n, "tokens": a.tokens}
+            with torch.no_grad():
+                if e["op"] == "amplify":
+                    amplify(lm, r, e["layers"], e["beta"], which=e["which"])
+                else:
+                    harm = [p.text for p in load_prompt_set("builtin:zh-harmful", split="train").prompts]
+                    re_ = load_directions(a.enhance_directions)[a.key]
+                    rec = enhance(lm, re_, harm, benign_texts(lm, a.gsm8k_train), layer=e["layers"][0], lam=e["lam"])
+                    row["fit"] = {k: rec[k] for k in ("fit_harmful_mean", "fit_benign_rms", "n_benign_tokens")}
+        else:
+            row = {"edit": spec, "n": a.n, "tokens": a.tokens}
+        try:
+            for b in a.benches.split(","):
+                res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, batch_size=8,
+                            out_dir=out / spec.replace(":", "_") / b)
+                m = res["metrics"]
+                row[b] = m.get("RR-1", m.get("refusal_rate"))
+        finally:
+            with torch.no_grad():
+                for mod, w in saved.values():
+                    mod.weight.copy_(w)
+        row["seconds"] = round(time.time() - t, 1)
+        with open(log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
