@@ -22,8 +22,12 @@ def probe_run(real_lm, tmp_path_factory, shared_data):
     safe = load_prompt_set("builtin:zh-harmless", split="train", limit=48)
     store = extract_activations(real_lm, [harm, safe], layers="10,12,14", positions="-1", out_dir=tmp / "acts",
                                 progress=False)
-    cfg = SelectConfig(n_val=8, verify_top=1, gen_tokens=24, batch_size=8)
-    meta = run_probe(store.path, real_lm, tmp / "probe", cfg=cfg, estimators=("mean_diff", "logistic"), folds=3)
+    # the acceptance configuration (scripts/probe_acceptance.py): shrunk-LDA candidates, ACE ablation
+    # downstream of the read layer, induce judged on short generations
+    cfg = SelectConfig(n_val=8, verify_top=1, gen_tokens=24, batch_size=8, ablation="affine-downstream",
+                       induce_scale=3.0, induce_score="generation", induce_min=0.5, n_reference=32)
+    meta = run_probe(store.path, real_lm, tmp / "probe", cfg=cfg, estimators=("mean_diff", "logistic", "lda"),
+                     folds=3, candidates="lda")
     return tmp / "probe", meta
 
 
@@ -61,8 +65,8 @@ def test_chosen_direction_separates_chisafety(probe_run, real_lm, shared_data):
     assert auc >= 0.9, auc
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 4): at layers 10-14, position -1, no candidate keeps KL <= 0.1 "
-                   "under ablation (measured 0.47); the selection falls back to the best bypass score")
-def test_chosen_direction_passes_the_kl_filter(probe_run):
+def test_chosen_direction_passes_the_kl_and_induce_filters(probe_run):
     out, meta = probe_run
+    assert meta["selection"]["reason"].startswith("lowest bypass score among candidates passing")
     assert meta["chosen"]["kl"] <= 0.1 + 1e-9
+    assert meta["chosen"]["induce"] > 0.5 and meta["chosen"]["estimator"] == "lda"

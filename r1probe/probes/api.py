@@ -152,7 +152,7 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
         cands = {k: {"layer": c["layer"], "pos": c["pos"], "direction": tensors.get(tkey(k)),
                      "rank": c.get("separation") if c.get("separation") is not None and
                      math.isfinite(c.get("separation", float("nan"))) else -1e9,
-                     "auroc": ((c.get("estimators") or {}).get(candidates) or {}).get("auroc")}
+                     "auroc": ((c.get("estimators") or {}).get("mean_diff") or {}).get("auroc")}
                  for k, c in cells.items()}
         ref = None
         if cfg.ablation.startswith("affine"):  # references from harmless prompts that are not the validation ones

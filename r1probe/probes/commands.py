@@ -42,7 +42,7 @@ def _ints(text: str | None):
               help="Induce score: first-token refusal log-odds, or the keyword-judged refusal rate of --gen-tokens greedy "
                    "tokens (then --induce-min is a rate; for models that restate the request before refusing).")
 @click.option("--auroc-min", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Skip candidates whose difference-in-means probe has a cross-validated AUROC below this.")
+              help="Skip cells whose difference-in-means probe has a cross-validated AUROC below this.")
 @click.option("--verify-top", default=1, show_default=True, type=click.IntRange(0),
               help="Re-check the best N candidates with generated refusal rates (0: off).")
 @click.option("--max-candidates", default=0, show_default=True, type=click.IntRange(0),

@@ -16,9 +16,10 @@ that restate the request first (see :mod:`r1probe.probes.refusal`):
   ``induce_scale``);
 - KL: mean ``KL(p‖p_ablated)`` of next-token distributions on harmless validation prompts.
 
-Candidates at layers ``≥ max_layer_frac · L`` are dropped (and, with ``auroc_min > 0``, those whose
-own difference-in-means probe has a cross-validated AUROC below it on the training store: a
-direction that mediates refusal should also read it out), then those with ``KL > kl_max`` or
+Candidates at layers ``≥ max_layer_frac · L`` are dropped (and, with ``auroc_min > 0``, those of
+cells whose difference-in-means probe has a cross-validated AUROC below it on the training store:
+cells where the class means do not separate are poor places to read refusal from, whichever
+estimator made the candidate), then those with ``KL > kl_max`` or
 ``induce ≤ induce_min``; the lowest bypass score wins. ``induce_score="generation"`` replaces the
 first-token induce score by the keyword-judged refusal rate of ``gen_tokens`` greedy tokens (then
 ``induce_min`` is a rate): the embedded model restates a request before refusing it, so even a
@@ -245,8 +246,8 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
     """Score every candidate and pick the refusal direction.
 
     ``candidates``: key -> ``{"layer": int, "pos": int|str, "direction": Tensor[d], "rank": float, "auroc": float}``
-    (``rank``: optional pre-ranking, higher first, used with ``max_candidates``; ``auroc``: the held-out
-    AUROC of the direction's own probe on the training store, used with ``auroc_min``).
+    (``rank``: optional pre-ranking, higher first, used with ``max_candidates``; ``auroc``: the cell's
+    cross-validated difference-in-means AUROC on the training store, used with ``auroc_min``).
     Returns ``{"config", "baseline", "scores": {key: {...}}, "chosen": key|None, "reason", "seconds"}``;
     every candidate gets a ``status`` (``scored``, ``layer>=0.8L``, ``degenerate``, ``auroc<m``, ``not ranked``,
     ``error: ...``) and ``filtered`` (why it cannot be chosen) when it fails a threshold.
