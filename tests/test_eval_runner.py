@@ -178,3 +178,24 @@ def test_cli_first_takes_the_first_items_in_file_order(tmp_path, tiny_qwen2):
                                   "--limit", "3", "--first", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert sorted(ids_in(out / "xstest-safe.jsonl")) == ["xstest/1", "xstest/2", "xstest/3"]
+
+
+def test_target_nll_batched_tail_logits_match_full_forward(tiny_lm):
+    """The NLL keeps only the target positions' logits; it must equal the mean token NLL computed from a
+    full forward pass of each sequence alone."""
+    import torch
+
+    from r1probe.eval.engines import HFEngine
+
+    eng = HFEngine(tiny_lm, max_new_tokens=4, batch_size=3)
+    reqs = [("1+1等于几？", None), ("请写一首关于春天的长诗，越长越好。", None), ("hi", None), ("为什么天空是蓝色的", None)]
+    targets = ["2", "春风拂面，万物复苏。", "hello there, how are you today?", "因为瑞利散射"]
+    got = eng.target_nll(reqs, targets)
+    for (t, h), y, g in zip(reqs, targets, got):
+        p = tiny_lm.chat.encode(eng.format(t, h, close_think=True))
+        yy = tiny_lm.chat.encode(y)
+        ids = torch.tensor([p + yy])
+        with torch.no_grad():
+            lp = torch.log_softmax(tiny_lm.model(input_ids=ids).logits.float()[0, :-1], -1)
+        want = float(-lp[len(p) - 1:].gather(-1, ids[0, len(p):, None]).mean())
+        assert abs(g - want) < 1e-4, (y, g, want)

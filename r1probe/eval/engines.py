@@ -36,6 +36,14 @@ def plan_context(lm, plan):
     return steering(lm, plan)
 
 
+def _tail_logits(model, ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Logits of the last ``n`` positions (``logits_to_keep`` where the model takes it)."""
+    try:
+        return model(input_ids=ids, attention_mask=mask, logits_to_keep=n).logits
+    except TypeError:  # a model class without logits_to_keep
+        return model(input_ids=ids, attention_mask=mask).logits[:, -n:]
+
+
 class HFEngine:
     """Batched, length-sorted, left-padded generation with a model loaded by r1probe."""
 
@@ -115,13 +123,14 @@ class HFEngine:
             for idx in length_sorted_batches([len(p) + len(y) for p, y in pairs], self.batch_size):
                 seqs = [pairs[i][0] + pairs[i][1] for i in idx]
                 ids, mask = left_pad(seqs, pad, self.lm.device)
-                logits = self.lm.model(input_ids=ids, attention_mask=mask).logits.float()
-                lp = torch.log_softmax(logits[:, :-1], -1)
-                nll = -lp.gather(-1, ids[:, 1:, None])[..., 0]
-                L = ids.shape[1]
+                # left padding puts every target at the end: only the last k+1 positions need logits
+                # ([B, k+1, V] instead of [B, L, V]: the vocabulary makes the full tensor GBs)
+                k = max(len(pairs[i][1]) for i in idx)
+                logits = _tail_logits(self.lm.model, ids, mask, k + 1)
                 for r, i in enumerate(idx):
                     ny = len(pairs[i][1])
-                    out[i] = float(nll[r, L - 1 - ny:].mean())
+                    lg = logits[r, logits.shape[1] - 1 - ny:logits.shape[1] - 1].float()  # predicts the last ny tokens
+                    out[i] = float(torch.nn.functional.cross_entropy(lg, ids[r, ids.shape[1] - ny:]))
         return out
 
     def describe(self) -> dict:
