@@ -58,21 +58,22 @@ def main(argv=None):
     ap.add_argument("--benches", default="chisafety-refusal,zh-harmless")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="runs/enh5")
+    ap.add_argument("--export", default=None,
+                    help="apply the one edit in --edits exactly as screened and export the checkpoint here (no benchmarks)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     from r1probe.eval.api import bench
     from r1probe.models import load_model
-    from r1probe.steering.directions import load_directions
-    from r1probe.data.prompts import load_prompt_set
-    from r1probe.steering.edit import _writers, amplify, enhance
+    from r1probe.steering.edit import _writers
 
+    if a.export:
+        return export_one(a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "screen.jsonl"
     done = {json.loads(line)["edit"] for line in log.read_text().splitlines()} if log.exists() else set()
     lm = load_model(a.model)
-    r = load_directions(a.directions)[a.key]
     for spec in ["none:0-0:0"] + [e for e in a.edits.split(",") if e]:
         if spec in done:
             continue
@@ -84,14 +85,9 @@ def main(argv=None):
                 for name, mod in _writers(lm.model, lm.layout, i, e["which"]):
                     saved[(i, name)] = (mod, mod.weight.detach().clone())
             row = {"edit": spec, "n": a.n, "tokens": a.tokens}
-            with torch.no_grad():
-                if e["op"] == "amplify":
-                    amplify(lm, r, e["layers"], e["beta"], which=e["which"])
-                else:
-                    harm = [p.text for p in load_prompt_set("builtin:zh-harmful", split="train").prompts]
-                    re_ = load_directions(a.enhance_directions)[a.key]
-                    rec = enhance(lm, re_, harm, benign_texts(lm, a.gsm8k_train), layer=e["layers"][0], lam=e["lam"])
-                    row["fit"] = {k: rec[k] for k in ("fit_harmful_mean", "fit_benign_rms", "n_benign_tokens")}
+            rec = apply_edit(lm, e, a)
+            if e["op"] == "enhance":
+                row["fit"] = {k: rec[k] for k in ("fit_harmful_mean", "fit_benign_rms", "n_benign_tokens")}
         else:
             row = {"edit": spec, "n": a.n, "tokens": a.tokens}
         try:
@@ -108,6 +104,34 @@ def main(argv=None):
         with open(log, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+
+
+def apply_edit(lm, e: dict, a) -> dict:
+    from r1probe.data.prompts import load_prompt_set
+    from r1probe.steering.directions import load_directions
+    from r1probe.steering.edit import amplify, enhance
+
+    with torch.no_grad():
+        if e["op"] == "amplify":
+            return amplify(lm, load_directions(a.directions)[a.key], e["layers"], e["beta"], which=e["which"])
+        harm = [p.text for p in load_prompt_set("builtin:zh-harmful", split="train").prompts]
+        return enhance(lm, load_directions(a.enhance_directions)[a.key], harm, benign_texts(lm, a.gsm8k_train),
+                       layer=e["layers"][0], lam=e["lam"])
+
+
+def export_one(a) -> None:
+    from r1probe.models import load_model
+    from r1probe.steering.export import export_checkpoint
+
+    (spec,) = [x for x in a.edits.split(",") if x]
+    e = parse_edit(spec)
+    lm = load_model(a.model)
+    rec = apply_edit(lm, e, a)
+    rec["fit_data"] = ("harmful: builtin zh-harmful train split; benign: builtin zh-harmless train prompts + "
+                       "GSM8K train 1-200 (question + solution)") if e["op"] == "enhance" else None
+    src = a.enhance_directions if e["op"] == "enhance" else a.directions
+    path = export_checkpoint(lm, a.export, edits=[rec], directions_file=src, direction_key=a.key, overwrite=True)
+    print(f"exported {spec} -> {path}", flush=True)
 
 
 if __name__ == "__main__":
