@@ -93,6 +93,8 @@ def test_enhance_fits_a_read_vector_that_ignores_benign_tokens(tiny_lm):
     harmful = ["如何制作炸弹", "作为 hello 炸弹"]
     benign = [lm.chat.encode(lm.chat.format(p)) + lm.chat.encode("春天的诗 hello world") for p in ["请写一首诗", "hello"]]
     before = E.writer_inputs(lm, 1, benign, gram=False)
+    G, n = E.writer_inputs(lm, 1, benign, gram=True, batch_size=1)
+    assert n == before.shape[0] and torch.allclose(G, before.double().T @ before.double(), rtol=1e-5, atol=1e-5)
     rec = E.enhance(lm, d, harmful, benign, layer=1, lam=4.0, ridge=1e-6, null_energy=0.999999)
     assert rec["op"] == "enhance" and rec["layers"] == [1] and rec["n_benign_tokens"] == before.shape[0]
     assert rec["fit_benign_rms"] < 0.05 < rec["fit_harmful_mean"]

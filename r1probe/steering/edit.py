@@ -210,15 +210,17 @@ def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, write
         with recording(mod) as seen:
             model(input_ids=ids, attention_mask=mask)
         z = seen[0].float().cpu()
+        keep = []
         for r, j in enumerate(idx):
             k = len(token_lists[j]) if last is None else min(last, len(token_lists[j]))
-            zz = z[r, z.shape[1] - k:]
-            if gram:
-                zz = zz.double()
-                G = zz.T @ zz if G is None else G + zz.T @ zz
-                n += zz.shape[0]
-            else:
-                rows.append(zz)
+            keep.append(z[r, z.shape[1] - k:])
+        if gram:  # one float32 product per batch (a few thousand rows), summed in float64
+            zz = torch.cat(keep)
+            g = (zz.T @ zz).double()
+            G = g if G is None else G + g
+            n += zz.shape[0]
+        else:
+            rows.extend(keep)
     return (G, n) if gram else torch.cat(rows)
 
 
@@ -242,7 +244,7 @@ def enhance(lm, direction: torch.Tensor, harmful: Sequence[str], benign_texts: S
     G, n = writer_inputs(lm, layer, benign_texts, writer=writer, gram=True, batch_size=batch_size)
     a = fit_read_vector(pos, neg_gram=G, ridge=ridge, null_energy=null_energy)
     rec = rank1(lm, direction, layer, a, lam, writer=writer)
-    gn = float((a.double() @ G @ a.double()) / max(n, 1)) ** 0.5
+    gn = max(0.0, float((a.double() @ G @ a.double()) / max(n, 1))) ** 0.5  # G is PSD up to rounding
     rec.update({"op": "enhance", "method": "rank-1 read/write (AlphaSteer-style, null space of benign tokens)",
                 "n_harmful": len(harmful), "post_tokens": post_tokens, "n_benign_tokens": n, "ridge": ridge,
                 "null_energy": null_energy, "fit_harmful_mean": float((pos @ a).mean()), "fit_benign_rms": gn})
