@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
+from r1probe.probes.commands import _ints  # the CLI's "8-19" / "12" layer parser
+
 
 def parse_edit(s: str) -> dict:
     op, layers, beta = s.split(":")
     if op == "enhance":
         return {"edit": s, "op": op, "layers": [int(layers)], "lam": float(beta), "which": ("attn", "mlp")}
     which = {"amplify": ("attn", "mlp"), "amplify-attn": ("attn",), "amplify-mlp": ("mlp",)}[op]
-    a, _, b = layers.partition("-")
-    ls = list(range(int(a), int(b or a) + 1))
-    return {"edit": s, "op": "amplify", "layers": ls, "beta": float(beta), "which": which}
+    return {"edit": s, "op": "amplify", "layers": _ints(layers), "beta": float(beta), "which": which}
 
 
 def benign_texts(lm, gsm8k_train: str, n_gsm: int = 200):
@@ -79,17 +79,15 @@ def main(argv=None):
             continue
         t = time.time()
         saved = {}
+        row = {"edit": spec, "n": a.n, "tokens": a.tokens}
         if not spec.startswith("none"):
             e = parse_edit(spec)
             for i in e["layers"]:
                 for name, mod in _writers(lm.model, lm.layout, i, e["which"]):
                     saved[(i, name)] = (mod, mod.weight.detach().clone())
-            row = {"edit": spec, "n": a.n, "tokens": a.tokens}
             rec = apply_edit(lm, e, a)
             if e["op"] == "enhance":
                 row["fit"] = {k: rec[k] for k in ("fit_harmful_mean", "fit_benign_rms", "n_benign_tokens")}
-        else:
-            row = {"edit": spec, "n": a.n, "tokens": a.tokens}
         try:
             for b in a.benches.split(","):
                 res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, batch_size=8,

@@ -51,6 +51,7 @@ def main(argv=None):
     from r1probe.extract import extract_activations
     from r1probe.models import load_model
     from r1probe.probes.api import load_probe, run_probe
+    from r1probe.probes.commands import _ints  # the probe CLI's "8-18" / "-1,-2" parser
     from r1probe.probes.select import SelectConfig
     from r1probe.steering.plan import SteeringPlan
 
@@ -73,11 +74,9 @@ def main(argv=None):
         t = time.time()
         cfg = SelectConfig(ablation=a.ablation, induce_scale=a.induce_scale, n_val=a.n_val,
                            induce_score=a.induce_score, induce_min=a.induce_min, auroc_min=a.auroc_min)
-        rng = (lambda v: None if not v else [x for part in v.split(",") for x in (
-            range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part[1:] else [int(part)])])
         ests = ("mean_diff", "logistic") + ((a.candidates,) if a.candidates != "mean_diff" else ())
         run_probe(store.path, lm, out / "probe", cfg=cfg, estimators=ests, folds=3, candidates=a.candidates,
-                  layers=rng(a.search_layers), positions=rng(a.search_positions),
+                  layers=_ints(a.search_layers), positions=_ints(a.search_positions),
                   progress=lambda m: print(m, flush=True))
         res["probe_s"] = round(time.time() - t, 1)
         save()

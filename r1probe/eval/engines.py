@@ -36,14 +36,6 @@ def plan_context(lm, plan):
     return steering(lm, plan)
 
 
-def _tail_logits(model, ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
-    """Logits of the last ``n`` positions (``logits_to_keep`` where the model takes it)."""
-    try:
-        return model(input_ids=ids, attention_mask=mask, logits_to_keep=n).logits
-    except TypeError:  # a model class without logits_to_keep
-        return model(input_ids=ids, attention_mask=mask).logits[:, -n:]
-
-
 class HFEngine:
     """Batched, length-sorted, left-padded generation with a model loaded by r1probe."""
 
@@ -126,7 +118,7 @@ class HFEngine:
                 # left padding puts every target at the end: only the last k+1 positions need logits
                 # ([B, k+1, V] instead of [B, L, V]: the vocabulary makes the full tensor GBs)
                 k = max(len(pairs[i][1]) for i in idx)
-                logits = _tail_logits(self.lm.model, ids, mask, k + 1)
+                logits = self.lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=k + 1).logits
                 for r, i in enumerate(idx):
                     ny = len(pairs[i][1])
                     lg = logits[r, logits.shape[1] - 1 - ny:logits.shape[1] - 1].float()  # predicts the last ny tokens
