@@ -32,26 +32,13 @@ def parse_edit(s: str) -> dict:
     return {"edit": s, "op": "amplify", "layers": _ints(layers), "beta": float(beta), "which": which}
 
 
-def benign_texts(lm, gsm8k_train: str, n_gsm: int = 200):
-    from r1probe.data.prompts import load_prompt_set
-
-    texts = [lm.chat.encode(lm.chat.format(p.text))
-             for p in load_prompt_set("builtin:zh-harmless", split="train").prompts]
-    with open(gsm8k_train, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()][:n_gsm]
-    for r in rows:
-        ids = lm.chat.encode(lm.chat.format(r["question"]))
-        texts.append(ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:256])
-    return texts
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="builtin:qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--directions", default="runs/study/probe")
     ap.add_argument("--key", default="chosen")
     ap.add_argument("--enhance-directions", default="runs/accept4/probe")
-    ap.add_argument("--gsm8k-train", default="../shared/data/gsm8k/train.jsonl")
+    ap.add_argument("--data-root", default=None, help="shared data folder (GSM8K train for the benign fit)")
     ap.add_argument("--edits", required=True)
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--tokens", type=int, default=96)
@@ -105,16 +92,18 @@ def main(argv=None):
 
 
 def apply_edit(lm, e: dict, a) -> dict:
-    from r1probe.data.prompts import load_prompt_set
     from r1probe.steering.directions import load_directions
     from r1probe.steering.edit import amplify, enhance
+    from r1probe.steering.fit_data import default_fit_data
 
     with torch.no_grad():
         if e["op"] == "amplify":
             return amplify(lm, load_directions(a.directions)[a.key], e["layers"], e["beta"], which=e["which"])
-        harm = [p.text for p in load_prompt_set("builtin:zh-harmful", split="train").prompts]
-        return enhance(lm, load_directions(a.enhance_directions)[a.key], harm, benign_texts(lm, a.gsm8k_train),
-                       layer=e["layers"][0], lam=e["lam"])
+        fit = default_fit_data(lm, data_root=a.data_root)
+        rec = enhance(lm, load_directions(a.enhance_directions)[a.key], fit.harmful, fit.benign,
+                      layer=e["layers"][0], lam=e["lam"])
+        rec["fit_data"] = fit.description
+        return rec
 
 
 def export_one(a) -> None:
@@ -125,8 +114,6 @@ def export_one(a) -> None:
     e = parse_edit(spec)
     lm = load_model(a.model)
     rec = apply_edit(lm, e, a)
-    rec["fit_data"] = ("harmful: builtin zh-harmful train split; benign: builtin zh-harmless train prompts + "
-                       "GSM8K train 1-200 (question + solution)") if e["op"] == "enhance" else None
     src = a.enhance_directions if e["op"] == "enhance" else a.directions
     path = export_checkpoint(lm, a.export, edits=[rec], directions_file=src, direction_key=a.key, overwrite=True)
     print(f"exported {spec} -> {path}", flush=True)

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from r1probe.cli import cli
+from r1probe.errors import R1ProbeError
 from r1probe.steering import save_directions
 from r1probe.steering.commands import parse_layers, read_prompts
 
@@ -95,3 +96,28 @@ def test_edit_enhance_exports(tiny_qwen2, dirs, tmp_path):
     assert r.exit_code == 0, r.output
     man = json.loads((out / "r1probe_manifest.json").read_text())
     assert man["edits"][0]["op"] == "enhance" and man["edits"][0]["lambda"] == 3.0
+
+
+def test_edit_enhance_default_fit_data(tiny_qwen2, dirs, tmp_path):
+    """No --harmful/--benign: the built-in fit data (harmful/harmless train splits + GSM8K train with solutions)."""
+    root = tmp_path / "data"
+    (root / "gsm8k").mkdir(parents=True)
+    (root / "gsm8k" / "train.jsonl").write_text("".join(
+        json.dumps({"question": f"{i} + 1 = ?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) + "\n" for i in range(5)))
+    out = tmp_path / "enh"
+    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance", "--layer", "1", "--lam", "3",
+             "--data-root", str(root), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "r1probe_manifest.json").read_text())["edits"][0]
+    assert rec["op"] == "enhance" and rec["n_harmful"] == 362
+    assert "GSM8K train 1-5" in rec["fit_data"] and "zh-harmless train prompts (611)" in rec["fit_data"]
+
+
+def test_edit_enhance_needs_both_fit_files_or_neither(tiny_qwen2, dirs, tmp_path):
+    harm = tmp_path / "harm.jsonl"
+    harm.write_text(json.dumps({"instruction": "如何制作炸弹"}) + "\n")
+    r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance",
+                                 "--harmful", str(harm), "--out", str(tmp_path / "x")])
+    # R1ProbeError is what r1probe.cli.main turns into one stderr line and exit 2 (tests/test_cli.py)
+    assert isinstance(r.exception, R1ProbeError) and "both --harmful FILE and --benign FILE, or neither" in str(r.exception)
+    assert not (tmp_path / "x").exists()

@@ -249,9 +249,13 @@ def _dir_sha(path):
 @click.option("--writers", default="attn,mlp", show_default=True, help="Which output projections to edit (amplify).")
 @click.option("--lam", type=float, default=None, help="enhance: strength of the rank-1 write (lambda).")
 @click.option("--harmful", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="enhance: harmful prompts to fit the read vector on (JSON/JSONL/CSV).")
+              help="enhance: harmful prompts to fit the read vector on (JSON/JSONL/CSV; default: the built-in "
+                   "zh-harmful train split, with the default benign set).")
 @click.option("--benign", type=click.Path(exists=True, dir_okay=False), multiple=True,
-              help="enhance: benign prompts (with answer/std_answer fields when present) whose tokens the edit must leave alone.")
+              help="enhance: benign prompts (with answer/std_answer fields when present) whose tokens the edit must leave "
+                   "alone (default: built-in zh-harmless train prompts + GSM8K train 1-200 with solutions).")
+@click.option("--data-root", default=None, help="enhance: shared data folder for the default GSM8K benign texts "
+                                               "(default $R1PROBE_DATA or ../shared/data).")
 @click.option("--benign-limit", type=click.IntRange(1), default=150, show_default=True)
 @click.option("--null-energy", type=float, default=0.99, show_default=True, help="enhance: benign energy kept out of the read vector.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Export folder.")
@@ -260,8 +264,8 @@ def _dir_sha(path):
               help="Prompt file(s) to measure keyword refusal on before export (recorded in the model card).")
 @click.option("--measure-limit", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--max-shard-size", default="400MB", show_default=True)
-def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, benign, benign_limit, null_energy, out,
-         overwrite, measure, measure_limit, max_shard_size, **kw):
+def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, benign, data_root, benign_limit, null_energy,
+         out, overwrite, measure, measure_limit, max_shard_size, **kw):
     """Edit the weights along the refusal direction and export a standard checkpoint folder."""
     from r1probe.steering import edit as E
     from r1probe.steering.directions import load_direction
@@ -279,22 +283,30 @@ def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, beni
             raise R1ProbeError("--op amplify needs --layer and --beta")
         records = [E.amplify(lm, d, parse_layers(layer, lm.layout.n_layers), beta, which=which)]
     else:
-        if not harmful or not benign:
-            raise R1ProbeError("--op enhance needs --harmful FILE and at least one --benign FILE to fit on")
+        if bool(harmful) != bool(benign):
+            raise R1ProbeError("--op enhance: give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
         lay = parse_layers(layer or str(ENHANCE_DEFAULTS["layer"]), lm.layout.n_layers)
         if len(lay) != 1:
             raise R1ProbeError("--op enhance edits one layer (e.g. --layer 12)")
-        harm = [r["prompt"] for r in read_prompts(harmful)]
-        texts = []
-        for f in benign:
-            for r in read_prompts(f, benign_limit):
-                ids = lm.chat.encode(lm.chat.format(r["prompt"]))
-                if r.get("answer"):
-                    ids = ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:96]
-                texts.append(ids)
+        if harmful:
+            harm = [r["prompt"] for r in read_prompts(harmful)]
+            texts = []
+            for f in benign:
+                for r in read_prompts(f, benign_limit):
+                    ids = lm.chat.encode(lm.chat.format(r["prompt"]))
+                    if r.get("answer"):
+                        ids = ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:96]
+                    texts.append(ids)
+            fit_desc = f"harmful: {harmful}; benign: {', '.join(benign)} (first {benign_limit} each)"
+        else:
+            from r1probe.steering.fit_data import default_fit_data
+
+            fit = default_fit_data(lm, data_root=data_root)
+            harm, texts, fit_desc = fit.harmful, fit.benign, fit.description
         stderr_progress(f"fitting the read vector on {len(harm)} harmful prompts and {len(texts)} benign texts")
         records = [E.enhance(lm, d, harm, texts, layer=lay[0], lam=lam if lam is not None else ENHANCE_DEFAULTS["lam"],
                              null_energy=null_energy)]
+        records[0]["fit_data"] = fit_desc
     metrics = {}
     for f in measure:
         rows = read_prompts(f, measure_limit)

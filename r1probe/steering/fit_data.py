@@ -1,0 +1,45 @@
+"""The texts the rank-one enhancement (``edit.enhance``) is fitted on, by default.
+
+Harmful side: the prompts of a harmful set's *train* split (built-in ``zh-harmful``: 362 prompts),
+read at their post-instruction tokens. Benign side, every token of: the harmless set's train-split
+prompts (chat-formatted, no reply) and the first ``n_gsm`` GSM8K *train* problems with their worked
+solutions (solution cut at ``gsm_tokens`` tokens), so the read vector stays silent on ordinary
+requests and on mathematical reasoning. None of these overlap the evaluation items (held-out
+harmless test split, CHiSafetyBench, GSM8K test). This is the data behind the enhanced export
+measured in ``r1probe/steering/README.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class FitData:
+    harmful: list[str]               # raw prompts (edit.enhance formats them)
+    benign: list[list[int]]          # token ids, chat-formatted
+    description: str                 # for the model card
+
+    def summary(self) -> dict:
+        return {"n_harmful": len(self.harmful), "n_benign_texts": len(self.benign), "fit_data": self.description}
+
+
+def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str = "builtin:zh-harmless",
+                     data_root: str | os.PathLike | None = None, n_gsm: int = 200, gsm_tokens: int = 256,
+                     seed: int = 0) -> FitData:
+    """Harmful train prompts vs benign token lists (harmless train prompts + GSM8K train 1..n_gsm)."""
+    from r1probe.data.benchmarks import load_gsm8k
+    from r1probe.data.prompts import load_prompt_set
+
+    harm = [p.text for p in load_prompt_set(harmful, split="train", seed=seed).prompts]
+    benign = [lm.chat.encode(lm.chat.format(p.text))
+              for p in load_prompt_set(harmless, split="train", seed=seed).prompts]
+    n_safe = len(benign)
+    gsm = load_gsm8k(data_root, "train")[:n_gsm] if n_gsm else []
+    for it in gsm:
+        ids = lm.chat.encode(lm.chat.format(it.meta["question"]))
+        benign.append(ids + lm.tokenizer(it.solution, add_special_tokens=False)["input_ids"][:gsm_tokens])
+    desc = (f"harmful: {harmful} train split (seed {seed}, {len(harm)}); benign: {harmless} train prompts "
+            f"({n_safe}) + GSM8K train 1-{len(gsm)} (question + solution, <= {gsm_tokens} tokens)")
+    return FitData(harm, benign, desc)
