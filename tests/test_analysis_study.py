@@ -3,6 +3,8 @@
 import json
 import time
 
+import torch
+
 from r1probe.analysis.config import StudyConfig
 from r1probe.analysis.study import run_study
 
@@ -38,3 +40,27 @@ def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path
     third = run_study(_cfg(tiny_qwen2, tmp_path / "study", limits={"cvalues": 4, "gsm8k-nll": 3}), log=logs.append)
     redone = {r.name for r in third["results"].values() if not r.skipped}
     assert redone == {"eval-base", "eval-orthogonalize", "eval-plan-conditional", "report"}
+
+
+def test_study_enhance_is_the_rank_one_edit_fitted_on_the_default_data(tiny_qwen2, tmp_path, shared_data):
+    from safetensors.torch import load_file
+
+    from r1probe.models import load_model
+
+    out = tmp_path / "study"
+    cfg = _cfg(tiny_qwen2, out, edits=["enhance"], plans=[], enhance_layer=1, benches=["gsm8k-nll"],
+               limits={"gsm8k-nll": 2}, data_root=str(shared_data))
+    res = run_study(cfg, log=lambda m: None)
+    assert res["results"]["edit-enhance"].info["direction_key"] == "layer1_pos-1"
+    rec = json.loads((out / "exports" / "enhance" / "model" / "r1probe_manifest.json").read_text())["edits"][0]
+    assert rec["op"] == "enhance" and rec["layers"] == [1] and rec["lambda"] == 20.0
+    assert rec["n_harmful"] == 362 and "GSM8K train 1-200" in rec["fit_data"]
+    # only layer 1's MLP output projection differs from the base model
+    base = load_model(str(tiny_qwen2), dtype="float32", device="cpu").model.state_dict()
+    edited = {}
+    for f in (out / "exports" / "enhance" / "model").glob("*.safetensors"):
+        edited.update(load_file(f))
+    changed = [k for k, v in edited.items() if k in base and not torch.equal(v.float(), base[k].float())]
+    assert changed == ["model.layers.1.mlp.down_proj.weight"], changed
+    text = (out / "report.md").read_text()
+    assert "--op enhance --direction-key layer1_pos-1 --layer 1 --lam 20.0" in text and "rank-one read/write" in text

@@ -20,6 +20,9 @@ FULL_LIMITS = {"chisafety-refusal": None, "chisafety-multiturn": None, "cvalues"
                "gsm8k": None, "gsm8k-nll": None, "math500": None, "cmath": None, "safetybench-zh": None}
 
 
+EDITS = ("orthogonalize", "enhance", "amplify")
+
+
 @dataclass
 class StudyConfig:
     """Settings of ``r1probe run`` (see README for the meaning of each field)."""
@@ -37,9 +40,20 @@ class StudyConfig:
     kl_threshold: float = 0.1
     max_layer_frac: float = 0.8
     score: str = "lookahead"       # refusal score of the causal selection (see r1probe probe --score)
+    # the probe configuration that passes the issue's filters on the embedded model (README, probes):
+    # shrunk-LDA candidates, ACE ablation downstream of the read layer, induce judged on generations
+    candidates: str = "lda"
+    ablation: str = "affine-downstream"
+    induce_score: str = "generation"
+    induce_min: float = 0.5
+    induce_scale: float = 3.0
     edits: list[str] = field(default_factory=lambda: ["orthogonalize", "enhance"])
-    enhance_layers: str = "8-19"  # layers whose output projections get the amplification edit
-    enhance_beta: float = 1.0
+    # enhance: the rank-one read/write edit of `r1probe edit --op enhance` (one layer; -1 = n_layers // 2),
+    # written along the difference-in-means direction of that layer
+    enhance_layer: int = -1
+    enhance_lam: float = 20.0
+    amplify_layers: str = "8-19"  # amplify: W <- (I + beta r r^T) W on these layers' output projections
+    amplify_beta: float = 1.0
     plans: list[str] = field(default_factory=lambda: ["conditional"])  # run-time plans to evaluate
     benches: list[str] = field(default_factory=lambda: list(DEFAULT_LIMITS))
     limits: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
@@ -57,9 +71,15 @@ class StudyConfig:
             raise R1ProbeError(f"n_train ({self.n_train}) must be >= 4 and n_val ({self.n_val}) >= 2")
         if not 0 < self.max_layer_frac <= 1:
             raise R1ProbeError(f"max_layer_frac {self.max_layer_frac}: must be in (0, 1]")
-        bad = [e for e in self.edits if e not in ("orthogonalize", "enhance")]
+        bad = [e for e in self.edits if e not in EDITS]
         if bad:
-            raise R1ProbeError(f"edits {bad}: choose from orthogonalize, enhance")
+            raise R1ProbeError(f"edits {bad}: choose from {', '.join(EDITS)}")
+        if self.candidates not in ("mean_diff", "lda", "pca"):
+            raise R1ProbeError(f"candidates {self.candidates!r}: choose from mean_diff, lda, pca")
+        from r1probe.probes.select import SelectConfig
+
+        SelectConfig(ablation=self.ablation, induce_score=self.induce_score, induce_scale=self.induce_scale,
+                     score=self.score)  # validates these fields with the probe CLI's messages
         bad = [p for p in self.plans if p not in ("add", "conditional")]
         if bad:
             raise R1ProbeError(f"plans {bad}: choose from add, conditional")

@@ -70,7 +70,7 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
     harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
     over_t = next((c[2] for c in cols if c[0] == "cvalues"), None) or next((c[2] for c in cols if c[0] == "xstest-safe"), None)
     if harm_t and over_t and "base" in table:
-        pts = [{"kind": "export" if v in ("orthogonalize", "enhance") else ("run-time plan" if v.startswith("plan") else "base"),
+        pts = [{"kind": "export" if v in ("orthogonalize", "enhance", "amplify") else ("run-time plan" if v.startswith("plan") else "base"),
                 "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
         written["figures"]["tradeoff"] = plots.tradeoff(
@@ -91,11 +91,15 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
           "refusal on CValues / XSTest-safe (sensitive but answerable) is its over-refusal cost; GSM8K accuracy and "
           "gold-solution NLL are the reasoning cost.", ""]
     md.append(open(written["tables"]["metrics"]["md"], encoding="utf-8").read())
+    lay = "the middle layer" if cfg.enhance_layer < 0 else f"layer {cfg.enhance_layer}"
     md += ["Variants: `base` = the unedited model; `orthogonalize` = exported checkpoint with the refusal direction "
-           "removed from every residual write; `enhance` = exported checkpoint with the direction amplified in the "
-           f"output projections of layers {cfg.enhance_layers} (W ← (I + {cfg.enhance_beta} r̂r̂ᵀ) W); `plan-conditional` = "
-           "run-time CAST-style plan (add the direction only to prompts whose projection passes the gate); "
-           "`plan-add` = unconditional addition.", ""]
+           "removed from every residual write; `enhance` = exported checkpoint with the rank-one read/write edit "
+           f"W ← W + {cfg.enhance_lam:g} r̂aᵀ in the MLP output projection of {lay} (r̂: that layer's difference-in-means "
+           "direction; a: a read vector fitted to fire on harmful prompts and stay silent on harmless prompts and "
+           "GSM8K solutions; `r1probe edit --op enhance`); `amplify` = exported checkpoint with the direction amplified "
+           f"in the output projections of layers {cfg.amplify_layers} (W ← (I + {cfg.amplify_beta:g} r̂r̂ᵀ) W); "
+           "`plan-conditional` = run-time CAST-style plan (add the direction only to prompts whose projection passes "
+           "the gate); `plan-add` = unconditional addition.", ""]
     if chosen:
         sc = {k: chosen.get(k) for k in ("bypass", "induce", "kl") if k in chosen}
         md += ["## Refusal direction", "",

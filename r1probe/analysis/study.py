@@ -8,7 +8,6 @@ so a rerun after a crash or a config change redoes only what changed.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from pathlib import Path
@@ -66,6 +65,15 @@ def _cmd(*parts) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")
 
 
+def _enhance_layer(cfg: StudyConfig, n_layers: int) -> int:
+    """The enhance edit's layer: ``cfg.enhance_layer``, or the middle layer when it is -1."""
+    if cfg.enhance_layer < 0:
+        return n_layers // 2
+    if cfg.enhance_layer >= n_layers:
+        raise R1ProbeError(f"enhance_layer {cfg.enhance_layer}: the model has {n_layers} layers")
+    return cfg.enhance_layer
+
+
 def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the study in ``cfg.out``; returns a dict of stage results and the report path."""
     import torch
@@ -99,23 +107,30 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
 
     # 2. probe and select ------------------------------------------------------------------------
     pr_inputs = {"extract": results["extract"].key, "n_val": cfg.n_val, "kl": cfg.kl_threshold,
-                 "max_layer_frac": cfg.max_layer_frac, "score": cfg.score, "grid": "coarse-v1", "full": cfg.full}
+                 "max_layer_frac": cfg.max_layer_frac, "score": cfg.score, "grid": "coarse-v2", "full": cfg.full,
+                 "candidates": cfg.candidates, "ablation": cfg.ablation, "induce_score": cfg.induce_score,
+                 "induce_min": cfg.induce_min, "induce_scale": cfg.induce_scale}
 
     def probe_fn(path: Path):
         from r1probe.probes.api import run_probe
         from r1probe.probes.select import SelectConfig
 
         sel = SelectConfig(max_layer_frac=cfg.max_layer_frac, kl_max=cfg.kl_threshold, n_val=cfg.n_val,
-                           score=cfg.score)
+                           score=cfg.score, ablation=cfg.ablation, induce_score=cfg.induce_score,
+                           induce_min=cfg.induce_min, induce_scale=cfg.induce_scale,
+                           n_reference=max(cfg.n_val, 32))
         lm = models.get(cfg.model)
         n = lm.layout.n_layers
-        # a coarse grid keeps the causal search to minutes on CPU (each candidate costs three
-        # batched passes): every second layer from n/4 below the max_layer_frac cut, two positions
-        layers = None if cfg.full else list(range(n // 4, int(cfg.max_layer_frac * n), 2))
+        # a coarse grid keeps the causal search to minutes on CPU (each candidate costs a few
+        # batched passes): every second layer from n/4 below the max_layer_frac cut, two positions;
+        # the enhance edit's layer is always probed (its difference-in-means direction is written)
+        layers = None if cfg.full else sorted(set(range(n // 4, int(cfg.max_layer_frac * n), 2))
+                                              | {_enhance_layer(cfg, n)})
         positions = None if cfg.full else [-1, -2]
+        estimators = tuple(dict.fromkeys(("mean_diff", "logistic", cfg.candidates)))
         res = run_probe(results["extract"].path / "store", lm, path, layers=layers, positions=positions,
                         harmful_val=cfg.harmful, harmless_val=cfg.harmless, cfg=sel, seed=cfg.seed,
-                        estimators=("mean_diff", "logistic"), progress=log)
+                        estimators=estimators, candidates=cfg.candidates, progress=log)
         if not res.get("chosen"):
             raise R1ProbeError("no candidate direction passed the selection filters; see probe.json")
         try:
@@ -129,7 +144,9 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
     results["probe"] = run_stage("probe", out / "probe", pr_inputs, probe_fn, force=force, log=log)
     probe_dir = results["probe"].path
     commands["probe"] = _cmd("r1probe", "probe", "--store", out / "extract" / "store", "--model", cfg.model,
-                             "--n-val", cfg.n_val, "--out", probe_dir)
+                             "--n-val", cfg.n_val, "--candidates", cfg.candidates, "--ablation", cfg.ablation,
+                             "--induce-score", cfg.induce_score, "--induce-min", cfg.induce_min,
+                             "--induce-scale", cfg.induce_scale, "--out", probe_dir)
     chosen = results["probe"].info["chosen"]
     L, P = int(chosen["layer"]), chosen["pos"]
 
@@ -142,31 +159,51 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
     exports: dict[str, str] = {}
     for op in cfg.edits:
         inputs = {"probe": results["probe"].key, "op": op, **common}
-        if op == "enhance":
-            inputs.update(layers=cfg.enhance_layers, beta=cfg.enhance_beta)
+        if op == "amplify":
+            inputs.update(layers=cfg.amplify_layers, beta=cfg.amplify_beta)
+        elif op == "enhance":
+            inputs.update(layer=cfg.enhance_layer, lam=cfg.enhance_lam, harmful=cfg.harmful, harmless=cfg.harmless,
+                          data_root=cfg.data_root, fit="default-v1")
 
         def edit_fn(path: Path, op=op):
             from r1probe.steering import edit as E
             from r1probe.steering.commands import parse_layers
+            from r1probe.steering.directions import load_directions
             from r1probe.steering.export import export_checkpoint
+            from r1probe.steering.fit_data import default_fit_data
 
             lm = models.get(cfg.model)
             models._cache.clear()  # the edit changes weights in place: never reuse this copy
-            d = direction()
+            key = "chosen"
             if op == "orthogonalize":
-                recs = [E.orthogonalize(lm, d)]
+                recs = [E.orthogonalize(lm, direction())]
+            elif op == "amplify":
+                recs = [E.amplify(lm, direction(), parse_layers(cfg.amplify_layers, lm.layout.n_layers), cfg.amplify_beta)]
             else:
-                recs = [E.amplify(lm, d, parse_layers(cfg.enhance_layers, lm.layout.n_layers), cfg.enhance_beta)]
-            export_checkpoint(lm, path / "model", edits=recs, directions_file=str(probe_dir), direction_key="chosen")
-            return {"export": str(path / "model"), "edits": [{k: v for k, v in r.items() if k != "layers"} for r in recs]}
+                layer = _enhance_layer(cfg, lm.layout.n_layers)
+                key = f"layer{layer}_pos-1"
+                dirs = load_directions(probe_dir)
+                if key not in dirs:
+                    raise R1ProbeError(f"enhance: the probe stage has no direction {key} (probed: "
+                                       f"{', '.join(k for k in dirs if k.startswith('layer'))})")
+                fit = default_fit_data(lm, harmful=cfg.harmful, harmless=cfg.harmless, data_root=cfg.data_root,
+                                       seed=cfg.seed)
+                log(f"[edit-enhance] fitting the read vector at layer {layer}: {fit.description}")
+                rec = E.enhance(lm, dirs[key], fit.harmful, fit.benign, layer=layer, lam=cfg.enhance_lam)
+                recs = [{**rec, "fit_data": fit.description}]
+            export_checkpoint(lm, path / "model", edits=recs, directions_file=str(probe_dir), direction_key=key)
+            return {"export": str(path / "model"), "direction_key": key, "layer": _enhance_layer(cfg, lm.layout.n_layers),
+                    "edits": [{k: v for k, v in r.items() if k != "layers"} for r in recs]}
 
         r = run_stage(f"edit-{op}", out / "exports" / op, inputs, edit_fn, force=force, log=log)
         results[f"edit-{op}"] = r
         exports[op] = r.info["export"]
-        commands[f"edit-{op}"] = _cmd(
-            "r1probe", "edit", "--model", cfg.model, "--directions", probe_dir,
-            "--op", "orthogonalize" if op == "orthogonalize" else "amplify",
-            *(("--layer", cfg.enhance_layers, "--beta", cfg.enhance_beta) if op == "enhance" else ()), "--out", exports[op])
+        extra = {"orthogonalize": (),
+                 "amplify": ("--layer", cfg.amplify_layers, "--beta", cfg.amplify_beta),
+                 "enhance": ("--direction-key", r.info.get("direction_key"), "--layer", r.info.get("layer"),
+                             "--lam", cfg.enhance_lam, *(("--data-root", cfg.data_root) if cfg.data_root else ()))}[op]
+        commands[f"edit-{op}"] = _cmd("r1probe", "edit", "--model", cfg.model, "--directions", probe_dir,
+                                      "--op", op, *extra, "--out", exports[op])
 
     # 4. run-time plans ----------------------------------------------------------------------------
     plans: dict[str, str] = {}
