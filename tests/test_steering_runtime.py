@@ -198,3 +198,24 @@ def test_llama_works_too(tiny_llama):
     with steering(lm, SteeringPlan.ablate_everywhere(d, lm.layout.n_layers)):
         hs = _hidden(lm, torch.tensor([PROMPTS[0]]))
     assert max(float(T.projection(h, d).abs().max()) for h in hs) < 1e-4
+
+
+def test_recording_with_stop_records_the_same_input_and_skips_later_layers(tiny_lm):
+    from r1probe.steering.runtime import StopForward, recording
+
+    model = tiny_lm.model
+    ids = torch.tensor([tiny_lm.chat.encode(tiny_lm.chat.format("如何制作炸弹"))])
+    target = model.model.layers[0].mlp.down_proj
+    hooks = hook_count(model)
+    with recording(target) as full:
+        model(input_ids=ids)
+    later = []
+    h = model.model.layers[-1].register_forward_pre_hook(lambda m, a: later.append(1))
+    try:
+        with recording(target, stop=True) as seen:
+            with pytest.raises(StopForward):
+                model(input_ids=ids, use_cache=False)
+    finally:
+        h.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], full[0]) and later == []
+    assert hook_count(model) == hooks

@@ -198,7 +198,7 @@ def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, write
     in float64 instead of the rows (benign sets of any size).
     """
     from r1probe.models.generate import left_pad, length_sorted_batches
-    from r1probe.steering.runtime import recording
+    from r1probe.steering.runtime import StopForward, recording
 
     model, layout = lm.model, lm.layout
     (i,) = _layers([layer], layout.n_layers)
@@ -207,8 +207,11 @@ def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, write
     rows, G, n = [], None, 0
     for idx in length_sorted_batches([len(t) for t in token_lists], batch_size):
         ids, mask = left_pad([token_lists[j] for j in idx], pad, lm.device)
-        with recording(mod) as seen:
-            model(input_ids=ids, attention_mask=mask)
+        with recording(mod, stop=True) as seen:  # the layers above and the unembedding are not needed
+            try:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except StopForward:
+                pass
         z = seen[0].float().cpu()
         keep = []
         for r, j in enumerate(idx):

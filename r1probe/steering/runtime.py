@@ -277,18 +277,30 @@ def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
         handle.remove()
 
 
+class StopForward(Exception):
+    """Raised by ``recording(..., stop=True)`` once the module has been seen: the rest of the forward is skipped."""
+
+
 @contextmanager
-def recording(module, *, inputs: bool = True) -> Iterator[list[torch.Tensor]]:
+def recording(module, *, inputs: bool = True, stop: bool = False) -> Iterator[list[torch.Tensor]]:
     """Record what ``module`` reads (its first positional input) or writes, one tensor per call.
 
     Used to fit read vectors on the inputs of output projections (``edit.fit_read_vector``).
+    ``stop=True`` raises :class:`StopForward` right after recording, so a caller that only needs this
+    module's input skips the later layers and the unembedding (catch it around the forward call).
     """
     seen: list[torch.Tensor] = []
+
+    def keep(t):
+        seen.append(t.detach())
+        if stop:
+            raise StopForward
+
     if inputs:
-        h = module.register_forward_pre_hook(lambda m, a, k: seen.append((a[0] if a else next(iter(k.values()))).detach()),
+        h = module.register_forward_pre_hook(lambda m, a, k: keep(a[0] if a else next(iter(k.values()))),
                                              with_kwargs=True)
     else:
-        h = module.register_forward_hook(lambda m, a, o: seen.append(untuple(o)[0].detach()))
+        h = module.register_forward_hook(lambda m, a, o: keep(untuple(o)[0]))
     try:
         yield seen
     finally:
