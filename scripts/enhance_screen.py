@@ -25,9 +25,11 @@ from r1probe.probes.commands import _ints  # the CLI's "8-19" / "12" layer parse
 
 
 def parse_edit(s: str) -> dict:
-    op, layers, beta = s.split(":")
-    if op == "enhance":
-        return {"edit": s, "op": op, "layers": [int(layers)], "lam": float(beta), "which": ("attn", "mlp")}
+    op, layers, beta, *rest = s.split(":")
+    if op == "enhance":  # enhance:LAYER:LAMBDA[:bN] (bN: N borderline contrast prompts added to the benign fit)
+        border = int(rest[0][1:]) if rest else 0
+        return {"edit": s, "op": op, "layers": [int(layers)], "lam": float(beta), "which": ("attn", "mlp"),
+                "borderline": border}
     which = {"amplify": ("attn", "mlp"), "amplify-attn": ("attn",), "amplify-mlp": ("mlp",)}[op]
     return {"edit": s, "op": "amplify", "layers": _ints(layers), "beta": float(beta), "which": which}
 
@@ -42,7 +44,8 @@ def main(argv=None):
     ap.add_argument("--edits", required=True)
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("--benches", default="chisafety-refusal,zh-harmless")
+    ap.add_argument("--benches", default="chisafety-refusal,zh-harmless",
+                    help="eval benches, and cvalues-report (the first n of the borderline report split)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="runs/enh5")
     ap.add_argument("--export", default=None,
@@ -77,6 +80,14 @@ def main(argv=None):
                 row["fit"] = {k: rec[k] for k in ("fit_harmful_mean", "fit_benign_rms", "n_benign_tokens")}
         try:
             for b in a.benches.split(","):
+                if b == "cvalues-report":  # the borderline report split: disjoint from any fit data
+                    from r1probe.data.borderline import borderline_splits
+                    from r1probe.steering.enhance import refusal_flags
+
+                    items = borderline_splits(a.data_root, english_contrast=False)["report"][:a.n]
+                    flags = refusal_flags(lm, items, max_new_tokens=a.tokens, batch_size=8)
+                    row[b] = sum(flags) / len(flags)
+                    continue
                 res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, batch_size=8,
                             out_dir=out / spec.replace(":", "_") / b)
                 m = res["metrics"]
@@ -99,7 +110,7 @@ def apply_edit(lm, e: dict, a) -> dict:
     with torch.no_grad():
         if e["op"] == "amplify":
             return amplify(lm, load_directions(a.directions)[a.key], e["layers"], e["beta"], which=e["which"])
-        fit = default_fit_data(lm, data_root=a.data_root)
+        fit = default_fit_data(lm, data_root=a.data_root, borderline=e.get("borderline", 0))
         rec = enhance(lm, load_directions(a.enhance_directions)[a.key], fit.harmful, fit.benign,
                       layer=e["layers"][0], lam=e["lam"])
         rec["fit_data"] = fit.description

@@ -9,7 +9,7 @@ def test_precedence_file_env_flags(tmp_path):
     f.write_text('[study]\nn_train = 40\nseed = 3\nbenches = ["gsm8k"]\n[study.limits]\ngsm8k = 5\n')
     cfg = load_config(f, env={"R1PROBE_SEED": "7", "R1PROBE_EDITS": "orthogonalize"}, overrides={"n_val": 5})
     assert (cfg.n_train, cfg.seed, cfg.n_val, cfg.edits, cfg.benches) == (40, 7, 5, ["orthogonalize"], ["gsm8k"])
-    assert cfg.limits["gsm8k"] == 5 and cfg.limits["cvalues"] == DEFAULT_LIMITS["cvalues"]
+    assert cfg.limits["gsm8k"] == 5 and cfg.limits["cvalues-report"] == DEFAULT_LIMITS["cvalues-report"]
 
 
 def test_validation_errors(tmp_path):

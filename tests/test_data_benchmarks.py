@@ -36,3 +36,13 @@ def test_errors(tmp_path):
         B.load_gsm8k(tmp_path)
     with pytest.raises(Exception, match="unknown benchmark"):
         parse_benches("gsm8k,nope")
+
+
+def test_cvalues_report_bench_is_the_held_out_borderline_split(shared_data):
+    from r1probe.data.borderline import borderline_splits
+    from r1probe.eval.benches import get_bench
+
+    items = get_bench("cvalues-report").load(str(shared_data))
+    splits = borderline_splits(shared_data, english_contrast=False)
+    assert len(items) == 200 and {it.id for it in items} == {it.id for it in splits["report"]}
+    assert not {it.text for it in items} & {it.text for it in splits["contrast"] + splits["search"]}

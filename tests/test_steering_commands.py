@@ -121,3 +121,18 @@ def test_edit_enhance_needs_both_fit_files_or_neither(tiny_qwen2, dirs, tmp_path
     # R1ProbeError is what r1probe.cli.main turns into one stderr line and exit 2 (tests/test_cli.py)
     assert isinstance(r.exception, R1ProbeError) and "both --harmful FILE and --benign FILE, or neither" in str(r.exception)
     assert not (tmp_path / "x").exists()
+
+
+def test_edit_enhance_borderline_adds_cvalues_contrast_prompts(tiny_qwen2, dirs, tmp_path, shared_data):
+    out = tmp_path / "enh"
+    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance", "--layer", "1",
+             "--data-root", str(shared_data), "--borderline", "3", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "r1probe_manifest.json").read_text())["edits"][0]
+    assert "CValues borderline contrast split 1-3" in rec["fit_data"] and rec["lambda"] == 20.0
+    harm = tmp_path / "harm.jsonl"
+    harm.write_text(json.dumps({"instruction": "如何制作炸弹"}) + "\n")
+    r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance",
+                                 "--harmful", str(harm), "--benign", str(harm), "--borderline", "3",
+                                 "--out", str(tmp_path / "x")])
+    assert isinstance(r.exception, R1ProbeError) and "--borderline applies to the default fit data" in str(r.exception)

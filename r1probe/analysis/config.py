@@ -15,12 +15,12 @@ from typing import Any
 from r1probe.errors import R1ProbeError
 from r1probe.models.builtin import DEFAULT_MODEL
 
-DEFAULT_LIMITS = {"chisafety-refusal": 50, "cvalues": 40, "xstest-safe": 40, "gsm8k": 16, "gsm8k-nll": 64}
-FULL_LIMITS = {"chisafety-refusal": None, "chisafety-multiturn": None, "cvalues": None, "xstest-safe": None,
+DEFAULT_LIMITS = {"chisafety-refusal": 50, "cvalues-report": 40, "xstest-safe": 40, "gsm8k": 16, "gsm8k-nll": 64}
+FULL_LIMITS = {"chisafety-refusal": None, "chisafety-multiturn": None, "cvalues-report": None, "xstest-safe": None,
                "gsm8k": None, "gsm8k-nll": None, "math500": None, "cmath": None, "safetybench-zh": None}
 
 
-EDITS = ("orthogonalize", "enhance", "amplify")
+EDITS = ("orthogonalize", "enhance", "enhance-borderline", "amplify")
 
 
 @dataclass
@@ -52,6 +52,7 @@ class StudyConfig:
     # written along the difference-in-means direction of that layer
     enhance_layer: int = -1
     enhance_lam: float = 20.0
+    enhance_borderline: int = 332  # enhance-borderline: CValues contrast prompts added to the benign fit
     amplify_layers: str = "8-19"  # amplify: W <- (I + beta r r^T) W on these layers' output projections
     amplify_beta: float = 1.0
     plans: list[str] = field(default_factory=lambda: ["conditional"])  # run-time plans to evaluate

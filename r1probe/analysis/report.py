@@ -16,6 +16,7 @@ KEY_METRICS = [
     ("chisafety-refusal", "RR-2", "RR-2 (with guidance) ↑", 1),
     ("chisafety-multiturn", "RR-1", "multi-turn RR-1 ↑", 1),
     ("cvalues", "refusal_rate", "CValues over-refusal ↓", -1),
+    ("cvalues-report", "refusal_rate", "CValues (held-out split) over-refusal ↓", -1),
     ("xstest-safe", "refusal_rate", "XSTest-safe over-refusal ↓", -1),
     ("gsm8k", "accuracy", "GSM8K accuracy ↑", 1),
     ("gsm8k-nll", "mean_nll", "GSM8K gold NLL ↓", -1),
@@ -68,9 +69,9 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
             {v: {c: table[v][c][:3] for c in rate_cols} for v in table}, figs_dir / "metrics",
             title="refusal, over-refusal and accuracy per variant (95% CI)", sources=sources)
     harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
-    over_t = next((c[2] for c in cols if c[0] == "cvalues"), None) or next((c[2] for c in cols if c[0] == "xstest-safe"), None)
+    over_t = next((c[2] for b in ("cvalues-report", "cvalues", "xstest-safe") for c in cols if c[0] == b), None)
     if harm_t and over_t and "base" in table:
-        pts = [{"kind": "export" if v in ("orthogonalize", "enhance", "amplify") else ("run-time plan" if v.startswith("plan") else "base"),
+        pts = [{"kind": "export" if v in ("orthogonalize", "enhance", "enhance-borderline", "amplify") else ("run-time plan" if v.startswith("plan") else "base"),
                 "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
         written["figures"]["tradeoff"] = plots.tradeoff(
@@ -96,7 +97,9 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
            "removed from every residual write; `enhance` = exported checkpoint with the rank-one read/write edit "
            f"W ← W + {cfg.enhance_lam:g} r̂aᵀ in the MLP output projection of {lay} (r̂: that layer's difference-in-means "
            "direction; a: a read vector fitted to fire on harmful prompts and stay silent on harmless prompts and "
-           "GSM8K solutions; `r1probe edit --op enhance`); `amplify` = exported checkpoint with the direction amplified "
+           "GSM8K solutions; `r1probe edit --op enhance`); `enhance-borderline` = the same edit with the read vector "
+           f"also kept silent on {cfg.enhance_borderline} CValues borderline prompts (sensitive but answerable; "
+           "`--borderline`); `amplify` = exported checkpoint with the direction amplified "
            f"in the output projections of layers {cfg.amplify_layers} (W ← (I + {cfg.amplify_beta:g} r̂r̂ᵀ) W); "
            "`plan-conditional` = run-time CAST-style plan (add the direction only to prompts whose projection passes "
            "the gate); `plan-add` = unconditional addition.", ""]

@@ -17,7 +17,7 @@ from r1probe.analysis.config import StudyConfig
 from r1probe.analysis.stages import StageResult, run_stage
 from r1probe.errors import R1ProbeError
 
-REFUSAL_BENCHES = ("chisafety-refusal", "chisafety-multiturn", "cvalues", "xstest-safe")
+REFUSAL_BENCHES = ("chisafety-refusal", "chisafety-multiturn", "cvalues", "cvalues-report", "xstest-safe")
 
 
 class _Models:
@@ -161,9 +161,10 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
         inputs = {"probe": results["probe"].key, "op": op, **common}
         if op == "amplify":
             inputs.update(layers=cfg.amplify_layers, beta=cfg.amplify_beta)
-        elif op == "enhance":
+        elif op.startswith("enhance"):
             inputs.update(layer=cfg.enhance_layer, lam=cfg.enhance_lam, harmful=cfg.harmful, harmless=cfg.harmless,
-                          data_root=cfg.data_root, fit="default-v1")
+                          data_root=cfg.data_root, fit="default-v1",
+                          borderline=cfg.enhance_borderline if op == "enhance-borderline" else 0)
 
         def edit_fn(path: Path, op=op):
             from r1probe.steering import edit as E
@@ -186,9 +187,10 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
                 if key not in dirs:
                     raise R1ProbeError(f"enhance: the probe stage has no direction {key} (probed: "
                                        f"{', '.join(k for k in dirs if k.startswith('layer'))})")
+                border = cfg.enhance_borderline if op == "enhance-borderline" else 0
                 fit = default_fit_data(lm, harmful=cfg.harmful, harmless=cfg.harmless, data_root=cfg.data_root,
-                                       seed=cfg.seed)
-                log(f"[edit-enhance] fitting the read vector at layer {layer}: {fit.description}")
+                                       seed=cfg.seed, borderline=border)
+                log(f"[edit-{op}] fitting the read vector at layer {layer}: {fit.description}")
                 rec = E.enhance(lm, dirs[key], fit.harmful, fit.benign, layer=layer, lam=cfg.enhance_lam)
                 recs = [{**rec, "fit_data": fit.description}]
             export_checkpoint(lm, path / "model", edits=recs, directions_file=str(probe_dir), direction_key=key)
@@ -198,12 +200,14 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
         r = run_stage(f"edit-{op}", out / "exports" / op, inputs, edit_fn, force=force, log=log)
         results[f"edit-{op}"] = r
         exports[op] = r.info["export"]
-        extra = {"orthogonalize": (),
-                 "amplify": ("--layer", cfg.amplify_layers, "--beta", cfg.amplify_beta),
-                 "enhance": ("--direction-key", r.info.get("direction_key"), "--layer", r.info.get("layer"),
-                             "--lam", cfg.enhance_lam, *(("--data-root", cfg.data_root) if cfg.data_root else ()))}[op]
+        if op.startswith("enhance"):
+            extra = ("--direction-key", r.info.get("direction_key"), "--layer", r.info.get("layer"),
+                     "--lam", cfg.enhance_lam, *(("--data-root", cfg.data_root) if cfg.data_root else ()),
+                     *(("--borderline", cfg.enhance_borderline) if op == "enhance-borderline" else ()))
+        else:
+            extra = ("--layer", cfg.amplify_layers, "--beta", cfg.amplify_beta) if op == "amplify" else ()
         commands[f"edit-{op}"] = _cmd("r1probe", "edit", "--model", cfg.model, "--directions", probe_dir,
-                                      "--op", op, *extra, "--out", exports[op])
+                                      "--op", "enhance" if op.startswith("enhance") else op, *extra, "--out", exports[op])
 
     # 4. run-time plans ----------------------------------------------------------------------------
     plans: dict[str, str] = {}

@@ -58,6 +58,14 @@ def _zh_harmless(root):
     return [B.BenchItem(id=f"zh-harmless/{p.id}", text=p.text, category=p.category or "") for p in ps.prompts]
 
 
+def _cvalues_report(root):
+    """CValues' borderline *report* split (200; ``r1probe.data.borderline``): never in any fit or contrast set."""
+    from r1probe.data.borderline import borderline_splits
+
+    keep = {it.id for it in borderline_splits(root, english_contrast=False)["report"]}
+    return [it for it in B.load_cvalues(root) if it.id in keep]
+
+
 BENCHES: dict[str, Bench] = {b.name: b for b in [
     Bench("chisafety-refusal", "refusal", _chisafety("refusal"),
           ("chisafetybench/v1/risky_questions_without_dialog_history.json",), 256,
@@ -84,6 +92,8 @@ BENCHES: dict[str, Bench] = {b.name: b for b in [
           "XSTest v2 safe prompts (250): refusal rate (over-refusal)"),
     Bench("cvalues", "overrefusal", B.load_cvalues, ("cvalues/cvalues_responsibility_prompts.jsonl",), 256,
           "CValues responsibility prompts (664, Chinese): refusal rate (over-refusal)"),
+    Bench("cvalues-report", "overrefusal", _cvalues_report, ("cvalues/cvalues_responsibility_prompts.jsonl",), 256,
+          "CValues held-out report split (200 of the 664; disjoint from the enhancement's fit data): refusal rate"),
     Bench("zh-harmless", "overrefusal", _zh_harmless, (), 256,
           "Built-in zh-harmless test split (BELLE eval, held out from direction training): refusal rate"),
     Bench("or-bench", "overrefusal", B.load_or_bench, ("or_bench_hard/or_bench_hard_test.json",), 256,

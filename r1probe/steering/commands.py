@@ -256,6 +256,9 @@ def _dir_sha(path):
                    "alone (default: built-in zh-harmless train prompts + GSM8K train 1-200 with solutions).")
 @click.option("--data-root", default=None, help="enhance: shared data folder for the default GSM8K benign texts "
                                                "(default $R1PROBE_DATA or ../shared/data).")
+@click.option("--borderline", type=click.IntRange(0), default=0, show_default=True,
+              help="enhance with the default fit data: also keep the read vector silent on the first N CValues "
+                   "borderline contrast prompts (sensitive but answerable; 332 in all); trades refusal for less over-refusal.")
 @click.option("--benign-limit", type=click.IntRange(1), default=150, show_default=True)
 @click.option("--null-energy", type=float, default=0.99, show_default=True, help="enhance: benign energy kept out of the read vector.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Export folder.")
@@ -264,8 +267,8 @@ def _dir_sha(path):
               help="Prompt file(s) to measure keyword refusal on before export (recorded in the model card).")
 @click.option("--measure-limit", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--max-shard-size", default="400MB", show_default=True)
-def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, benign, data_root, benign_limit, null_energy,
-         out, overwrite, measure, measure_limit, max_shard_size, **kw):
+def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, benign, data_root, borderline, benign_limit,
+         null_energy, out, overwrite, measure, measure_limit, max_shard_size, **kw):
     """Edit the weights along the refusal direction and export a standard checkpoint folder."""
     from r1probe.steering import edit as E
     from r1probe.steering.directions import load_direction
@@ -288,6 +291,8 @@ def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, beni
         lay = parse_layers(layer or str(ENHANCE_DEFAULTS["layer"]), lm.layout.n_layers)
         if len(lay) != 1:
             raise R1ProbeError("--op enhance edits one layer (e.g. --layer 12)")
+        if harmful and borderline:
+            raise R1ProbeError("--borderline applies to the default fit data; add such prompts to a --benign file instead")
         if harmful:
             harm = [r["prompt"] for r in read_prompts(harmful)]
             texts = []
@@ -301,7 +306,7 @@ def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, beni
         else:
             from r1probe.steering.fit_data import default_fit_data
 
-            fit = default_fit_data(lm, data_root=data_root)
+            fit = default_fit_data(lm, data_root=data_root, borderline=borderline)
             harm, texts, fit_desc = fit.harmful, fit.benign, fit.description
         stderr_progress(f"fitting the read vector on {len(harm)} harmful prompts and {len(texts)} benign texts")
         records = [E.enhance(lm, d, harm, texts, layer=lay[0], lam=lam if lam is not None else ENHANCE_DEFAULTS["lam"],

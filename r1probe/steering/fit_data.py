@@ -7,6 +7,11 @@ solutions (solution cut at ``gsm_tokens`` tokens), so the read vector stays sile
 requests and on mathematical reasoning. None of these overlap the evaluation items (held-out
 harmless test split, CHiSafetyBench, GSM8K test). This is the data behind the enhanced export
 measured in ``r1probe/steering/README.md``.
+
+``borderline=N`` also adds the first ``N`` prompts of the Chinese borderline *contrast* split
+(``r1probe.data.borderline``: CValues questions on sensitive topics that should be answered, disjoint
+from its ``report`` split) to the benign side, so the read vector learns to stay silent on sensitive
+but answerable requests too.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ class FitData:
 
 def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str = "builtin:zh-harmless",
                      data_root: str | os.PathLike | None = None, n_gsm: int = 200, gsm_tokens: int = 256,
-                     seed: int = 0) -> FitData:
-    """Harmful train prompts vs benign token lists (harmless train prompts + GSM8K train 1..n_gsm)."""
+                     seed: int = 0, borderline: int = 0) -> FitData:
+    """Harmful train prompts vs benign token lists (harmless train prompts + GSM8K train 1..n_gsm
+    [+ ``borderline`` CValues contrast prompts])."""
     from r1probe.data.benchmarks import load_gsm8k
     from r1probe.data.prompts import load_prompt_set
 
@@ -42,4 +48,10 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
         benign.append(ids + lm.tokenizer(it.solution, add_special_tokens=False)["input_ids"][:gsm_tokens])
     desc = (f"harmful: {harmful} train split (seed {seed}, {len(harm)}); benign: {harmless} train prompts "
             f"({n_safe}) + GSM8K train 1-{len(gsm)} (question + solution, <= {gsm_tokens} tokens)")
+    if borderline:
+        from r1probe.data.borderline import borderline_splits
+
+        border = borderline_splits(data_root, english_contrast=False)["contrast"][:borderline]
+        benign += [lm.chat.encode(lm.chat.format(it.text)) for it in border]
+        desc += f" + CValues borderline contrast split 1-{len(border)} (prompts)"
     return FitData(harm, benign, desc)
