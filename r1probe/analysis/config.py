@@ -47,7 +47,7 @@ class StudyConfig:
     induce_score: str = "generation"
     induce_min: float = 0.5
     induce_scale: float = 3.0
-    edits: list[str] = field(default_factory=lambda: ["orthogonalize", "enhance"])
+    edits: list[str] = field(default_factory=lambda: ["orthogonalize", "enhance", "enhance-borderline"])
     # enhance: the rank-one read/write edit of `r1probe edit --op enhance` (one layer; -1 = n_layers // 2),
     # written along the difference-in-means direction of that layer
     enhance_layer: int = -1
