@@ -175,7 +175,7 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
 
             lm = models.get(cfg.model)
             models._cache.clear()  # the edit changes weights in place: never reuse this copy
-            key = "chosen"
+            key, layer = "chosen", None
             if op == "orthogonalize":
                 recs = [E.orthogonalize(lm, direction())]
             elif op == "amplify":
@@ -194,7 +194,7 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
                 rec = E.enhance(lm, dirs[key], fit.harmful, fit.benign, layer=layer, lam=cfg.enhance_lam)
                 recs = [{**rec, "fit_data": fit.description}]
             export_checkpoint(lm, path / "model", edits=recs, directions_file=str(probe_dir), direction_key=key)
-            return {"export": str(path / "model"), "direction_key": key, "layer": _enhance_layer(cfg, lm.layout.n_layers),
+            return {"export": str(path / "model"), "direction_key": key, "layer": layer,
                     "edits": [{k: v for k, v in r.items() if k != "layers"} for r in recs]}
 
         r = run_stage(f"edit-{op}", out / "exports" / op, inputs, edit_fn, force=force, log=log)
