@@ -64,7 +64,7 @@ def compare(base, distilled, harmful, harmless, n_train, position, directions, e
 def run(config, force, preset, threads, **flags):
     """Run the whole study (extract, probe, edit, eval, compare, report); cached and resumable.
 
-    With no CONFIG it runs on the embedded model with limits that finish in about 20 minutes on
+    With no CONFIG it runs on the embedded model with limits that finish in under an hour on
     2 CPU cores. Settings come from CONFIG (TOML), R1PROBE_* environment variables and flags.
     --preset mini-distill runs the distillation experiment instead (runs/mini-distill).
     """
