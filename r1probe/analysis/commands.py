@@ -49,7 +49,7 @@ def compare(base, distilled, harmful, harmless, n_train, position, directions, e
 @click.option("--n-val", type=int, default=None)
 @click.option("--benches", default=None, help="Comma-separated benchmarks.")
 @click.option("--limits", default=None, help="Per-bench limits, e.g. gsm8k=50,cvalues=100 (none = all).")
-@click.option("--edits", default=None, help="Exported edits to evaluate: orthogonalize,enhance[,amplify]")
+@click.option("--edits", default=None, help="Exported edits to evaluate: orthogonalize,enhance,enhance-borderline,amplify")
 @click.option("--plans", default=None, help="conditional,add")
 @click.option("--seed", type=int, default=None)
 @click.option("--dtype", default=None)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from r1probe.analysis import plots
+from r1probe.analysis.config import EDITS
 from r1probe.analysis.tables import fmt_ci, write_table
 from r1probe.provenance import atomic_write_text, library_versions
 
@@ -71,7 +72,7 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
     harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
     over_t = next((c[2] for b in ("cvalues-report", "cvalues", "xstest-safe") for c in cols if c[0] == b), None)
     if harm_t and over_t and "base" in table:
-        pts = [{"kind": "export" if v in ("orthogonalize", "enhance", "enhance-borderline", "amplify") else ("run-time plan" if v.startswith("plan") else "base"),
+        pts = [{"kind": "export" if v in EDITS else ("run-time plan" if v.startswith("plan") else "base"),
                 "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
         written["figures"]["tradeoff"] = plots.tradeoff(
