@@ -18,7 +18,7 @@ def model_options(default_model: str | None = DEFAULT_MODEL, name: str = "model"
                          help="Model spec: hub id (org/name), local checkpoint folder, .gguf file, or builtin:NAME."),
             click.option("--revision", default=None, help="Hub revision (branch, tag or commit)."),
             click.option("--dtype", default="auto", show_default=True,
-                         help="bfloat16 (default: fast on AMX CPUs and GPUs), float16 or float32."),
+                         help="auto (bfloat16 on GPUs and CPUs with native bf16 matmul, amx_bf16 or avx512_bf16; else float32), bfloat16, float16 or float32."),
             click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ... (auto: cuda if available)."),
             click.option("--device-map", default=None, help="Pass 'auto' to spread a large model over GPUs (accelerate)."),
             click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off unless asked)."),

@@ -78,7 +78,7 @@ def tiny_lm(tiny_qwen2):
 
 @pytest.fixture(scope="session")
 def real_lm():
-    """The embedded default model (bfloat16, CPU). Only for tests marked ``slow``."""
+    """The embedded default model (the hardware's dtype, CPU). Only for tests marked ``slow``."""
     from r1probe.models import load_model
 
     return load_model(REAL_MODEL)

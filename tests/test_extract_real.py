@@ -1,4 +1,4 @@
-"""Extraction on the embedded Qwen2.5-Coder-0.5B-Instruct (slow: real model on CPU, bfloat16)."""
+"""Extraction on the embedded Qwen2.5-Coder-0.5B-Instruct (slow: real model on CPU)."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ import torch
 from conftest import REAL_MODEL
 from r1probe.data import load_prompt_set
 from r1probe.extract import ActivationStore, extract_activations
+from r1probe.models.loader import auto_dtype
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def test_cli_acceptance_store_records_layers_and_label_counts(tmp_path, capsys):
     assert m["label_counts"] == {"harmful": 3, "harmless": 3}
     assert st.positions == [-5, -4, -3, -2, -1]  # <|im_end|> \n <|im_start|> assistant \n
     assert m["post_instruction_suffix"] == "<|im_end|>\n<|im_start|>assistant\n"
-    assert m["model"]["gguf_sha256"] and m["chat_template_sha256"] and m["dtype"] == "bfloat16"
+    assert m["model"]["gguf_sha256"] and m["chat_template_sha256"] and m["dtype"] == str(auto_dtype("cpu")[0]).removeprefix("torch.")
     assert st.get(23).shape == (6, 5, 896) and torch.isfinite(st.get(23)).all()
 
 

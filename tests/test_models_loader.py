@@ -19,8 +19,11 @@ def test_saved_tiny_models_load_with_identical_logits(fixture, request):
     assert lm.tokenizer.padding_side == "left"
 
 
-def test_default_dtype_is_bfloat16(tiny_qwen2):
-    assert load_model(str(tiny_qwen2), device="cpu").dtype == torch.bfloat16
+def test_default_dtype_is_the_hardware_choice(tiny_qwen2):
+    from r1probe.models.loader import auto_dtype
+
+    lm = load_model(str(tiny_qwen2), device="cpu")
+    assert lm.dtype == auto_dtype("cpu")[0] and lm.provenance["dtype_reason"] == auto_dtype("cpu")[1]
 
 
 def test_layout_accessors(tiny_lm):

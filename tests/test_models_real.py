@@ -13,6 +13,7 @@ from conftest import REAL_MODEL
 from r1probe.errors import IntegrityError
 from r1probe.models.builtin import BUILTINS, assemble, assembled_path
 from r1probe.models.generate import generate_texts
+from r1probe.models.loader import auto_dtype
 
 pytestmark = pytest.mark.slow
 NAME = "qwen2.5-coder-0.5b-instruct"
@@ -29,7 +30,7 @@ def test_models_show_reports_the_architecture():
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["architecture"] == "qwen2" and info["n_layers"] == 24 and info["hidden_size"] == 896
-    assert info["vocab_size"] == 151936 and info["dtype"] == "bfloat16" and info["tied_embeddings"] is False
+    assert info["vocab_size"] == 151936 and info["dtype"] == str(auto_dtype("cpu")[0]).removeprefix("torch.") and info["tied_embeddings"] is False
     assert info["gguf_sha256"] == BUILTINS[NAME].sha256
 
 

@@ -25,15 +25,59 @@ DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.f
           "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    """Default bfloat16 (fast on AMX CPUs and on GPUs); else the named dtype."""
+#: CPU flags (as /proc/cpuinfo names them) whose presence means native bfloat16 matrix multiplication.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags: ``/proc/cpuinfo`` on Linux, else what torch reports about bf16 support."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    flags = set()
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    for flag, fn in probes.items():
+        check = getattr(torch.cpu, fn, None)
+        if check is not None and check():
+            flags.add(flag)
+    return flags
+
+
+def auto_dtype(device: str, flags: set[str] | None = None) -> tuple[torch.dtype, str]:
+    """The fast dtype for ``device`` and why: ``(dtype, reason)``.
+
+    CUDA: bfloat16 where the GPU supports it, else float16. CPU: bfloat16 only where matrix
+    multiplication is native (``amx_bf16`` or ``avx512_bf16`` among the CPU flags); without them
+    PyTorch runs bfloat16 matmuls on a slow fallback path, so float32 is the fast choice.
+    Other devices (mps...): float16.
+    """
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, f"{torch.cuda.get_device_name(device)} supports bfloat16"
+        return torch.float16, f"{torch.cuda.get_device_name(device)} lacks bfloat16: float16"
+    if kind != "cpu":
+        return torch.float16, f"device {device}: float16"
+    flags = cpu_flags() if flags is None else flags
+    native = [f for f in BF16_CPU_FLAGS if f in flags]
+    if native:
+        return torch.bfloat16, f"CPU has {'+'.join(native)} (native bfloat16 matmul)"
+    return torch.float32, f"CPU lacks {' and '.join(BF16_CPU_FLAGS)} (bfloat16 matmul would use a slow fallback)"
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> tuple[torch.dtype, str]:
+    """``(dtype, reason)``: the named dtype, or for ``None``/``"auto"`` the hardware's fast one (``auto_dtype``)."""
     if isinstance(dtype, torch.dtype):
-        return dtype
+        return dtype, "requested"
     if dtype in (None, "auto"):
-        return torch.bfloat16
+        return auto_dtype(device)
     if dtype not in DTYPES:
-        raise R1ProbeError(f"--dtype {dtype!r}: choose one of {', '.join(sorted(DTYPES))}")
-    return DTYPES[dtype]
+        raise R1ProbeError(f"--dtype {dtype!r}: choose auto or one of {', '.join(sorted(DTYPES))}")
+    return DTYPES[dtype], "requested"
 
 
 def _contiguous_input(module, args):
@@ -120,7 +164,8 @@ def load_model(spec: str | ModelSpec, *, revision: str | None = None, dtype: str
                chat_template: str | None = None) -> LoadedModel:
     """Load ``spec`` (hub id, folder, .gguf or builtin:NAME) for inference in eval mode.
 
-    dtype defaults to bfloat16; ``device_map="auto"`` spreads a large model over GPUs
+    dtype ``None``/``"auto"`` picks the hardware's fast dtype (``auto_dtype``: bfloat16 on GPUs and on CPUs
+    with native bf16 matmul, float32 on other CPUs) and records why; ``device_map="auto"`` spreads a large model over GPUs
     (accelerate). ``trust_remote_code`` is never set unless asked for.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -128,7 +173,7 @@ def load_model(spec: str | ModelSpec, *, revision: str | None = None, dtype: str
     if not isinstance(spec, ModelSpec):
         spec = parse_spec(spec, revision)
     device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, device)
+    torch_dtype, dtype_reason = resolve_dtype(dtype, device)
     source, prov = _resolve_source(spec)
     kw = {"revision": spec.revision} if spec.kind == "hub" and spec.revision else {}
     try:
@@ -160,7 +205,7 @@ def load_model(spec: str | ModelSpec, *, revision: str | None = None, dtype: str
     layout = detect_layout(model)
     tpl, kind = resolve_template(chat_template, tokenizer)
     chat = ChatFormatter(tokenizer, tpl, kind)
-    prov = {**prov, "chat_template_sha256": sha256_text(tpl)}
+    prov = {**prov, "chat_template_sha256": sha256_text(tpl), "dtype_reason": dtype_reason}
     if spec.kind == "hub":
         commit = getattr(config, "_commit_hash", None)
         if commit:
