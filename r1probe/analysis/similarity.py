@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from r1probe.probes.metrics import cohens_d
+
 
 def _np(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
@@ -57,10 +59,8 @@ def relative_depth_map(n_a: int, n_b: int) -> list[tuple[int, int]]:
 
 
 def separation(proj_pos, proj_neg) -> float:
-    """Cohen's d of two projection samples: (μ₊ − μ₋) / sqrt((σ₊² + σ₋²)/2)."""
-    p, q = _np(proj_pos), _np(proj_neg)
-    s = np.sqrt((p.var(ddof=1) + q.var(ddof=1)) / 2) if len(p) > 1 and len(q) > 1 else 0.0
-    return float((p.mean() - q.mean()) / s) if s > 0 else float("nan")
+    """Cohen's d of two projection samples: (μ₊ − μ₋) / sqrt((σ₊² + σ₋²)/2) (see :func:`r1probe.probes.metrics.cohens_d`)."""
+    return cohens_d(proj_pos, proj_neg)
 
 
 def auroc_along(acts, labels, direction) -> float:

@@ -134,7 +134,7 @@ def run_study(cfg: StudyConfig, *, force: bool = False, log: Callable[[str], Non
         if not res.get("chosen"):
             raise R1ProbeError("no candidate direction passed the selection filters; see probe.json")
         try:
-            from r1probe.probes.report import draw_report
+            from r1probe.analysis.probe_report import draw_report
 
             draw_report(path, path / "figures")
         except Exception as e:  # noqa: BLE001 - figures are a bonus of this stage, the report stage retries

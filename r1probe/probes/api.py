@@ -22,7 +22,7 @@ import torch
 
 from r1probe.errors import R1ProbeError
 from r1probe.probes import estimators as E
-from r1probe.probes.metrics import cell_report
+from r1probe.probes.metrics import cell_report, cohens_d
 from r1probe.probes.select import SelectConfig, cand_key, select_direction
 
 PROBE_FORMAT = "r1probe.probe/1"
@@ -40,9 +40,7 @@ def _json_safe(x):
 
 def separation(pos: torch.Tensor, neg: torch.Tensor, r: torch.Tensor) -> float:
     """Cohen's d of the projections ``x·r̂`` of the two classes (a cheap pre-ranking; see
-    :func:`r1probe.analysis.similarity.separation`)."""
-    from r1probe.analysis.similarity import separation as cohens_d
-
+    :func:`r1probe.probes.metrics.cohens_d`)."""
     u = r.double() / r.double().norm()
     return cohens_d((pos.double() @ u).numpy(), (neg.double() @ u).numpy())
 

@@ -102,7 +102,7 @@ def probe(ctx, **kw):
                      seed=kw["seed"], select=not kw["no_select"], progress=stderr_progress,
                      candidates=kw["candidates"])
     if kw["report"]:
-        from r1probe.probes.report import draw_report
+        from r1probe.analysis.probe_report import draw_report
 
         draw_report(kw["out"])
     cells = meta["cells"]
@@ -129,7 +129,7 @@ def probe(ctx, **kw):
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Figure folder (default: PROBE_DIR/figures).")
 def report(probe_dir, out):
     """Figures (PNG + PDF) of probe accuracy/AUROC per layer and bypass/induce/KL heatmaps."""
-    from r1probe.probes.report import draw_report
+    from r1probe.analysis.probe_report import draw_report
 
     paths = draw_report(probe_dir, out)
     for p in paths:

@@ -26,6 +26,22 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s))
 
 
+def cohens_d(proj_pos, proj_neg) -> float:
+    """Cohen's d of two projection samples: ``(μ₊ − μ₋) / sqrt((σ₊² + σ₋²) / 2)``.
+
+    Variances are unbiased (``ddof=1``); NaN when a class has fewer than two rows or both are constant.
+    """
+    p, q = _float64(proj_pos), _float64(proj_neg)
+    s = np.sqrt((p.var(ddof=1) + q.var(ddof=1)) / 2) if len(p) > 1 and len(q) > 1 else 0.0
+    return float((p.mean() - q.mean()) / s) if s > 0 else float("nan")
+
+
+def _float64(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to(torch.float64).cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
 def binary_metrics(y, scores, threshold: float | np.ndarray = 0.0) -> dict:
     """Accuracy, AUROC and F1 of ``scores > threshold`` against labels ``y`` (1 = positive)."""
     from sklearn.metrics import f1_score

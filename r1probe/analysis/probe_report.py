@@ -1,6 +1,6 @@
 """Figures of a probe folder: probe accuracy/AUROC per layer, bypass/induce/KL heatmaps (PNG + PDF).
 
-Drawn with the project's publication style (``r1probe.analysis.style``), which ships a CJK font
+Drawn with the project's publication style (:mod:`r1probe.analysis.style`), which ships a CJK font
 (Noto Sans CJK SC via ``mplfonts``) so Chinese labels render.
 """
 
