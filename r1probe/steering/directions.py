@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -73,26 +74,58 @@ def chosen_key(tensors: dict, meta: dict) -> str:
                        f"(e.g. {', '.join(sorted(tensors)[:3])})")
 
 
+@dataclass
+class DirectionSet:
+    """The directions of one probe folder: the file's tensors, its ``probe.json`` and which key is chosen.
+
+    Weight edits and steering plans take their direction from here: ``get(None)`` / ``get("chosen")``
+    is the selected direction (``chosen_key``), ``get("layer12_pos-1")`` a named one.
+    """
+
+    path: Path                        # the .safetensors file
+    tensors: dict[str, torch.Tensor]  # float32, CPU
+    meta: dict                        # probe.json beside the file ({} when there is none)
+
+    @classmethod
+    def load(cls, path_or_dir: str | os.PathLike) -> "DirectionSet":
+        """Read a directions file or a folder holding ``directions.safetensors`` (and ``probe.json``)."""
+        f = directions_path(path_or_dir)
+        tensors = load_directions(f)
+        if not tensors:
+            raise R1ProbeError(f"{f}: the directions file is empty")
+        return cls(f, tensors, probe_meta(f))
+
+    @property
+    def chosen(self) -> str:
+        """The key that ``"chosen"`` means in this file."""
+        return chosen_key(self.tensors, self.meta)
+
+    def get(self, key: str | None = None, d_model: int | None = None) -> torch.Tensor:
+        """One direction ``[d]``: ``None``/``"chosen"`` for the selected one, else the named key.
+
+        ``d_model``: the model's hidden size; a mismatch raises one clear line.
+        """
+        f = self.path
+        k = self.chosen if key in (None, "chosen") else key
+        if k not in self.tensors:
+            raise R1ProbeError(f"{f}: no direction {k!r} (has {', '.join(sorted(self.tensors)[:6])}"
+                               f"{', ...' if len(self.tensors) > 6 else ''})")
+        t = self.tensors[k]
+        d = t.reshape(-1) if t.dim() == 2 and 1 in t.shape else t
+        if d.dim() != 1:
+            raise R1ProbeError(f"{f}: direction {k!r} has shape {tuple(d.shape)}, expected one vector [d]")
+        check_size(d, d_model, f"{f.name}:{k}")
+        return d
+
+
 def load_direction(path_or_dir: str | os.PathLike, key: str | None = None,
                    d_model: int | None = None) -> torch.Tensor:
-    """One direction ``[d]`` (float32) from a directions file or folder.
+    """One direction ``[d]`` (float32) from a directions file or folder (``DirectionSet.get``).
 
     ``key``: ``None``/``"chosen"`` for the selected direction, or e.g. ``"layer12_pos-1"``.
     ``d_model``: the model's hidden size; a mismatch raises one clear line.
     """
-    f = directions_path(path_or_dir)
-    tensors = load_directions(f)
-    if not tensors:
-        raise R1ProbeError(f"{f}: the directions file is empty")
-    k = chosen_key(tensors, probe_meta(f)) if key in (None, "chosen") else key
-    if k not in tensors:
-        raise R1ProbeError(f"{f}: no direction {k!r} (has {', '.join(sorted(tensors)[:6])}"
-                           f"{', ...' if len(tensors) > 6 else ''})")
-    d = tensors[k].reshape(-1) if tensors[k].dim() == 2 and 1 in tensors[k].shape else tensors[k]
-    if d.dim() != 1:
-        raise R1ProbeError(f"{f}: direction {k!r} has shape {tuple(d.shape)}, expected one vector [d]")
-    check_size(d, d_model, f"{f.name}:{k}")
-    return d
+    return DirectionSet.load(path_or_dir).get(key, d_model)
 
 
 def check_size(d: torch.Tensor, d_model: int | None, what: str = "direction") -> None:

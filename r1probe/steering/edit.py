@@ -19,6 +19,8 @@ All edits act on the matrices that *write* to the residual stream: the token emb
   ``λ r̂`` at this layer on harmful prompts" (CAST) with a linear, per-token gate.
 
 Edits change the model in place and return a record of what they did (for the model card).
+The registered edits (``r1probe.steering.edits``: settings, fitting, then these functions) are
+what ``r1probe edit``, the pipeline and scripts run.
 """
 
 from __future__ import annotations
@@ -181,12 +183,7 @@ def fit_read_vector(pos: torch.Tensor, neg: torch.Tensor | None = None, *, neg_g
     return (P @ c).float()
 
 
-def edit_record_summary(records: list[dict]) -> str:
-    """One line per edit for logs and the model card."""
-    return "; ".join(", ".join(f"{k}={v}" for k, v in r.items()) for r in records)
-
-
-# ---- safety enhancement: fit a read vector on the model's own activations, then write it in ----
+# ---- the activations a read vector is fitted on ----
 
 @torch.no_grad()
 def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, writer: str = "mlp",
@@ -225,30 +222,3 @@ def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, write
         else:
             rows.extend(keep)
     return (G, n) if gram else torch.cat(rows)
-
-
-def enhance(lm, direction: torch.Tensor, harmful: Sequence[str], benign_texts: Sequence[Sequence[int]], *,
-            layer: int, lam: float, writer: str = "mlp", post_tokens: int | None = None,
-            ridge: float = 1e-2, null_energy: float = 0.99, batch_size: int = 16) -> dict:
-    """Safety enhancement in the weights: ``W_L ← W_L + λ r̂ aᵀ`` with a fitted read vector ``a``.
-
-    ``a`` is fitted (``fit_read_vector``) so that ``a·z ≈ 1`` at the post-instruction tokens of the
-    ``harmful`` prompts and ``a·z ≈ 0`` on every token of ``benign_texts`` (token lists: harmless
-    prompts with their replies, maths solutions...), with ``z`` the input of layer ``layer``'s
-    ``writer`` projection. The block then writes ``λ (a·z) r̂``: about ``λ r̂`` where the model reads
-    a harmful request, about nothing on benign text. This approximates the conditional run-time plan
-    "add ``λ r̂`` at the output of block ``layer`` on harmful prompts" (CAST) with a linear gate.
-    """
-    check_size(direction, lm.layout.d_model)
-    if post_tokens is None:
-        post_tokens = max(1, len(lm.chat.post_instruction_positions(lm.chat.format("x"), "x")))
-    pos = writer_inputs(lm, layer, [lm.chat.encode(lm.chat.format(p)) for p in harmful], writer=writer,
-                        last=post_tokens, batch_size=batch_size)
-    G, n = writer_inputs(lm, layer, benign_texts, writer=writer, gram=True, batch_size=batch_size)
-    a = fit_read_vector(pos, neg_gram=G, ridge=ridge, null_energy=null_energy)
-    rec = rank1(lm, direction, layer, a, lam, writer=writer)
-    gn = max(0.0, float((a.double() @ G @ a.double()) / max(n, 1))) ** 0.5  # G is PSD up to rounding
-    rec.update({"op": "enhance", "method": "rank-1 read/write (AlphaSteer-style, null space of benign tokens)",
-                "n_harmful": len(harmful), "post_tokens": post_tokens, "n_benign_tokens": n, "ridge": ridge,
-                "null_energy": null_energy, "fit_harmful_mean": float((pos @ a).mean()), "fit_benign_rms": gn})
-    return rec

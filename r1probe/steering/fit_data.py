@@ -1,28 +1,38 @@
-"""The texts the rank-one enhancement (``edit.enhance``) is fitted on, by default.
+"""The texts the rank-one read/write edit (``rank1-gate``) is fitted on: built-in splits or prompt files.
 
 Harmful side: the prompts of a harmful set's *train* split (built-in ``zh-harmful``: 362 prompts),
 read at their post-instruction tokens. Benign side, every token of: the harmless set's train-split
 prompts (chat-formatted, no reply) and the first ``n_gsm`` GSM8K *train* problems with their worked
 solutions (solution cut at ``gsm_tokens`` tokens), so the read vector stays silent on ordinary
 requests and on mathematical reasoning. None of these overlap the evaluation items (held-out
-harmless test split, CHiSafetyBench, GSM8K test). This is the data behind the enhanced export
-measured in ``r1probe/steering/README.md``.
+harmless test split, CHiSafetyBench, GSM8K test).
 
 ``borderline=N`` also adds the first ``N`` prompts of the Chinese borderline *contrast* split
 (``r1probe.data.borderline``: CValues questions on sensitive topics that should be answered, disjoint
 from its ``report`` split) to the benign side, so the read vector learns to stay silent on sensitive
 but answerable requests too.
+
+``file_fit_data`` fits on prompt files instead (``read_prompts``: JSON, JSONL or CSV; benign rows
+followed by their answer when they have one).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
+
+from r1probe.errors import DataError
+
+PROMPT_FIELDS = ("prompt", "instruction", "question", "text", "goal", "input")
+ANSWER_FIELDS = ("answer", "std_answer", "response", "output", "completion", "target")
 
 
 @dataclass
 class FitData:
-    harmful: list[str]               # raw prompts (edit.enhance formats them)
+    harmful: list[str]               # raw prompts (the edit chat-formats them)
     benign: list[list[int]]          # token ids, chat-formatted
     description: str                 # for the model card
 
@@ -55,3 +65,58 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
         benign += [lm.chat.encode(lm.chat.format(it.text)) for it in border]
         desc += f" + CValues borderline contrast split 1-{len(border)} (prompts)"
     return FitData(harm, benign, desc)
+
+
+def read_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
+    """Prompts from a JSON list, JSONL or CSV file: rows ``{"id", "prompt"[, "answer"]}``.
+
+    The prompt is the first of ``PROMPT_FIELDS`` present, the answer the first of ``ANSWER_FIELDS``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"prompt file not found: {p}")
+    text = p.read_text("utf-8")
+    rows: list
+    if p.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+    else:
+        try:
+            obj = json.loads(text)
+            rows = obj if isinstance(obj, list) else obj.get("data") or obj.get("prompts") or []
+        except json.JSONDecodeError:
+            try:
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}: neither JSON nor JSONL ({e})") from e
+    out = []
+    for i, r in enumerate(rows):
+        if isinstance(r, str):
+            out.append({"id": str(i), "prompt": r})
+            continue
+        key = next((k for k in PROMPT_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
+        if key is None:
+            raise DataError(f"{p}: row {i} has none of the fields {', '.join(PROMPT_FIELDS)}")
+        row = {"id": str(r.get("id", i)), "prompt": r[key].strip()}
+        ans = next((r[k] for k in ANSWER_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
+        if ans is not None:
+            row["answer"] = ans
+        out.append(row)
+    if not out:
+        raise DataError(f"{p}: no prompts")
+    return out[:limit] if limit else out
+
+
+def file_fit_data(lm, harmful: str | os.PathLike, benign, benign_limit: int = 150,
+                  answer_tokens: int = 96) -> FitData:
+    """Harmful prompts of one file vs benign token lists of files: the first ``benign_limit`` prompts of each,
+    chat-formatted, followed by their answer (cut at ``answer_tokens`` tokens) when the row has one."""
+    harm = [r["prompt"] for r in read_prompts(harmful)]
+    texts = []
+    for f in benign:
+        for r in read_prompts(f, benign_limit):
+            ids = lm.chat.encode(lm.chat.format(r["prompt"]))
+            if r.get("answer"):
+                ids = ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:answer_tokens]
+            texts.append(ids)
+    desc = f"harmful: {harmful}; benign: {', '.join(map(str, benign))} (first {benign_limit} each)"
+    return FitData(harm, texts, desc)

@@ -35,6 +35,28 @@ METRICS = ("projection", "cosine", "dot")
 Direction = "torch.Tensor | str"
 
 
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """``"12"``, ``"8,10,12"``, ``"8-15"``, ``"all"`` or negative offsets -> layer indices (order kept)."""
+    if spec.strip() == "all":
+        return list(range(n_layers))
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError as e:
+            raise R1ProbeError(f"--layer {spec!r}: use e.g. 12, 8,10,12, 8-15 or all") from e
+    if not out:
+        raise R1ProbeError(f"--layer {spec!r}: no layers")
+    return out
+
+
 def _direction_ok(d, what: str):
     if isinstance(d, str):
         if not d:
