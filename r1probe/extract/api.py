@@ -12,23 +12,12 @@ from r1probe.data.prompts import PromptSet
 from r1probe.errors import DataError
 from r1probe.extract import heap
 from r1probe.extract.backends import canonical_backend, get_backend
-from r1probe.extract.batching import (Encoded, auto_token_budget, build_gather, encode_prompts, left_pad,
-                                      plan_batches, plan_shards, position_ids)
+from r1probe.extract.batching import auto_token_budget, encode_prompts, plan_batches, plan_shards
+from r1probe.extract.read import capture_keys, read_batches
 from r1probe.extract.spec import ExtractError, parse_layers, parse_positions, parse_sites
 from r1probe.extract.store import EMBED, ActivationStore, StoreWriter, label_counts, layer_name, tensor_key
 from r1probe.models.loader import DTYPES, model_provenance
 from r1probe.provenance import base_manifest, sha256_json
-
-_SITE_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
-
-
-def capture_keys(layers: Sequence[int], sites: Sequence[str]) -> list[tuple[str, int]]:
-    """``(site, layer)`` pairs in execution order; the embedding layer (-1) exists only as ``resid_post``."""
-    keys = [(s, l) for l in layers for s in sites if l != EMBED or s == "resid_post"]
-    if not keys:
-        raise ExtractError("nothing to capture: layer 'embed' only has the resid_post site")
-    return sorted(keys, key=lambda k: (k[1], _SITE_ORDER[k[0]]))
-
 
 def _as_sets(prompts) -> list[PromptSet]:
     if isinstance(prompts, PromptSet):
@@ -164,31 +153,26 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
     t0 = time.perf_counter()
     bar = tqdm(total=n_pending, unit="prompt", desc=f"extract ({backend})", disable=not progress)
     heap.pin_mmap_threshold()  # shards must not fragment the heap (see r1probe.extract.heap)
+
+    def extend(rows, ids, mask):  # --generate: the batch grows by its greedy continuation
+        new, gen_lens = _generate(lm, ids, mask, generate, eos, pad)
+        gmask = torch.tensor([[1 if k < g else 0 for k in range(new.shape[1])] for g in gen_lens], dtype=mask.dtype)
+        gen_texts.extend(tok.decode(new[r, :g], skip_special_tokens=True) for r, g in enumerate(gen_lens))
+        return torch.cat([ids, new.to(device)], 1), torch.cat([mask, gmask.to(device)], 1), gen_lens
+
     with get_backend(backend)(lm, keys) as be:
         for si in pending:
-            parts: dict[str, list[torch.Tensor]] = {tensor_key(s, l): [] for s, l in keys}
+            parts: dict[tuple[str, int], list[torch.Tensor]] = {k: [] for k in keys}
             gen_texts: list[str] | None = [] if generate else None
+
+            def sink(rows, acts):  # the store's shard is the sink of the reader
+                for k, v in acts.items():
+                    parts[k].append(v.to("cpu", sdtype))
+                bar.update(len(rows))
             # a batch of `generate` grows by the generated tokens: size the budget on the full width
-            for batch in plan_batches(shards[si], [lengths[i] + generate for i in range(len(lengths))],
-                                      fixed, budget):
-                be_encs: list[Encoded] = [encs[i] for i in batch]
-                ids, mask = left_pad([e.ids for e in be_encs], pad)
-                ids, mask = ids.to(device), mask.to(device)
-                width_prompt = ids.shape[1]
-                gen_lens = None
-                if generate:
-                    new, gen_lens = _generate(lm, ids, mask, generate, eos, pad)
-                    gmask = torch.tensor([[1 if k < g else 0 for k in range(new.shape[1])] for g in gen_lens],
-                                         dtype=mask.dtype)
-                    gen_texts.extend(tok.decode(new[r, :g], skip_special_tokens=True) for r, g in enumerate(gen_lens))
-                    ids = torch.cat([ids, new.to(device)], 1)
-                    mask = torch.cat([mask, gmask.to(device)], 1)
-                gather = build_gather(names, be_encs, ids.shape[1], width_prompt, gen_lens).to(device)
-                out = be.run(ids, mask, position_ids(mask), gather)
-                for k in parts:
-                    parts[k].append(out[k].to("cpu", sdtype))
-                bar.update(len(batch))
-            writer.write(si, {k: torch.cat(v, 0) for k, v in parts.items()}, generated=gen_texts)
+            batches = plan_batches(shards[si], [lengths[i] + generate for i in range(len(lengths))], fixed, budget)
+            read_batches(be, lm, encs, batches, names, keys, sink, generate=extend if generate else None)
+            writer.write(si, {tensor_key(*k): torch.cat(v, 0) for k, v in parts.items()}, generated=gen_texts)
             del parts
             heap.trim()
     bar.close()
