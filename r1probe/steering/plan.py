@@ -1,7 +1,7 @@
 """Steering plans: which transform applies at which layers, sites and tokens; saved as JSON.
 
-A plan is a list of ``SteeringStep``s. Each step names an op (``add`` / ``ablate`` / ``clamp`` /
-``amplify``),
+A plan is a list of ``SteeringStep``s. Each step names an op (a registered transform,
+``transforms.TRANSFORMS``: ``add`` / ``ablate`` / ``clamp`` / ``amplify`` built in),
 the layers, a direction (a tensor, or a name such as ``"chosen"`` or ``"layer12_pos-1"``
 resolved from the plan's ``directions`` file), its strength (``alpha`` for add, ``value`` for
 clamp), the tokens it touches (``prompt`` / ``generated`` / ``both``), the site, and an optional
@@ -26,8 +26,8 @@ from typing import Sequence
 import torch
 
 from r1probe.errors import R1ProbeError
+from r1probe.steering.transforms import PARAMS, TRANSFORMS, get_transform
 
-OPS = ("add", "ablate", "clamp", "amplify")
 TOKENS = ("prompt", "generated", "both")
 SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 METRICS = ("projection", "cosine", "dot")
@@ -55,6 +55,14 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     if not out:
         raise R1ProbeError(f"--layer {spec!r}: no layers")
     return out
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _names(names: list[str]) -> str:
+    return " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _direction_ok(d, what: str):
@@ -125,8 +133,7 @@ class SteeringStep:
     condition: Condition | None = None
 
     def __post_init__(self):
-        if self.op not in OPS:
-            raise R1ProbeError(f"steering op {self.op!r}: choose one of {', '.join(OPS)}")
+        transform = get_transform(self.op)
         if isinstance(self.layers, int):
             self.layers = (self.layers,)
         try:
@@ -140,18 +147,14 @@ class SteeringStep:
         if self.site not in SITES:
             raise R1ProbeError(f"steering site {self.site!r}: choose one of {', '.join(SITES)}")
         self.direction = _direction_ok(self.direction, f"{self.op} step")
-        if self.op in ("add", "amplify"):
-            if self.alpha is None:
-                raise R1ProbeError(f"an {self.op} step needs alpha (the strength)")
-            self.alpha = float(self.alpha)
-        elif self.alpha is not None:
-            raise R1ProbeError(f"alpha is only for add and amplify steps (got alpha with {self.op})")
-        if self.op == "clamp":
-            if self.value is None:
-                raise R1ProbeError("a clamp step needs value (the target projection)")
-            self.value = float(self.value)
-        elif self.value is not None:
-            raise R1ProbeError(f"value is only for clamp steps (got value with {self.op})")
+        for p, what in PARAMS.items():
+            users = [t.name for t in TRANSFORMS.values() if p in t.params]
+            if p in transform.params:
+                if getattr(self, p) is None:
+                    raise R1ProbeError(f"{_a(self.op)} {self.op} step needs {p} ({what})")
+                setattr(self, p, float(getattr(self, p)))
+            elif getattr(self, p) is not None:
+                raise R1ProbeError(f"{p} is only for {_names(users)} steps (got {p} with {self.op})")
         if isinstance(self.condition, dict):
             self.condition = Condition(**self.condition)
         if self.condition is not None and self.tokens != "generated":

@@ -57,9 +57,9 @@ def untuple(out) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
 
 @dataclass
 class _Step:
-    op: str
+    transform: T.Transform
     unit: torch.Tensor  # float32, on the model's device
-    strength: float
+    params: dict  # the transform's parameters (floats), from the plan step
     tokens: str
     cond: int | None  # index into handle.conditions
 
@@ -165,14 +165,7 @@ class SteeringHandle:
             tm = self._token_mask(s.tokens)
             if tm is False:
                 continue
-            if s.op == "add":
-                new = T.add(h, s.unit, s.strength, normalized=True)
-            elif s.op == "ablate":
-                new = T.ablate(h, s.unit, normalized=True)
-            elif s.op == "amplify":
-                new = T.amplify(h, s.unit, s.strength, normalized=True)
-            else:
-                new = T.clamp(h, s.unit, s.strength, normalized=True)
+            new = s.transform.apply(h, s.unit, normalized=True, **s.params)
             if tm is not True:
                 new = T.where_tokens(new, h, tm)
             if s.cond is not None:
@@ -230,14 +223,15 @@ def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
                 cond_index[key] = len(handle.conditions) - 1
             ci = cond_index[key]
         u = T.unit(st.direction).to(dev)
-        strength = st.alpha if st.op in ("add", "amplify") else (st.value if st.op == "clamp" else 0.0)
+        transform = T.get_transform(st.op)
+        params = {p: float(getattr(st, p)) for p in transform.params}
         for lay in st.layers:
             li = _resolve_layer(lay, n, f"step {k} ({st.op})")
             if ci is not None and st.tokens != "generated" and (
                     li < handle.conditions[ci].layer):
                 raise R1ProbeError(f"step {k}: a conditional step on prompt tokens acts at layer {li}, "
                                    f"before its condition layer {handle.conditions[ci].layer}")
-            by_site.setdefault((li, st.site), []).append(_Step(st.op, u, float(strength or 0.0), st.tokens, ci))
+            by_site.setdefault((li, st.site), []).append(_Step(transform, u, params, st.tokens, ci))
     handle.gates = [None] * len(handle.conditions)
     handle.scores = [None] * len(handle.conditions)
     cond_layers = {c.layer for c in handle.conditions}

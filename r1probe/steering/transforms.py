@@ -12,9 +12,17 @@ Invariants (tested in ``tests/test_steering_transforms.py``):
 - ``proj(clamp(h, d, v), d) == v``; ``clamp(h, d, 0) == ablate(h, d)``
 - ``proj(amplify(h, d, b), d) == (1 + b) proj(h, d)``; ``amplify(h, d, -1) == ablate(h, d)``
 - the component of ``h`` orthogonal to ``d̂`` is left unchanged by all three.
+
+The registry ``TRANSFORMS`` names the transforms a steering plan can use (``SteeringStep.op``):
+plan validation, the hook runtime and ``r1probe steer --op`` all read it. A transform's parameters
+are fields of its plan step (``PARAMS``: ``alpha``, a strength, and ``value``, a target projection).
+Adding one is a module with the pure function plus one ``register_transform`` line.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -133,4 +141,69 @@ def where_tokens(h_new: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> to
     return torch.where(mask.unsqueeze(-1).to(h.device), h_new, h)
 
 
-OPS = {"add": add, "ablate": ablate, "clamp": clamp, "amplify": amplify}
+# ---- the registry of steering transforms ----------------------------------------------------
+
+#: the parameters a plan step can carry, with what they mean (step field -> help)
+PARAMS = {"alpha": "the strength", "value": "the target projection"}
+
+
+@runtime_checkable
+class Transform(Protocol):
+    """A steering transform: a pure function of hidden states ``h`` ``[..., d]`` and a direction ``d``.
+
+    ``apply(h, d, normalized=False, **params)`` returns a *new* tensor of ``h``'s shape and dtype;
+    ``normalized=True`` says ``d`` is already the float32 unit vector (the runtime normalises once).
+    ``params`` names the plan-step fields it takes (a subset of ``PARAMS``), passed as keywords.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    summary: str
+
+    def apply(self, h: torch.Tensor, d: torch.Tensor, *, normalized: bool = False, **params) -> torch.Tensor:
+        ...
+
+
+@dataclass(frozen=True)
+class FunctionTransform:
+    """A ``Transform`` from a pure function ``fn(h, d, *params, normalized=False)`` (params in order)."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    params: tuple[str, ...] = ()
+    summary: str = ""
+
+    def apply(self, h: torch.Tensor, d: torch.Tensor, *, normalized: bool = False, **params) -> torch.Tensor:
+        return self.fn(h, d, *(params[p] for p in self.params), normalized=normalized)
+
+
+TRANSFORMS: dict[str, Transform] = {}
+
+
+def register_transform(t: Transform) -> Transform:
+    """Add ``t`` to ``TRANSFORMS`` (its name must be new and its params fields of a plan step)."""
+    for attr in ("name", "params", "summary", "apply"):
+        if not hasattr(t, attr):
+            raise R1ProbeError(f"steering transform {t!r} has no {attr}")
+    if t.name in TRANSFORMS:
+        raise R1ProbeError(f"steering transform {t.name!r} is already registered")
+    bad = [p for p in t.params if p not in PARAMS]
+    if bad:
+        raise R1ProbeError(f"steering transform {t.name!r}: parameters {bad} are not step fields "
+                           f"({', '.join(PARAMS)})")
+    TRANSFORMS[t.name] = t
+    return t
+
+
+def get_transform(name: str) -> Transform:
+    """The registered transform ``name``; an unknown name raises one line listing the choices."""
+    try:
+        return TRANSFORMS[name]
+    except (KeyError, TypeError):
+        raise R1ProbeError(f"steering op {name!r}: choose one of {', '.join(TRANSFORMS)}") from None
+
+
+register_transform(FunctionTransform("add", add, ("alpha",), "h + alpha d^ (activation addition)"))
+register_transform(FunctionTransform("ablate", ablate, (), "h - (h.d^) d^ (directional ablation)"))
+register_transform(FunctionTransform("clamp", clamp, ("value",), "h + (value - h.d^) d^ (projection set to value)"))
+register_transform(FunctionTransform("amplify", amplify, ("alpha",), "h + alpha (h.d^) d^ (projection scaled by 1 + alpha)"))
