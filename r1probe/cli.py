@@ -1,14 +1,18 @@
 """The ``r1probe`` command line: a thin layer over the Python API.
 
-Each verb lives next to the API it calls (``r1probe/<pkg>/commands.py``) and is
-imported only when invoked, so ``r1probe --help`` stays fast.
+Each verb lives next to the API it calls (``r1probe/<pkg>/commands.py``) and is imported only when
+invoked. ``r1probe --help`` lists the verbs with the first line of each command's help read from the
+source (no verb module is imported), so it stays fast. A verb whose module fails to import is an
+error naming the verb and the module, never a silently missing verb.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -31,27 +35,76 @@ VERBS = {
     "run": "r1probe.analysis.commands:run",
 }
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class VerbImportError(ImportError):
+    """A verb's module or command could not be loaded (a bug in the installation, not in the input)."""
+
+
+def load_verb(name: str) -> click.Command | None:
+    """The click command of verb ``name`` (``None`` for an unknown verb); raises :class:`VerbImportError`
+    naming the verb when its module does not import or lacks the command."""
+    target = VERBS.get(name)
+    if target is None:
+        return None
+    mod, attr = target.split(":")
+    try:
+        module = importlib.import_module(mod)
+    except Exception as e:  # noqa: BLE001 - reported with the verb's name; the cause stays chained
+        raise VerbImportError(f"the '{name}' verb cannot be loaded: importing {mod} failed: "
+                              f"{type(e).__name__}: {e}") from e
+    command = getattr(module, attr, None)
+    if not isinstance(command, click.Command):
+        raise VerbImportError(f"the '{name}' verb cannot be loaded: {mod} has no click command {attr!r}")
+    return command
+
+
+def verb_help(name: str) -> str:
+    """The help text of verb ``name`` read from its module's source without importing it: the
+    ``short_help``/``help`` argument of the decorator, else the function's docstring. Falls back to
+    importing the command when the source does not define it as a decorated function."""
+    mod, attr = VERBS[name].split(":")
+    rel = Path(*mod.split(".")[1:])
+    for path in (_PACKAGE_DIR / rel.with_suffix(".py"), _PACKAGE_DIR / rel / "__init__.py"):
+        if path.is_file():
+            found = _help_in_source(path.read_text(encoding="utf-8"), attr)
+            if found is not None:
+                return found
+            break
+    command = load_verb(name)
+    return command.short_help or command.help or ""
+
+
+def _help_in_source(source: str, attr: str) -> str | None:
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == attr and node.decorator_list:
+            for dec in node.decorator_list:  # @click.command(...) / @click.group(...) / @group.command(...)
+                func = getattr(dec, "func", None)
+                name = getattr(func, "attr", getattr(func, "id", ""))
+                if name not in ("command", "group"):
+                    continue
+                for kw in dec.keywords:
+                    if kw.arg in ("short_help", "help") and isinstance(kw.value, ast.Constant):
+                        return str(kw.value.value)
+            return ast.get_docstring(node) or ""
+    return None
+
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return [v for v in VERBS if self._load(v) is not None]
+        return list(VERBS)
 
     def get_command(self, ctx, name):
-        return self._load(name)
+        return load_verb(name)
 
-    @staticmethod
-    def _load(name):
-        target = VERBS.get(name)
-        if target is None:
-            return None
-        mod, attr = target.split(":")
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name and mod.startswith(e.name):  # verb not built yet
-                return None
-            raise
-        return getattr(module, attr, None)
+    def format_commands(self, ctx, formatter):
+        if not VERBS:
+            return
+        limit = formatter.width - 6 - max(len(v) for v in VERBS)
+        rows = [(v, click.utils.make_default_short_help(verb_help(v).split("\f", 1)[0], limit)) for v in VERBS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

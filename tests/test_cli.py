@@ -51,3 +51,40 @@ def test_tiny_model_show(tiny_llama):
     r = run("models", "show", str(tiny_llama), "--dtype", "float32")
     assert r.returncode == 0, r.stderr
     assert "llama" in r.stdout and "float32" in r.stdout
+
+
+def test_help_imports_no_verb_module():
+    code = ("import sys\nfrom r1probe.cli import VERBS, main\nmain(['--help'])\n"
+            "loaded = sorted({t.split(':')[0] for t in VERBS.values()} & set(sys.modules))\n"
+            "print('LOADED', loaded, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "LOADED [] False" in r.stdout
+
+
+def test_help_lists_every_verb_with_its_own_summary():
+    import inspect
+
+    from r1probe.cli import VERBS, load_verb, verb_help
+
+    for verb in VERBS:
+        command = load_verb(verb)
+        own = inspect.cleandoc(command.short_help or command.help or "")
+        assert inspect.cleandoc(verb_help(verb)) == own, verb
+
+
+def test_a_broken_verb_fails_loudly(monkeypatch, capsys):
+    from r1probe import cli
+
+    monkeypatch.setitem(cli.VERBS, "broken", "r1probe.no_such_module:broken")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["broken"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "'broken' verb" in err and "r1probe.no_such_module" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+    monkeypatch.setitem(cli.VERBS, "broken", "r1probe.errors:no_such_command")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["broken"])
+    assert e.value.code == 1 and "no_such_command" in capsys.readouterr().err
