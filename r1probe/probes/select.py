@@ -33,60 +33,53 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Literal, Sequence
 
+import pydantic
 import torch
+from pydantic import Field
 
 from r1probe.errors import R1ProbeError
 from r1probe.probes import refusal as R
+from r1probe.settings import Settings, SettingsError, one_line
 
 SCORES = ("lookahead", "first_token", "generation")
 INDUCE_SCORES = ("first_token", "generation")
 ABLATIONS = ("directional", "affine", "affine-downstream")
 
 
-@dataclass
-class SelectConfig:
-    """Thresholds and sizes of the causal search (all configurable from the CLI)."""
+class SelectConfig(Settings):
+    """Thresholds and sizes of the causal search (every field is a flag of ``r1probe probe``)."""
 
-    max_layer_frac: float = 0.8
-    kl_max: float = 0.1
-    induce_min: float = 0.0
-    score: str = "lookahead"
-    n_val: int = 32
-    gen_tokens: int = 24
-    verify_top: int = 1
-    batch_size: int = 16
-    max_candidates: int = 0
-    ablation: str = "directional"
-    induce_scale: float = 1.0
-    n_reference: int = 64
-    induce_score: str = "first_token"
-    auroc_min: float = 0.0
+    max_layer_frac: float = Field(0.8, gt=0, le=1, description="Drop candidates at layers >= this fraction of the layer count.")
+    kl_max: float = Field(0.1, ge=0, description="Drop candidates whose ablation KL on harmless prompts exceeds this.")
+    induce_min: float = Field(0.0, description="Drop candidates whose induce score is <= this (a rate with induce_score=generation).")
+    score: Literal["lookahead", "first_token", "generation"] = Field(
+        "lookahead", description="Refusal score of the bypass search: lookahead (refusal phrase after the model's own "
+                                 "restatement), first_token (refusal_direction) or generation (keyword judge; slow).")
+    n_val: int = Field(32, ge=1, description="Validation prompts per side.")
+    gen_tokens: int = Field(24, ge=1, description="Greedy tokens for generation scores.")
+    verify_top: int = Field(1, ge=0, description="Re-check the best N candidates with generated refusal rates (0: off).")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward pass of the search.")
+    max_candidates: int = Field(0, ge=0, description="Score at most N candidates, pre-ranked by probe separation (0: all).")
+    ablation: Literal["directional", "affine", "affine-downstream"] = Field(
+        "directional", description="Bypass intervention: directional ablation, affine (ACE) at every block input, "
+                                   "or affine after the direction's own layer.")
+    induce_scale: float = Field(1.0, gt=0, allow_inf_nan=False, description="Induce strength s in alpha = s * ||r||.")
+    n_reference: int = Field(64, ge=1, description="Harmless train prompts for the affine references.")
+    induce_score: Literal["first_token", "generation"] = Field(
+        "first_token", description="Induce score: first-token refusal log-odds, or the keyword-judged refusal rate of "
+                                   "gen_tokens greedy tokens.")
+    auroc_min: float = Field(0.0, ge=0, le=1, description="Skip cells whose difference-in-means probe AUROC is below this.")
 
-    def __post_init__(self):
-        if self.score not in SCORES:
-            raise R1ProbeError(f"--score {self.score!r}: choose from {', '.join(SCORES)}")
-        if self.induce_score not in INDUCE_SCORES:
-            raise R1ProbeError(f"--induce-score {self.induce_score!r}: choose from {', '.join(INDUCE_SCORES)}")
-        if not 0 <= self.auroc_min <= 1:
-            raise R1ProbeError("--auroc-min must be in [0, 1]")
-        if self.ablation not in ABLATIONS:
-            raise R1ProbeError(f"--ablation {self.ablation!r}: choose from {', '.join(ABLATIONS)}")
-        if not (self.induce_scale > 0 and math.isfinite(self.induce_scale)):
-            raise R1ProbeError("--induce-scale must be a positive number")
-        if self.n_reference < 1:
-            raise R1ProbeError("--n-reference must be >= 1")
-        if not 0 < self.max_layer_frac <= 1:
-            raise R1ProbeError("--max-layer-frac must be in (0, 1]")
-        if self.kl_max < 0:
-            raise R1ProbeError("--kl-max must be >= 0")
-        for k in ("n_val", "gen_tokens", "batch_size"):
-            if getattr(self, k) < 1:
-                raise R1ProbeError(f"--{k.replace('_', '-')} must be >= 1")
-        if self.verify_top < 0 or self.max_candidates < 0:
-            raise R1ProbeError("--verify-top and --max-candidates must be >= 0")
+    #: the key prefix of this model's errors
+    _where: ClassVar[str] = "select"
+
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as e:
+            raise SettingsError(one_line(e, self._where)) from None
 
 
 def cand_key(layer: int, pos) -> str:
@@ -327,5 +320,5 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
         c = candidates[chosen]
         plans = {"bypass": search.bypass_plan(c["direction"], int(c["layer"]), site),
                  "induce": search.induce_plan(c["direction"], int(c["layer"]), site)}
-    return {"config": asdict(cfg), "baseline": search.baseline, "scores": scores, "chosen": chosen,
+    return {"config": cfg.model_dump(), "baseline": search.baseline, "scores": scores, "chosen": chosen,
             "reason": reason, "n_scored": len(live), "seconds": round(time.time() - t0, 1), "_plans": plans}
