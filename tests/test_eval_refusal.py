@@ -74,3 +74,26 @@ def test_flags_and_custom_judge():
     assert out[0].verdict.label == 3 and out[1].answer_judged is None
     assert j.seen == [("q1", COMPLY, None)]  # the unterminated reply's (absent) answer is not judged
     assert judge_refusal(COMPLY, judge=j, question="q").refused
+
+
+def test_runner_records_unterminated_as_its_own_outcome():
+    """An eval run judges through the rule: an unterminated reply has no label and is outside the rate."""
+    from r1probe.data.benchmarks import BenchItem
+    from r1probe.eval import runner
+    from r1probe.eval.benches import get_bench
+
+    class Canned:
+        thinks = True
+
+        def generate(self, reqs, max_new_tokens=None):
+            return [f"想一想</think>{REFUSE}", f"想一想</think>{COMPLY}", "我不能……还在想"][:len(reqs)]
+
+        def describe(self):
+            return {"engine": "canned"}
+
+    items = [BenchItem(id=k, text=k) for k in "abc"]
+    recs, entry = runner.run_bench(get_bench("xstest-safe"), Canned(), None, None, items=items)
+    assert [r["outcome"] for r in recs] == ["refusal", "compliance", "unterminated"]
+    assert [r["label"] for r in recs] == [2, 1, None] and recs[2]["refusal"] is False
+    assert entry["metrics"]["refusal_rate"] == 0.5 and abs(entry["metrics"]["unterminated_rate"] - 1 / 3) < 1e-12
+    assert entry["n"] == 3 and entry["n_judged"] == 2 and entry["n_unparsed"] == 0

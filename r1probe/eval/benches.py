@@ -1,4 +1,5 @@
-"""The benchmark registry: name → kind, loader, data files and default generation length."""
+"""The benchmark registry: name → kind (:mod:`r1probe.eval.kinds`), loader, data files and default
+generation length."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ from typing import Callable
 from r1probe.data import benchmarks as B
 from r1probe.errors import R1ProbeError
 
-#: kinds: refusal (CHiSafetyBench labels), overrefusal (refusal rate), mcq (log-likelihood),
-#: mcq-gen (generate + extract a letter), math (generate + extract + equivalence), nll (teacher-forced)
-KINDS = ("refusal", "overrefusal", "mcq", "mcq-gen", "math", "nll")
-
-
 @dataclass(frozen=True)
 class Bench:
+    """A benchmark: ``kind`` names its :class:`r1probe.eval.kinds.BenchKind` (how items are run,
+    judged and summarised); ``load(data_root)`` returns its items."""
+
     name: str
     kind: str
     load: Callable[[str | None], list]
@@ -25,17 +24,17 @@ class Bench:
     description: str = ""
 
 
-def _chisafety(kind: str):
+def _chisafety(part: str):
     def load(root):
         from r1probe.data import chisafety as cs
 
         csroot = Path(root) / "chisafetybench" if root is not None else None
         fn = {"refusal": cs.load_chisafety_refusal, "multiturn": cs.load_chisafety_multiturn,
-              "mcq": cs.load_chisafety_mcq}[kind]
+              "mcq": cs.load_chisafety_mcq}[part]
         out = []
         for p in fn(csroot):
-            opts = cs.mcq_options(p.text) if kind == "mcq" else None
-            text = p.text + ("\n请直接给出正确选项的字母。" if kind == "mcq" else "")
+            opts = cs.mcq_options(p.text) if part == "mcq" else None
+            text = p.text + ("\n请直接给出正确选项的字母。" if part == "mcq" else "")
             out.append(B.BenchItem(id=p.id, text=text, gold=None, category=p.category, history=p.history,
                                    options=opts))
         return out
@@ -99,6 +98,23 @@ BENCHES: dict[str, Bench] = {b.name: b for b in [
     Bench("or-bench", "overrefusal", B.load_or_bench, ("or_bench_hard/or_bench_hard_test.json",), 256,
           "OR-Bench-Hard test split (132, English): refusal rate (over-refusal)"),
 ]}
+
+
+def register_bench(bench: Bench) -> Bench:
+    """Add ``bench`` to :data:`BENCHES` (its kind must be registered); returns it."""
+    from r1probe.eval.kinds import get_kind
+
+    get_kind(bench.kind)
+    BENCHES[bench.name] = bench
+    return bench
+
+
+def uses_reasoning_budget(name: str) -> bool:
+    """True when benchmark ``name`` needs the long (reasoning) generation budget: its kind's
+    ``uses_reasoning_budget`` (the maths benches)."""
+    from r1probe.eval.kinds import get_kind
+
+    return bool(get_kind(get_bench(name).kind).uses_reasoning_budget)
 
 
 def get_bench(name: str) -> Bench:

@@ -76,7 +76,9 @@ def eval_cmd(**kw):
         engine = HFEngine(lm, max_new_tokens=kw["max_new_tokens"] or 256, batch_size=kw["batch_size"],
                           plan=kw["plan"])
     judge = None
-    if any(b.kind in ("refusal", "overrefusal") for b in benches):
+    from r1probe.eval.kinds import get_kind
+
+    if any(get_kind(b.kind).needs_judge for b in benches):
         from r1probe.eval.judges import make_judge
 
         js = kw["judge"]

@@ -1,5 +1,8 @@
 """Run benchmarks: generate (or score), judge, append per-sample JSONL, summarise.
 
+Everything that depends on a benchmark's kind (how a chunk of items becomes records, the
+metrics, the summary's extra fields) is looked up in :mod:`r1probe.eval.kinds`.
+
 Output folder layout::
 
     OUT/<bench>.jsonl   one record per item, appended (flushed + fsynced) as soon as it is judged
@@ -21,9 +24,8 @@ from typing import Callable, Sequence
 
 from r1probe.errors import DataError, R1ProbeError
 from r1probe.eval import metrics as M
-from r1probe.eval.answers import extract_choice, score_math
 from r1probe.eval.benches import Bench, select
-from r1probe.models.chat import split_reasoning
+from r1probe.eval.kinds import ChunkOptions, get_kind
 from r1probe.provenance import atomic_write_json, atomic_write_text, base_manifest, sha256_file
 
 
@@ -73,85 +75,8 @@ class ResultsFile:
 
 
 def metrics_for(bench: Bench, judge_sees_harm: bool, has_gold: bool = True) -> dict[str, M.Metric]:
-    if bench.kind == "refusal":
-        return M.chisafety_metrics(judge_sees_harm)
-    if bench.kind == "overrefusal":
-        return M.REFUSAL_RATE
-    if bench.kind in ("mcq", "mcq-gen", "math"):
-        return M.ACCURACY if has_gold else {}
-    if bench.kind == "nll":
-        return M.MEAN_NLL
-    raise R1ProbeError(f"unknown kind {bench.kind}")
-
-
-def _judge_replies(judge, items, replies, thinks: bool, judge_reasoning: bool) -> list[dict]:
-    splits = [split_reasoning(r, prompt_opened_think=thinks) for r in replies]
-    t = time.perf_counter()
-    verdicts = judge.judge_many([(it.text, sp.answer, it.history) for it, sp in zip(items, splits)])
-    rverdicts = None
-    if judge_reasoning:
-        rverdicts = judge.judge_many([(it.text, sp.reasoning, it.history) for it, sp in zip(items, splits)])
-    dt = (time.perf_counter() - t) / max(1, len(items))
-    out = []
-    for k, (it, raw, sp, v) in enumerate(zip(items, replies, splits, verdicts)):
-        rec = {"reasoning": sp.reasoning, "answer": sp.answer, "thought": sp.thought, "terminated": sp.terminated,
-               "label": v["label"], "refusal": v.get("refusal"), "judge_raw": v.get("raw"),
-               "judge_parsed": v.get("parsed", v["label"] is not None), "judge_s": dt}
-        if rverdicts is not None:
-            rv = rverdicts[k]
-            rec.update(reasoning_label=rv["label"], reasoning_refusal=rv.get("refusal"), reasoning_judge_raw=rv.get("raw"))
-        out.append(rec)
-    return out
-
-
-def _process_chunk(bench: Bench, engine, judge, items, *, max_new_tokens: int, judge_reasoning: bool,
-                   answers: dict | None) -> list[dict]:
-    t0 = time.perf_counter()
-    base = [{"id": it.id, "bench": bench.name, "category": it.category, "prompt": it.text,
-             **({"history": it.history} if it.history else {})} for it in items]
-    reqs = [(it.text, it.history) for it in items]
-    if bench.kind == "nll":
-        nll = engine.target_nll(reqs, [it.solution for it in items])
-        dt = (time.perf_counter() - t0) / len(items)
-        return [{**b, "nll": v, "gen_s": dt} for b, v in zip(base, nll)]
-    if bench.kind == "mcq":
-        letters = [it.options if it.options and len(it.options[0]) == 1 else
-                   [chr(65 + i) for i in range(len(it.options or "AB"))] for it in items]
-        lps = engine.choice_logprobs(reqs, letters)
-        dt = (time.perf_counter() - t0) / len(items)
-        out = []
-        for b, it, ls, lp in zip(base, items, letters, lps):
-            pred = ls[max(range(len(lp)), key=lp.__getitem__)]
-            gold = _gold(it, answers)
-            out.append({**b, "options": ls, "logprobs": lp, "pred": pred, "gold": gold,
-                        "correct": None if gold is None else pred == gold, "gen_s": dt})
-        return out
-    replies = engine.generate(reqs, max_new_tokens=max_new_tokens)
-    dt = (time.perf_counter() - t0) / len(items)
-    out = []
-    thinks = getattr(engine, "thinks", False)
-    if bench.kind in ("refusal", "overrefusal"):
-        judged = _judge_replies(judge, items, replies, thinks, judge_reasoning)
-        for b, r, j in zip(base, replies, judged):
-            out.append({**b, "reply": r, **j, "gen_s": dt})
-        return out
-    for b, it, r in zip(base, items, replies):
-        sp = split_reasoning(r, prompt_opened_think=thinks)
-        rec = {**b, "reply": r, "reasoning": sp.reasoning, "answer": sp.answer, "thought": sp.thought,
-               "terminated": sp.terminated, "gen_s": dt}
-        # an unterminated reasoning has no answer: score what there is (the reasoning) but flag it
-        text = sp.answer if sp.terminated else sp.reasoning
-        if bench.kind == "math":
-            pred, ok = score_math(text, it.gold)
-            rec.update(pred=pred, gold=it.gold, correct=ok)
-        else:  # mcq-gen
-            letters = "".join(it.options) if it.options and len(it.options[0]) == 1 else \
-                "ABCDEFGH"[:len(it.options or "AB")]
-            pred = extract_choice(text, letters)
-            gold = _gold(it, answers)
-            rec.update(pred=pred, gold=gold, correct=None if gold is None else pred == gold)
-        out.append(rec)
-    return out
+    """The metrics of ``bench``'s kind (:meth:`r1probe.eval.kinds.BenchKind.metrics`)."""
+    return get_kind(bench.kind).metrics(judge_sees_harm=judge_sees_harm, has_gold=has_gold)
 
 
 def _fingerprint(bench: Bench, engine, judge, mnt: int, judge_reasoning: bool, answers) -> dict:
@@ -159,10 +84,10 @@ def _fingerprint(bench: Bench, engine, judge, mnt: int, judge_reasoning: bool, a
     eng = {k: v for k, v in engine.describe().items() if k not in ("batch_size", "concurrency", "max_new_tokens")}
     if isinstance(eng.get("model"), dict):
         eng["model"] = {k: v for k, v in eng["model"].items() if k != "loaded_from"}
-    gen = bench.kind not in ("mcq", "nll")
+    kind = get_kind(bench.kind)
     return json.loads(json.dumps({
-        "bench": bench.name, "engine": eng, "max_new_tokens": mnt if gen else None,
-        "judge": judge.describe() if judge is not None and bench.kind in ("refusal", "overrefusal") else None,
+        "bench": bench.name, "engine": eng, "max_new_tokens": mnt if kind.generates else None,
+        "judge": judge.describe() if judge is not None and kind.needs_judge else None,
         "judge_reasoning": bool(judge_reasoning), "answers": sorted(answers.items()) if answers else None,
     }, default=str))
 
@@ -178,12 +103,6 @@ def _check_fingerprint(path: Path, fp: dict) -> None:
         atomic_write_json(path, fp)
 
 
-def _gold(it, answers):
-    if answers is not None:
-        return answers.get(it.id.split("/")[-1])
-    return it.gold
-
-
 def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | None = None, *,
               limit: int | None = None, seed: int | None = 0, data_root: str | None = None,
               max_new_tokens: int | None = None, chunk_size: int = 16, judge_reasoning: bool = False,
@@ -194,10 +113,11 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     With ``out_dir`` records are appended to ``out_dir/<bench>.jsonl`` as they are judged and
     ids already there are skipped (resume). ``items`` overrides the benchmark's loader.
     """
-    if bench.kind in ("refusal", "overrefusal") and judge is None:
-        from r1probe.eval.judges import KeywordJudge
+    kind = get_kind(bench.kind)
+    if kind.needs_judge and judge is None:
+        from r1probe.eval.judges.refusal import default_judge
 
-        judge = KeywordJudge()
+        judge = default_judge()
     t_start = time.perf_counter()
     all_items = select(items if items is not None else bench.load(data_root), limit, seed)
     if not all_items:
@@ -209,11 +129,11 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
                            _fingerprint(bench, engine, judge, mnt, judge_reasoning, answers))
     done = rf.load() if rf else {}
     todo = [it for it in all_items if it.id not in done]
+    opts = ChunkOptions(mnt, judge_reasoning, answers)
     new: dict[str, dict] = {}
     for k in range(0, len(todo), chunk_size):
         chunk = todo[k:k + chunk_size]
-        recs = _process_chunk(bench, engine, judge, chunk, max_new_tokens=mnt, judge_reasoning=judge_reasoning,
-                              answers=answers)
+        recs = kind.run_chunk(bench, engine, judge, chunk, opts)
         if rf:
             rf.append(recs)
         for r in recs:
@@ -221,33 +141,18 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
         if progress:
             progress(f"{bench.name}: {len(done) + len(new)}/{len(all_items)}")
     recs = [done.get(it.id) or new[it.id] for it in all_items]
-    has_gold = any(r.get("gold") is not None for r in recs) or bench.kind not in ("mcq", "mcq-gen")
-    if bench.kind in ("mcq", "mcq-gen") and has_gold:
-        recs_for_metrics = [r for r in recs if r.get("gold") is not None]
-    else:
-        recs_for_metrics = recs
+    has_gold = kind.has_gold(recs)
     sees = bool(getattr(judge, "sees_harm", False))
-    entry = M.summarize(recs_for_metrics, metrics_for(bench, sees, has_gold))
+    entry = M.summarize(kind.metric_records(recs, has_gold), kind.metrics(judge_sees_harm=sees, has_gold=has_gold))
     entry["n"] = len(recs)
     entry["kind"] = bench.kind
-    if bench.kind == "refusal" and not sees:
-        entry["metrics"] = {"HR": None, **entry["metrics"]}
-        entry["ci95"] = {"HR": None, **entry["ci95"]}
-        entry["notes"] = "HR unavailable: the keyword judge cannot see harm"
-    if bench.kind in ("mcq", "mcq-gen") and not has_gold:
-        entry["notes"] = "no answer key (pass --answers FILE): accuracy not reported"
-    if bench.kind in ("mcq-gen", "math"):
-        entry["metrics"]["extracted_rate"] = float(sum(r.get("pred") is not None for r in recs)) / len(recs)
-    if judge_reasoning and bench.kind in ("refusal", "overrefusal"):
-        rr = [r for r in recs if r.get("reasoning_label") is not None and r.get("reasoning")]
-        entry["metrics"]["reasoning_refusal_rate"] = (sum(r["reasoning_label"] in (2, 3) for r in rr) / len(rr)
-                                                      if rr else None)
+    kind.finish(entry, recs, judge=judge, judge_reasoning=judge_reasoning, has_gold=has_gold)
     gen = [r.get("gen_s") for r in recs if isinstance(r.get("gen_s"), (int, float)) and not math.isnan(r["gen_s"])]
     entry["timing"] = {"this_run_s": round(time.perf_counter() - t_start, 2), "new": len(new),
                        "resumed": len(all_items) - len(new),
                        "mean_gen_s_per_item": (sum(gen) / len(gen)) if gen else None}
-    entry["config"] = {"limit": limit, "seed": seed, "max_new_tokens": None if bench.kind in ("mcq", "nll") else mnt,
-                       "judge": judge.describe() if judge is not None and bench.kind in ("refusal", "overrefusal") else None,
+    entry["config"] = {"limit": limit, "seed": seed, "max_new_tokens": mnt if kind.generates else None,
+                       "judge": judge.describe() if judge is not None and kind.needs_judge else None,
                        "judge_reasoning": judge_reasoning, "data": _data_hashes(bench, data_root)}
     return recs, entry
 
@@ -353,7 +258,7 @@ def compare_runs(a: str | os.PathLike, b: str | os.PathLike, B: int = 1000, seed
         if bench is None:
             continue
         sees = all(s[name].get("metrics", {}).get("HR") is not None for s in (sa, sb))
-        has_gold = any(r.get("gold") is not None for r in ra[name].values()) or bench.kind not in ("mcq", "mcq-gen")
+        has_gold = get_kind(bench.kind).has_gold(list(ra[name].values()))
         for m, f in metrics_for(bench, sees, has_gold).items():
             res = M.paired_bootstrap(ra[name], rb[name], f, B=B, seed=seed)
             rows.append({"bench": name, "metric": m, **res})
