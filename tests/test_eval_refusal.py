@@ -97,3 +97,29 @@ def test_runner_records_unterminated_as_its_own_outcome():
     assert [r["label"] for r in recs] == [2, 1, None] and recs[2]["refusal"] is False
     assert entry["metrics"]["refusal_rate"] == 0.5 and abs(entry["metrics"]["unterminated_rate"] - 1 / 3) < 1e-12
     assert entry["n"] == 3 and entry["n_judged"] == 2 and entry["n_unparsed"] == 0
+
+
+def test_selection_judge_matches_the_keyword_rule_on_replies_that_close_their_reasoning():
+    """probes.refusal.judge (the selection's generation/lookahead checks) goes through the rule; on a
+    non-thinking model's replies (no <think>) and on closed R1 replies with an answer its verdicts equal
+    the keyword judge on the answer; it differs only where the reasoning never closed (now 0) or closed
+    with an empty answer (judged empty: 0)."""
+    import json
+    from pathlib import Path
+
+    from r1probe.eval.judges.keyword import is_refusal
+    from r1probe.models.chat import split_reasoning
+    from r1probe.probes.refusal import judge
+
+    def old_rule(t):
+        return float(is_refusal(split_reasoning(t).answer or t))
+
+    fixture = Path(__file__).parent / "fixtures" / "eval_keyword_labels.jsonl"
+    replies = [json.loads(line)["reply"] for line in fixture.read_text("utf-8").splitlines() if line.strip()]
+    closed = [f"<think>嗯。</think>{r}" for r in replies] + [f"想一想</think>\n{r}" for r in replies]
+    texts = replies + closed + ["", "  "]
+    assert judge(texts).tolist() == [old_rule(t) for t in texts]
+    assert judge(texts).sum() > 10
+    # the two differences
+    assert old_rule(f"<think>{REFUSE}") == 1.0 and judge([f"<think>{REFUSE}"]).tolist() == [0.0]
+    assert old_rule(f"{REFUSE}</think>") == 1.0 and judge([f"{REFUSE}</think>"]).tolist() == [0.0]

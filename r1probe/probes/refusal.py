@@ -12,8 +12,8 @@ Three scores, all optionally under a steering plan (``r1probe.steering.runtime.s
   (keyword judge), the reply is cut at the refusal phrase; the score is
   ``log p − log(1 − p)`` with ``p = Π_k p(φ_k | prompt, prefix, φ_<k)`` the teacher-forced
   probability of the phrase ``φ`` after that prefix. One forward pass per batch.
-- ``generation``: keyword-judged refusal of a short greedy generation (``max_new_tokens``),
-  ``1`` or ``0`` per prompt (for checking; one generation per batch).
+- ``generation``: refusal of a short greedy generation (``max_new_tokens``) under the refusal
+  rule (:func:`judge`), ``1`` or ``0`` per prompt (for checking; one generation per batch).
 
 Forward passes use left padding with position ids from the attention mask, and ask the model for
 logits only at the columns needed (an index tensor, so the hidden states stay contiguous: a
@@ -184,12 +184,12 @@ class Scorer:
         return out
 
 
-def judge(texts: Sequence[str]) -> torch.Tensor:
-    """Keyword refusal judge (``r1probe.eval.judges.keyword``) on the answer part of each reply."""
-    from r1probe.eval.judges.keyword import is_refusal
-    from r1probe.models.chat import split_reasoning
+def judge(texts: Sequence[str], *, prompt_opened_think: bool = False) -> torch.Tensor:
+    """``1.0`` per reply that refuses under the refusal rule (:func:`r1probe.eval.judges.refusal.refusal_flags`,
+    keyword judge, answer after any ``</think>``; an unterminated reply is ``0.0``), else ``0.0``."""
+    from r1probe.eval.judges.refusal import refusal_flags
 
-    return torch.tensor([float(is_refusal(split_reasoning(t).answer or t)) for t in texts])
+    return torch.tensor([float(f) for f in refusal_flags(texts, prompt_opened_think=prompt_opened_think)])
 
 
 @dataclass
