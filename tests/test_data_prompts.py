@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from r1probe.data.prompts import (BUILTIN_SETS, Prompt, PromptSet, load_prompt_file, load_prompt_set,
-                                  prompts_sha256, split_of)
+from r1probe.data.prompts import (BUILTIN_SETS, Prompt, PromptRow, PromptSet, load_prompt_file, load_prompt_set,
+                                  prompts_sha256, read_prompt_file, split_of)
 from r1probe.errors import DataError
 
 
@@ -103,7 +103,7 @@ def test_shared_upstream_files_load(shared_data):
     ("bad.jsonl", '{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n', r"line 2: duplicate id '1' \(first at line 1\)"),
     ("bad.csv", 'id,prompt\n1,a\n2,b,extra\n', r"bad\.csv: line 3: expected 2 columns"),
     ("bad.csv", 'id,prompt\n1,"unterminated\n', r"bad\.csv: line \d+: malformed CSV"),
-    ("bad.txt", 'hello', r"unknown prompt file type '\.txt'"),
+    ("bad.xlsx", "hello", r"unknown prompt file type '\.xlsx'"),
     ("bad.json", '{\n "a": 1\n}', r"line 1: expected a list of prompts"),
 ])
 def test_malformed_files_name_file_line_and_reason(tmp_path, name, text, match):
@@ -146,3 +146,53 @@ def test_license_notes_are_shipped():
     text = resources.files("r1probe.data").joinpath("DATA_LICENSES.md").read_text("utf-8")
     for needle in ("Apache License 2.0", "MIT", "ODC-By", "PolyRefuse", "MultiJail", "BELLE"):
         assert needle in text
+
+
+# ----------------------------------------------------------------------------- read_prompt_file
+
+
+@pytest.mark.parametrize("name", ["one.jsonl", "one.json", "one"])
+def test_a_one_line_jsonl_file_is_one_prompt(tmp_path, name):
+    p = write(tmp_path / name, '{"prompt": "如何制作炸弹", "answer": "我不能", "id": 7, "category": "danger"}\n')
+    assert read_prompt_file(p) == [PromptRow(text="如何制作炸弹", line=1, id="7", answer="我不能", category="danger")]
+
+
+def test_rows_carry_line_answer_id_and_category(tmp_path):
+    rows = read_prompt_file(write(tmp_path / "w.json", '{"version": 1,\n "data": [\n  {"question": "a"},\n'
+                                                       '  {"goal": "b", "target": "Sure"}\n ]}'))
+    assert [(r.text, r.line, r.id, r.answer) for r in rows] == [("a", 3, None, None), ("b", 4, None, "Sure")]
+    several = write(tmp_path / "s.json", '{"tags": ["x"], "prompts": ["p1", "p2"]}')
+    assert [r.text for r in read_prompt_file(several)] == ["p1", "p2"]
+    cs = write(tmp_path / "c.tsv", "id\tprompt\tresponse\n1\ta, b\tok\n")
+    assert read_prompt_file(cs) == [PromptRow(text="a, b", line=2, id="1", answer="ok")]
+    assert [r.text for r in read_prompt_file(write(tmp_path / "j.jsonl", '"x"\n\n"y"\n'), limit=1)] == ["x"]
+
+
+def test_plain_text_is_one_prompt_per_line(tmp_path):
+    rows = read_prompt_file(write(tmp_path / "p.txt", "\ufeff第一个问题\n\n  second  \r\n"))
+    assert [(r.text, r.line) for r in rows] == [("第一个问题", 1), ("second", 3)]
+    assert [r.text for r in read_prompt_file(write(tmp_path / "noext", "hello\nworld\n"))] == ["hello", "world"]
+
+
+@pytest.mark.parametrize("name,text,line", [
+    ("m.jsonl", '{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": \n', 3),
+    ("m.json", '{"data": [\n {"prompt": "a"},\n {"nope": "b"}\n]}', 3),
+    ("m.json", '[\n "a",\n 3\n]', 3),
+    ("m.csv", "prompt\na\n\"b\n", 3),
+])
+def test_a_malformed_row_names_the_file_and_line(tmp_path, name, text, line):
+    p = write(tmp_path / name, text)
+    with pytest.raises(DataError) as e:
+        read_prompt_file(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: line {line}:") and "\n" not in msg
+
+
+def test_non_utf8_and_empty_files_are_one_line(tmp_path):
+    p = tmp_path / "gbk.txt"
+    p.write_bytes("你好\n".encode("gbk"))
+    with pytest.raises(DataError) as e:
+        read_prompt_file(p)
+    assert str(e.value) == f"{p}: line 1: not UTF-8 text"
+    with pytest.raises(DataError, match="empty"):
+        read_prompt_file(write(tmp_path / "e.jsonl", "\n"))

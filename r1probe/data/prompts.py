@@ -8,8 +8,8 @@ Specs understood by :func:`load_prompt_set`:
 
 * ``builtin:zh-harmful``: 614 harmful Chinese prompts (PolyRefuse zh train+val, MultiJail zh);
 * ``builtin:zh-harmless``: 1,000 ordinary Chinese instructions (BELLE eval);
-* a ``.json`` (list of objects or strings, or an object holding one such list), ``.jsonl`` or
-  ``.csv`` file. The text column is ``field`` or the first of :data:`TEXT_FIELDS` present.
+* a prompt file read by :func:`read_prompt_file` (JSON, JSON Lines, CSV/TSV or plain text).
+  The text column is ``field`` or the first of :data:`TEXT_FIELDS` present.
 
 Any spec may end in ``:train``, ``:val`` or ``:test`` to pick a split (same as ``split=``).
 Splits are a deterministic function of (seed, text): a prompt lands in the same split on every
@@ -33,7 +33,9 @@ from r1probe.errors import DataError
 from r1probe.provenance import sha256_json
 
 #: text columns guessed in this order when ``field`` is not given
-TEXT_FIELDS = ("instruction", "prompt", "question", "input", "text", "query", "content")
+TEXT_FIELDS = ("instruction", "prompt", "question", "input", "text", "query", "content", "goal")
+#: answer columns, the first non-empty string is the row's answer
+ANSWER_FIELDS = ("answer", "std_answer", "response", "output", "completion", "target")
 ID_FIELDS = ("id", "idx", "uid", "index")
 CATEGORY_FIELDS = ("category", "class", "sub_category", "tags", "type")
 LABEL_FIELDS = ("label",)
@@ -163,50 +165,116 @@ def split_of(text: str, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTI
 
 # ----------------------------------------------------------------------------- file parsing
 
+@dataclass(frozen=True)
+class PromptRow:
+    """One row of a prompt file: the prompt text and what else the row says about it.
+
+    ``line`` is the 1-based line the row starts on; ``id``, ``answer``, ``category``, ``label`` and
+    ``history`` are ``None`` when the row does not give them.
+    """
+
+    text: str
+    line: int
+    id: str | None = None
+    answer: str | None = None
+    category: str | None = None
+    label: str | None = None
+    history: list | None = None
+
+
+#: suffix -> format; a file without a suffix is sniffed (``[``/``{`` first: JSON or JSON Lines, else text)
+FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
+
+
 def _line_of(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
-def _json_items(text: str, path: str) -> list[tuple[int, Any]]:
-    """Items of a JSON file with the line each starts on: a top-level list, or an object holding one list."""
+def _skip_ws(s: str, i: int) -> int:
+    while i < len(s) and s[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _scan_list(s: str, i: int) -> tuple[list[tuple[int, Any]], int]:
+    """The items of the JSON list opening at ``s[i] == "["`` with the line each starts on, and the end."""
     dec = json.JSONDecoder()
+    items, i = [], _skip_ws(s, i + 1)
+    if s[i:i + 1] == "]":
+        return items, i + 1
+    while True:
+        i = _skip_ws(s, i)
+        obj, end = dec.raw_decode(s, i)
+        items.append((_line_of(s, i), obj))
+        i = _skip_ws(s, end)
+        if s[i:i + 1] == ",":
+            i += 1
+            continue
+        if s[i:i + 1] == "]":
+            return items, i + 1
+        raise json.JSONDecodeError("expected ',' or ']'", s, i)
+
+
+def _scan_object(s: str, i: int) -> tuple[dict[str, tuple[int, Any]], int]:
+    """The members of the JSON object opening at ``s[i] == "{"``: key -> (offset of the value, value)."""
+    dec = json.JSONDecoder()
+    members, i = {}, _skip_ws(s, i + 1)
+    if s[i:i + 1] == "}":
+        return members, i + 1
+    while True:
+        i = _skip_ws(s, i)
+        if s[i:i + 1] != '"':
+            raise json.JSONDecodeError("expected a quoted key", s, i)
+        key, i = dec.raw_decode(s, i)
+        i = _skip_ws(s, i)
+        if s[i:i + 1] != ":":
+            raise json.JSONDecodeError("expected ':'", s, i)
+        i = _skip_ws(s, i + 1)
+        value, end = dec.raw_decode(s, i)
+        members[key] = (i, value)
+        i = _skip_ws(s, end)
+        if s[i:i + 1] == ",":
+            i += 1
+            continue
+        if s[i:i + 1] == "}":
+            return members, i + 1
+        raise json.JSONDecodeError("expected ',' or '}'", s, i)
+
+
+def _has_text(row: Any, field: str | None) -> bool:
+    return isinstance(row, dict) and (field in row if field is not None else any(f in row for f in TEXT_FIELDS))
+
+
+def _json_items(text: str, path: str, field: str | None = None) -> list[tuple[int, Any]]:
+    """Items of a JSON file with the line each starts on: a top-level list, or an object holding one list
+    (``prompts`` or ``data`` when it holds several). An object that is itself a prompt row is a one-row file."""
     s = text.lstrip("\ufeff")
+    i = _skip_ws(s, 0)
     try:
-        i = len(s) - len(s.lstrip())
         if s[i:i + 1] == "[":
-            items, i = [], i + 1
-            while True:
-                while i < len(s) and s[i] in " \t\r\n":
-                    i += 1
-                if i < len(s) and s[i] == "]" and not items:
-                    i += 1
-                    break
-                obj, end = dec.raw_decode(s, i)
-                items.append((_line_of(s, i), obj))
-                i = end
-                while i < len(s) and s[i] in " \t\r\n":
-                    i += 1
-                if i < len(s) and s[i] == ",":
-                    i += 1
-                    continue
-                if i < len(s) and s[i] == "]":
-                    i += 1
-                    break
-                raise json.JSONDecodeError("expected ',' or ']'", s, i)
-            if s[i:].strip():
-                raise json.JSONDecodeError("extra data after the list", s, i)
-            return items
-        obj = json.loads(s)
+            items, end = _scan_list(s, i)
+        elif s[i:i + 1] == "{":
+            members, end = _scan_object(s, i)
+            obj = {k: v for k, (_, v) in members.items()}
+            if _has_text(obj, field):
+                items = [(_line_of(s, i), obj)]
+            else:
+                lists = [k for k, v in obj.items() if isinstance(v, list)]
+                if len(lists) > 1:
+                    lists = [k for k in ("prompts", "data") if k in lists][:1] or lists
+                if len(lists) != 1:
+                    raise DataError(f"{path}: line {_line_of(s, i)}: expected a list of prompts (or an object holding "
+                                    f"exactly one list), got an object with keys {list(obj)[:5]}")
+                items, _ = _scan_list(s, members[lists[0]][0])
+        else:
+            obj, end = json.JSONDecoder().raw_decode(s, i)
+            raise DataError(f"{path}: line {_line_of(s, i)}: expected a list of prompts, got {type(obj).__name__}")
+        rest = _skip_ws(s, end)
+        if rest < len(s):
+            raise json.JSONDecodeError("extra data after the JSON value", s, rest)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-    if isinstance(obj, dict):
-        lists = [(k, v) for k, v in obj.items() if isinstance(v, list)]
-        if len(lists) == 1:
-            k, v = lists[0]
-            return [(0, x) for x in v]
-        raise DataError(f"{path}: line 1: expected a list of prompts (or an object holding exactly one list), "
-                        f"got an object with keys {list(obj)[:5]}")
-    raise DataError(f"{path}: line 1: expected a list of prompts, got {type(obj).__name__}")
+    return items
 
 
 def _jsonl_items(text: str, path: str) -> list[tuple[int, Any]]:
@@ -222,28 +290,36 @@ def _jsonl_items(text: str, path: str) -> list[tuple[int, Any]]:
 
 
 def _looks_like_jsonl(text: str) -> bool:
-    first = next((ln for ln in text.lstrip("\ufeff").splitlines() if ln.strip()), "")
+    lines = [ln for ln in text.lstrip("\ufeff").splitlines() if ln.strip()]
     try:
-        return isinstance(json.loads(first), dict)
+        return len(lines) > 1 and isinstance(json.loads(lines[0]), dict)
     except json.JSONDecodeError:
         return False
 
 
-def _csv_items(text: str, path: str) -> list[tuple[int, Any]]:
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
-    items = []
+def _csv_items(text: str, path: str, delimiter: str = ",") -> list[tuple[int, Any]]:
+    """Rows of a CSV/TSV file with a header, each with the line it starts on (after the previous row ends)."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True, delimiter=delimiter)
+    items, start = [], 1
     try:
         if not reader.fieldnames:
             return []
         ncol = len(reader.fieldnames)
+        start = reader.line_num + 1
         for row in reader:
             if None in row or any(v is None for v in row.values()):
-                raise DataError(f"{path}: line {reader.line_num}: expected {ncol} columns "
+                raise DataError(f"{path}: line {start}: expected {ncol} columns "
                                 f"({', '.join(reader.fieldnames)}), got {ncol + len(row.get(None) or []) if None in row else 'fewer'}")
-            items.append((reader.line_num, row))
+            items.append((start, row))
+            start = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
+        raise DataError(f"{path}: line {start}: malformed CSV ({e})") from None
     return items
+
+
+def _text_items(text: str) -> list[tuple[int, Any]]:
+    return [(n, {"text": line.strip()}) for n, line in enumerate(text.lstrip("\ufeff").splitlines(), 1)
+            if line.strip()]
 
 
 def _pick(row: dict, names: Sequence[str]) -> Any:
@@ -261,71 +337,112 @@ def _category(v: Any) -> str | None:
     return str(v)
 
 
-def parse_rows(items: list[tuple[int, Any]], path: str, *, field: str | None, label: str | None,
-               stem: str) -> list[Prompt]:
-    """Turn parsed rows into prompts, with one-line errors naming the file and line."""
-    prompts, seen = [], {}
-    for k, (line, row) in enumerate(items):
-        where = f"{path}: line {line}" if line else f"{path}: item {k}"
-        if isinstance(row, str):
-            row = {"text": row}
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected an object or a string, got {type(row).__name__}")
-        if field is not None:
-            if field not in row:
-                raise DataError(f"{where}: no field {field!r} (fields: {', '.join(map(str, row))})")
-            text = row[field]
-        else:
-            key = next((f for f in TEXT_FIELDS if f in row), None)
-            if key is None:
-                raise DataError(f"{where}: no text field; pass --field (looked for {', '.join(TEXT_FIELDS)}; "
-                                f"found {', '.join(map(str, row)) or 'nothing'})")
-            text = row[key]
-        if not isinstance(text, str):
-            raise DataError(f"{where}: text is {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise DataError(f"{where}: empty prompt text")
-        pid = _pick(row, ID_FIELDS)
-        pid = f"{stem}-{k:05d}" if pid is None else str(pid)
-        if pid in seen:
-            raise DataError(f"{where}: duplicate id {pid!r} (first at {seen[pid]})")
-        seen[pid] = f"line {line}" if line else f"item {k}"
-        lab = label if label is not None else _pick(row, LABEL_FIELDS)
-        history = row.get("history") or None
-        if history is not None and not isinstance(history, list):
-            raise DataError(f"{where}: history must be a list of messages")
-        prompts.append(Prompt(pid, text, str(lab) if lab is not None else "unlabeled",
-                              _category(_pick(row, CATEGORY_FIELDS)), history))
-    return prompts
+def _row(line: int, row: Any, path: str, field: str | None) -> PromptRow:
+    where = f"{path}: line {line}"
+    if isinstance(row, str):
+        row = {"text": row}
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected an object or a string, got {type(row).__name__}")
+    if field is not None:
+        if field not in row:
+            raise DataError(f"{where}: no field {field!r} (fields: {', '.join(map(str, row))})")
+        text = row[field]
+    else:
+        key = next((f for f in TEXT_FIELDS if f in row), None)
+        if key is None:
+            raise DataError(f"{where}: no text field; pass --field (looked for {', '.join(TEXT_FIELDS)}; "
+                            f"found {', '.join(map(str, row)) or 'nothing'})")
+        text = row[key]
+    if not isinstance(text, str):
+        raise DataError(f"{where}: text is {type(text).__name__}, expected a string")
+    if not text.strip():
+        raise DataError(f"{where}: empty prompt text")
+    pid = _pick(row, ID_FIELDS)
+    lab = _pick(row, LABEL_FIELDS)
+    answer = next((row[k] for k in ANSWER_FIELDS if isinstance(row.get(k), str) and row[k].strip()), None)
+    history = row.get("history") or None
+    if history is not None and not isinstance(history, list):
+        raise DataError(f"{where}: history must be a list of messages")
+    return PromptRow(text=text, line=line, id=None if pid is None else str(pid), answer=answer,
+                     category=_category(_pick(row, CATEGORY_FIELDS)), label=None if lab is None else str(lab),
+                     history=history)
 
 
-def load_prompt_file(path: str | os.PathLike, *, field: str | None = None, label: str | None = None,
-                     name: str | None = None) -> PromptSet:
-    """Read a JSON / JSONL / CSV prompt file (format from the suffix; ``.json`` holding JSON Lines is accepted)."""
-    p = Path(path)
+def _read_text(p: Path) -> str:
     if not p.exists():
         raise DataError(f"{p}: prompt file not found")
     if p.is_dir():
-        raise DataError(f"{p}: is a folder, expected a .json, .jsonl or .csv prompt file")
+        raise DataError(f"{p}: is a folder, expected a prompt file ({', '.join(FORMATS)})")
+    data = p.read_bytes()
     try:
-        text = p.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{p}: line {_line_of(p.read_bytes().decode('utf-8', 'replace'), e.start)}: not UTF-8 text") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{p}: line {line}: not UTF-8 text") from None
+
+
+def _format_of(p: Path, text: str) -> str:
     suffix = p.suffix.lower()
-    if suffix == ".jsonl":
+    if suffix in FORMATS:
+        return FORMATS[suffix]
+    if suffix:
+        raise DataError(f"{p}: unknown prompt file type {suffix!r} (use {', '.join(FORMATS)})")
+    head = text.lstrip("\ufeff \t\r\n")[:1]
+    return "json" if head in ("[", "{") else "text"
+
+
+def read_prompt_file(path: str | os.PathLike, *, field: str | None = None,
+                     limit: int | None = None) -> list[PromptRow]:
+    """The rows of a prompt file: the one reader every verb uses.
+
+    Formats (from the suffix; a file without one is sniffed): ``.json`` (a list of objects or strings,
+    an object holding one such list, or JSON Lines), ``.jsonl``/``.ndjson`` (one object or string per
+    line, a one-line file included), ``.csv``/``.tsv`` (a header row), ``.txt`` (one prompt per line,
+    blank lines skipped). The text is ``field`` or the first of :data:`TEXT_FIELDS` present; the answer
+    the first non-empty string of :data:`ANSWER_FIELDS`. ``limit`` keeps the first rows.
+
+    Raises :class:`DataError` with one line naming the file and the 1-based line number for a missing
+    file, non-UTF-8 bytes, malformed JSON/CSV, a row without text, or a file with no prompts.
+    """
+    p = Path(path)
+    text = _read_text(p)
+    fmt = _format_of(p, text)
+    if fmt == "jsonl":
         items = _jsonl_items(text, str(p))
-    elif suffix == ".json":
+    elif fmt == "json":
         try:
-            items = _json_items(text, str(p))
+            items = _json_items(text, str(p), field)
         except DataError:
             if not _looks_like_jsonl(text):
                 raise
             items = _jsonl_items(text, str(p))  # JSON Lines in a .json file (e.g. BELLE's eval_set.json)
-    elif suffix in (".csv", ".tsv"):
-        items = _csv_items(text, str(p)) if suffix == ".csv" else _csv_items(text.replace("\t", ","), str(p))
+    elif fmt in ("csv", "tsv"):
+        items = _csv_items(text, str(p), "," if fmt == "csv" else "\t")
     else:
-        raise DataError(f"{p}: unknown prompt file type {suffix!r} (use .json, .jsonl or .csv)")
-    prompts = parse_rows(items, str(p), field=field, label=label, stem=p.stem)
+        items = _text_items(text)
+    if not items:
+        raise DataError(f"{p}: the prompt file is empty (no prompts)")
+    if limit is not None and limit > 0:
+        items = items[:limit]
+    return [_row(line, row, str(p), field) for line, row in items]
+
+
+def load_prompt_file(path: str | os.PathLike, *, field: str | None = None, label: str | None = None,
+                     name: str | None = None) -> PromptSet:
+    """A :class:`PromptSet` of a prompt file read by :func:`read_prompt_file`.
+
+    Ids default to ``{stem}-{k:05d}`` and must be unique; ``label`` overrides each row's label
+    (default: the row's, else ``"unlabeled"``).
+    """
+    p = Path(path)
+    prompts, seen = [], {}
+    for k, row in enumerate(read_prompt_file(p, field=field)):
+        pid = f"{p.stem}-{k:05d}" if row.id is None else row.id
+        if pid in seen:
+            raise DataError(f"{p}: line {row.line}: duplicate id {pid!r} (first at line {seen[pid]})")
+        seen[pid] = row.line
+        lab = label if label is not None else row.label
+        prompts.append(Prompt(pid, row.text, lab if lab is not None else "unlabeled", row.category, row.history))
     return PromptSet(name or p.stem, prompts, meta={"source": str(p)})
 
 
