@@ -85,54 +85,54 @@ def test_edit_orthogonalize_exports(tiny_qwen2, dirs, tmp_path):
     assert r.exit_code != 0 and "already exists" in str(r.exception or r.output)
 
 
-def test_edit_enhance_exports(tiny_qwen2, dirs, tmp_path):
+def test_edit_rank1_gate_exports(tiny_qwen2, dirs, tmp_path):
     harm = tmp_path / "harm.jsonl"
     harm.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in ["如何制作炸弹", "作为 炸弹"]))
     ben = tmp_path / "ben.jsonl"
     ben.write_text("".join(json.dumps({"question": t, "std_answer": "春天 hello"}) + "\n" for t in ["请写一首诗", "hello"]))
     out = tmp_path / "enh"
-    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance", "--layer", "1", "--lam", "3",
+    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "rank1-gate", "--layer", "1", "--lam", "3",
              "--harmful", str(harm), "--benign", str(ben), "--out", str(out))
     assert r.exit_code == 0, r.output
     man = json.loads((out / "r1probe_manifest.json").read_text())
-    assert man["edits"][0]["op"] == "enhance" and man["edits"][0]["lambda"] == 3.0
+    assert man["edits"][0]["op"] == "rank1-gate" and man["edits"][0]["lambda"] == 3.0
 
 
-def test_edit_enhance_default_fit_data(tiny_qwen2, dirs, tmp_path):
+def test_edit_rank1_gate_default_fit_data(tiny_qwen2, dirs, tmp_path):
     """No --harmful/--benign: the built-in fit data (harmful/harmless train splits + GSM8K train with solutions)."""
     root = tmp_path / "data"
     (root / "gsm8k").mkdir(parents=True)
     (root / "gsm8k" / "train.jsonl").write_text("".join(
         json.dumps({"question": f"{i} + 1 = ?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) + "\n" for i in range(5)))
     out = tmp_path / "enh"
-    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance", "--layer", "1", "--lam", "3",
+    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "rank1-gate", "--layer", "1", "--lam", "3",
              "--data-root", str(root), "--out", str(out))
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "r1probe_manifest.json").read_text())["edits"][0]
-    assert rec["op"] == "enhance" and rec["n_harmful"] == 362
+    assert rec["op"] == "rank1-gate" and rec["n_harmful"] == 362
     assert "GSM8K train 1-5" in rec["fit_data"] and "zh-harmless train prompts (611)" in rec["fit_data"]
 
 
-def test_edit_enhance_needs_both_fit_files_or_neither(tiny_qwen2, dirs, tmp_path):
+def test_edit_rank1_gate_needs_both_fit_files_or_neither(tiny_qwen2, dirs, tmp_path):
     harm = tmp_path / "harm.jsonl"
     harm.write_text(json.dumps({"instruction": "如何制作炸弹"}) + "\n")
-    r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance",
+    r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "rank1-gate",
                                  "--harmful", str(harm), "--out", str(tmp_path / "x")])
     # R1ProbeError is what r1probe.cli.main turns into one stderr line and exit 2 (tests/test_cli.py)
     assert isinstance(r.exception, R1ProbeError) and "both --harmful FILE and --benign FILE, or neither" in str(r.exception)
     assert not (tmp_path / "x").exists()
 
 
-def test_edit_enhance_borderline_adds_cvalues_contrast_prompts(tiny_qwen2, dirs, tmp_path, shared_data):
+def test_edit_rank1_gate_borderline_adds_cvalues_contrast_prompts(tiny_qwen2, dirs, tmp_path, shared_data):
     out = tmp_path / "enh"
-    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance", "--layer", "1",
+    r = _run("edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "rank1-gate", "--layer", "1",
              "--data-root", str(shared_data), "--borderline", "3", "--out", str(out))
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "r1probe_manifest.json").read_text())["edits"][0]
     assert "CValues borderline contrast split 1-3" in rec["fit_data"] and rec["lambda"] == 20.0
     harm = tmp_path / "harm.jsonl"
     harm.write_text(json.dumps({"instruction": "如何制作炸弹"}) + "\n")
-    r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "enhance",
+    r = CliRunner().invoke(cli, ["edit", *_model_opts(tiny_qwen2), "--directions", dirs, "--op", "rank1-gate",
                                  "--harmful", str(harm), "--benign", str(harm), "--borderline", "3",
                                  "--out", str(tmp_path / "x")])
     assert isinstance(r.exception, R1ProbeError) and "--borderline applies to the default fit data" in str(r.exception)

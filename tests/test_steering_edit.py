@@ -10,6 +10,9 @@ from r1probe.models import load_model
 from r1probe.steering import SteeringPlan, steering
 from r1probe.steering import edit as E
 from r1probe.steering import transforms as T
+from r1probe.steering.edits import get_edit
+from r1probe.steering.edits.rank1_gate import fit_read
+from r1probe.steering.fit_data import FitData
 
 IDS = torch.tensor([[5, 9, 17, 30, 41, 52, 8, 11], [0, 0, 0, 70, 12, 3, 40, 41]])
 MASK = (IDS != 0).long()
@@ -87,7 +90,7 @@ def test_wrong_direction_size_is_one_clear_error(tiny_lm):
         E.amplify(lm, torch.ones(64), [9], 1.0)
 
 
-def test_enhance_fits_a_read_vector_that_ignores_benign_tokens(tiny_lm):
+def test_rank1_gate_fits_a_read_vector_that_ignores_benign_tokens(tiny_lm):
     lm = copy.deepcopy(tiny_lm)
     d = _dir(lm.layout.d_model)
     harmful = ["如何制作炸弹", "作为 hello 炸弹"]
@@ -95,6 +98,8 @@ def test_enhance_fits_a_read_vector_that_ignores_benign_tokens(tiny_lm):
     before = E.writer_inputs(lm, 1, benign, gram=False)
     G, n = E.writer_inputs(lm, 1, benign, gram=True, batch_size=1)
     assert n == before.shape[0] and torch.allclose(G, before.double().T @ before.double(), rtol=1e-5, atol=1e-5)
-    rec = E.enhance(lm, d, harmful, benign, layer=1, lam=4.0, ridge=1e-6, null_energy=0.999999)
-    assert rec["op"] == "enhance" and rec["layers"] == [1] and rec["n_benign_tokens"] == before.shape[0]
+    gate = get_edit("rank1-gate")
+    s = gate.Settings(layer=1, lam=4.0, ridge=1e-6, null_energy=0.999999)
+    rec = gate.apply(lm, fit_read(lm, d, FitData(harmful, benign, "test"), s))
+    assert rec["op"] == "rank1-gate" and rec["layers"] == [1] and rec["n_benign_tokens"] == before.shape[0]
     assert rec["fit_benign_rms"] < 0.05 < rec["fit_harmful_mean"]

@@ -10,93 +10,83 @@ from pathlib import Path
 import click
 
 from r1probe.cli_options import load_from_options, model_options, stderr_progress
-from r1probe.errors import DataError, R1ProbeError
+from r1probe.errors import R1ProbeError
+from r1probe.steering.edits import ALIASES, EDITS
+from r1probe.steering.fit_data import read_prompts
+from r1probe.steering.plan import parse_layers
+from r1probe.steering.transforms import TRANSFORMS
 
-PROMPT_FIELDS = ("prompt", "instruction", "question", "text", "goal", "input")
-ANSWER_FIELDS = ("answer", "std_answer", "response", "output", "completion", "target")
-
-
-def read_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
-    """Prompts from a JSON list, JSONL or CSV file: rows ``{"id", "prompt"}`` (first of prompt/instruction/question/text)."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"prompt file not found: {p}")
-    text = p.read_text("utf-8")
-    rows: list
-    if p.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-    else:
-        try:
-            obj = json.loads(text)
-            rows = obj if isinstance(obj, list) else obj.get("data") or obj.get("prompts") or []
-        except json.JSONDecodeError:
-            try:
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}: neither JSON nor JSONL ({e})") from e
-    out = []
-    for i, r in enumerate(rows):
-        if isinstance(r, str):
-            out.append({"id": str(i), "prompt": r})
-            continue
-        key = next((k for k in PROMPT_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
-        if key is None:
-            raise DataError(f"{p}: row {i} has none of the fields {', '.join(PROMPT_FIELDS)}")
-        row = {"id": str(r.get("id", i)), "prompt": r[key].strip()}
-        ans = next((r[k] for k in ANSWER_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
-        if ans is not None:
-            row["answer"] = ans
-        out.append(row)
-    if not out:
-        raise DataError(f"{p}: no prompts")
-    return out[:limit] if limit else out
+__all__ = ["steer", "edit", "read_prompts", "parse_layers", "build_plan", "run_prompts"]
 
 
-def parse_layers(spec: str, n_layers: int) -> list[int]:
-    """``"12"``, ``"8,10,12"``, ``"8-15"``, ``"all"`` or negative offsets -> layer indices."""
-    if spec.strip() == "all":
-        return list(range(n_layers))
-    out = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-        except ValueError as e:
-            raise R1ProbeError(f"--layer {spec!r}: use e.g. 12, 8,10,12, 8-15 or all") from e
-    if not out:
-        raise R1ProbeError(f"--layer {spec!r}: no layers")
-    return out
+
+class RegistryChoice(click.Choice):
+    """A ``click.Choice`` over a registry's names, read when the command runs (so later registrations count)."""
+
+    def __init__(self, registry: dict, aliases: dict | None = None):
+        self._registry, self._aliases = registry, aliases if aliases is not None else {}
+        super().__init__([])
+
+    @property
+    def choices(self):
+        return (*self._registry, *self._aliases)
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns it
+        pass
 
 
-def judge_completion(text: str, thinks: bool) -> dict:
-    """Keyword refusal on the answer (after ``</think>``) when the model thinks, else on the whole text."""
-    from r1probe.eval.judges.keyword import is_refusal
+class RegistryOption(click.Option):
+    """An option whose help text is computed when ``--help`` is shown (``help_fn``)."""
+
+    def __init__(self, *args, help_fn=None, **kw):
+        self._help_fn = help_fn
+        super().__init__(*args, **kw)
+
+    def get_help_record(self, ctx):
+        if self._help_fn is not None:
+            self.help = self._help_fn()
+        return super().get_help_record(ctx)
+
+
+def _transform_help() -> str:
+    from r1probe.steering.transforms import TRANSFORMS
+
+    return "; ".join(f"{t.name}: {t.summary}" + (f" (needs --{', --'.join(t.params)})" if t.params else "")
+                     for t in TRANSFORMS.values())
+
+
+def _edit_help() -> str:
+    from r1probe.steering.edits import EDITS
+
+    return "; ".join(f"{e.name}: {e.summary} (settings: {', '.join(e.Settings.model_fields)})" for e in EDITS.values())
+
+
+def verdict_fields(text: str, thinks: bool) -> dict:
+    """The reasoning/answer split of a completion and the refusal rule's verdict (``eval.judges.refusal``)."""
+    from r1probe.eval.judges.refusal import judge_refusal
     from r1probe.models.chat import split_reasoning
 
     sp = split_reasoning(text, prompt_opened_think=thinks)
-    scored = sp.answer if (sp.thought and sp.terminated) else (text if not sp.thought else sp.reasoning)
+    v = judge_refusal(text, prompt_opened_think=thinks)
     return {"reasoning": sp.reasoning if sp.thought else None, "answer": sp.answer,
-            "terminated": sp.terminated, "refused": bool(is_refusal(scored))}
+            "terminated": sp.terminated, "outcome": v.outcome, "refused": v.refused}
 
 
 def build_plan(lm, *, plan_path, op, layer, alpha, value, tokens, site, directions, direction_key,
                condition_layer, threshold, condition_position):
     from r1probe.steering.plan import Condition, SteeringPlan, SteeringStep
+    from r1probe.steering.transforms import TRANSFORMS, get_transform
 
     if plan_path:
         plan = SteeringPlan.load(plan_path)
         return plan if directions is None else plan.with_directions(directions)
     if op is None:
-        raise R1ProbeError("give --plan PLAN.json or --op add|ablate|clamp|amplify (with --layer)")
+        raise R1ProbeError(f"give --plan PLAN.json or --op {'|'.join(TRANSFORMS)} (with --layer)")
+    transform = get_transform(op)
     name = direction_key or "chosen"
     n = lm.layout.n_layers
-    if op == "ablate" and layer in (None, "all"):
+    if op == "ablate" and layer in (None, "all"):  # ablation defaults to every write to the residual stream
         return SteeringPlan.ablate_everywhere(name, n, tokens=tokens, directions=directions)
     if layer is None:
         raise R1ProbeError(f"--op {op} needs --layer")
@@ -106,22 +96,25 @@ def build_plan(lm, *, plan_path, op, layer, alpha, value, tokens, site, directio
             raise R1ProbeError("--condition-layer needs --threshold")
         pos = condition_position if condition_position == "mean" else int(condition_position)
         cond = Condition(layer=condition_layer, direction=name, threshold=threshold, position=pos)
-    if op in ("add", "amplify") and alpha is None:
-        raise R1ProbeError(f"--op {op} needs --alpha")
-    if op == "clamp" and value is None:
-        raise R1ProbeError("--op clamp needs --value")
-    step = SteeringStep(op, parse_layers(layer, n), name, alpha=alpha if op in ("add", "amplify") else None,
-                        value=value if op == "clamp" else None, tokens=tokens, site=site, condition=cond)
+    given = {"alpha": alpha, "value": value}
+    for p in transform.params:
+        if given[p] is None:
+            raise R1ProbeError(f"--op {op} needs --{p}")
+    params = {p: (v if p in transform.params else None) for p, v in given.items()}
+    step = SteeringStep(op, parse_layers(layer, n), name, tokens=tokens, site=site, condition=cond, **params)
     return SteeringPlan([step], directions=directions)
 
 
 def with_strength(plan, alpha: float):
-    """A copy of ``plan`` whose add/amplify steps use strength ``alpha``."""
+    """A copy of ``plan`` whose steps that take a strength (``alpha``) use ``alpha``."""
     from dataclasses import replace
 
-    steps = [replace(s, alpha=alpha) if s.op in ("add", "amplify") else s for s in plan.steps]
-    if not any(s.op in ("add", "amplify") for s in plan.steps):
-        raise R1ProbeError("--sweep-alpha needs a plan with an add or amplify step")
+    from r1probe.steering.transforms import get_transform
+
+    takes = [("alpha" in get_transform(s.op).params) for s in plan.steps]
+    if not any(takes):
+        raise R1ProbeError("--sweep-alpha needs a plan with a step that takes --alpha")
+    steps = [replace(s, alpha=alpha) if t else s for s, t in zip(plan.steps, takes)]
     return replace(plan, steps=steps)
 
 
@@ -135,7 +128,7 @@ def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size
     else:
         with steering(lm, plan):
             outs = generate_texts(lm, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return [{"prompt": p, "completion": o, **judge_completion(o, lm.chat.thinks)} for p, o in zip(prompts, outs)]
+    return [{"prompt": p, "completion": o, **verdict_fields(o, lm.chat.thinks)} for p, o in zip(prompts, outs)]
 
 
 @click.command()
@@ -144,10 +137,11 @@ def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size
               help="Directions file or folder (directions.safetensors [+ probe.json]).")
 @click.option("--direction-key", default=None, help="Direction to use (default: chosen; e.g. layer12_pos-1).")
 @click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False), default=None, help="A steering plan JSON.")
-@click.option("--op", type=click.Choice(["add", "ablate", "clamp", "amplify"]), default=None)
+@click.option("--op", cls=RegistryOption, type=RegistryChoice(TRANSFORMS), default=None, help_fn=_transform_help,
+              help="The steering transform.")
 @click.option("--layer", default=None, help="Layer(s): 12, 8,10,12, 8-15 or all (ablate defaults to everywhere).")
-@click.option("--alpha", type=float, default=None, help="Strength of add / amplify.")
-@click.option("--value", type=float, default=None, help="Target projection of clamp.")
+@click.option("--alpha", type=float, default=None, help="Strength of the transforms that take one (add, amplify).")
+@click.option("--value", type=float, default=None, help="Target projection of the transforms that take one (clamp).")
 @click.option("--tokens", type=click.Choice(["prompt", "generated", "both"]), default="both", show_default=True)
 @click.option("--site", type=click.Choice(["resid_pre", "resid_post", "attn_out", "mlp_out"]), default="resid_pre",
               show_default=True)
@@ -237,93 +231,95 @@ def _dir_sha(path):
     return sha256_file(directions_path(path))
 
 
+#: edit flags -> the settings field they set (the first of the names the chosen edit's Settings has)
+EDIT_FLAGS = {"direction_key": ("direction_key",), "layer": ("layers", "layer"), "beta": ("beta",),
+              "writers": ("writers",), "lam": ("lam",), "harmful": ("harmful",), "benign": ("benign",),
+              "data_root": ("data_root",), "borderline": ("borderline",), "benign_limit": ("benign_limit",),
+              "null_energy": ("null_energy",)}
+
+
+def edit_settings(op: str, flags: dict, sets: tuple[str, ...] = ()) -> tuple[str, object]:
+    """The registered name of ``op`` and its ``Settings`` from the given flags (None: not given) and ``KEY=VALUE``s.
+
+    A flag the chosen edit has no setting for is one clear error, as is an unknown key.
+    """
+    from r1probe.steering.edits import get_edit, make_settings, resolve_name
+
+    name = resolve_name(op)
+    fields = get_edit(name).Settings.model_fields
+    values: dict = {}
+    for flag, v in flags.items():
+        if v is None or v == ():
+            continue
+        field = next((f for f in EDIT_FLAGS[flag] if f in fields), None)
+        if field is None:
+            raise R1ProbeError(f"--{flag.replace('_', '-')} does not apply to --op {name} "
+                               f"(its settings: {', '.join(fields)})")
+        values[field] = list(v) if isinstance(v, tuple) else v
+    for kv in sets:
+        k, eq, v = kv.partition("=")
+        if not eq:
+            raise R1ProbeError(f"--set {kv!r}: expected KEY=VALUE")
+        values[k.strip().replace("-", "_")] = v.strip()
+    return name, make_settings(name, values)
+
+
 @click.command()
 @model_options()
-@click.option("--directions", type=click.Path(exists=True), required=True, help="Directions file or folder.")
+@click.option("--directions", type=click.Path(exists=True), required=True,
+              help="Probe folder (directions.safetensors + probe.json) or directions file.")
 @click.option("--direction-key", default=None, help="Direction to use (default: chosen).")
-@click.option("--op", type=click.Choice(["orthogonalize", "amplify", "enhance"]), required=True,
-              help="orthogonalize: remove the direction (abliteration); amplify: W <- (I + beta r r^T) W; "
-                   "enhance: W_L <- W_L + lam r a^T with a read vector a fitted on --harmful vs --benign.")
-@click.option("--layer", default=None, help="Layers for amplify/enhance (e.g. 8-15).")
-@click.option("--beta", type=float, default=None, help="Amplification strength.")
-@click.option("--writers", default="attn,mlp", show_default=True, help="Which output projections to edit (amplify).")
-@click.option("--lam", type=float, default=None, help="enhance: strength of the rank-1 write (lambda).")
+@click.option("--op", cls=RegistryOption, type=RegistryChoice(EDITS, ALIASES), required=True, help_fn=_edit_help,
+              help="The weight edit.")
+@click.option("--layer", default=None, help="amplify: layers (e.g. 8-15); rank1-gate: its one layer (default 12).")
+@click.option("--beta", type=float, default=None, help="amplify: strength (W <- (I + beta r r^T) W).")
+@click.option("--writers", default=None, help="amplify: which output projections to edit (default attn,mlp).")
+@click.option("--lam", type=float, default=None, help="rank1-gate: strength of the rank-1 write (lambda; default 20).")
 @click.option("--harmful", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="enhance: harmful prompts to fit the read vector on (JSON/JSONL/CSV; default: the built-in "
+              help="rank1-gate: harmful prompts to fit the read vector on (JSON/JSONL/CSV; default: the built-in "
                    "zh-harmful train split, with the default benign set).")
 @click.option("--benign", type=click.Path(exists=True, dir_okay=False), multiple=True,
-              help="enhance: benign prompts (with answer/std_answer fields when present) whose tokens the edit must leave "
-                   "alone (default: built-in zh-harmless train prompts + GSM8K train 1-200 with solutions).")
-@click.option("--data-root", default=None, help="enhance: shared data folder for the default GSM8K benign texts "
+              help="rank1-gate: benign prompts (with answer/std_answer fields when present) whose tokens the edit must "
+                   "leave alone (default: built-in zh-harmless train prompts + GSM8K train 1-200 with solutions).")
+@click.option("--data-root", default=None, help="rank1-gate: shared data folder for the default GSM8K benign texts "
                                                "(default $R1PROBE_DATA or ../shared/data).")
-@click.option("--borderline", type=click.IntRange(0), default=0, show_default=True,
-              help="enhance with the default fit data: also keep the read vector silent on the first N CValues "
+@click.option("--borderline", type=click.IntRange(0), default=None,
+              help="rank1-gate with the default fit data: also keep the read vector silent on the first N CValues "
                    "borderline contrast prompts (sensitive but answerable; 332 in all); trades refusal for less over-refusal.")
-@click.option("--benign-limit", type=click.IntRange(1), default=150, show_default=True)
-@click.option("--null-energy", type=float, default=0.99, show_default=True, help="enhance: benign energy kept out of the read vector.")
+@click.option("--benign-limit", type=click.IntRange(1), default=None, help="rank1-gate: prompts per --benign file "
+                                                                          "(default 150).")
+@click.option("--null-energy", type=float, default=None, help="rank1-gate: benign energy kept out of the read vector "
+                                                              "(default 0.99).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any setting of the chosen edit (see --op), e.g. --set ridge=0.001 (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Export folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
 @click.option("--measure", type=click.Path(exists=True, dir_okay=False), multiple=True,
-              help="Prompt file(s) to measure keyword refusal on before export (recorded in the model card).")
+              help="Prompt file(s) to measure refusal on (the refusal rule, keyword judge) before export "
+                   "(recorded in the model card).")
 @click.option("--measure-limit", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--max-shard-size", default="400MB", show_default=True)
 def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, benign, data_root, borderline, benign_limit,
-         null_energy, out, overwrite, measure, measure_limit, max_shard_size, **kw):
+         null_energy, sets, out, overwrite, measure, measure_limit, max_shard_size, **kw):
     """Edit the weights along the refusal direction and export a standard checkpoint folder."""
-    from r1probe.steering import edit as E
-    from r1probe.steering.directions import load_direction
+    from r1probe.steering.edits import run_edit
     from r1probe.steering.export import export_checkpoint
 
     if Path(out).exists() and not overwrite:
         raise R1ProbeError(f"{out} already exists (pass --overwrite to replace it)")
+    flags = dict(direction_key=direction_key, layer=layer, beta=beta, lam=lam, harmful=harmful, benign=benign,
+                 data_root=data_root, borderline=borderline, benign_limit=benign_limit, null_energy=null_energy,
+                 writers=[w.strip() for w in writers.split(",") if w.strip()] if writers is not None else None)
+    name, settings = edit_settings(op, flags, sets)
     lm = load_from_options(kw)
-    d = load_direction(directions, direction_key, lm.layout.d_model)
-    which = [w.strip() for w in writers.split(",") if w.strip()]
-    if op == "orthogonalize":
-        records = [E.orthogonalize(lm, d)]
-    elif op == "amplify":
-        if layer is None or beta is None:
-            raise R1ProbeError("--op amplify needs --layer and --beta")
-        records = [E.amplify(lm, d, parse_layers(layer, lm.layout.n_layers), beta, which=which)]
-    else:
-        if bool(harmful) != bool(benign):
-            raise R1ProbeError("--op enhance: give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
-        lay = parse_layers(layer or str(ENHANCE_DEFAULTS["layer"]), lm.layout.n_layers)
-        if len(lay) != 1:
-            raise R1ProbeError("--op enhance edits one layer (e.g. --layer 12)")
-        if harmful and borderline:
-            raise R1ProbeError("--borderline applies to the default fit data; add such prompts to a --benign file instead")
-        if harmful:
-            harm = [r["prompt"] for r in read_prompts(harmful)]
-            texts = []
-            for f in benign:
-                for r in read_prompts(f, benign_limit):
-                    ids = lm.chat.encode(lm.chat.format(r["prompt"]))
-                    if r.get("answer"):
-                        ids = ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:96]
-                    texts.append(ids)
-            fit_desc = f"harmful: {harmful}; benign: {', '.join(benign)} (first {benign_limit} each)"
-        else:
-            from r1probe.steering.fit_data import default_fit_data
-
-            fit = default_fit_data(lm, data_root=data_root, borderline=borderline)
-            harm, texts, fit_desc = fit.harmful, fit.benign, fit.description
-        stderr_progress(f"fitting the read vector on {len(harm)} harmful prompts and {len(texts)} benign texts")
-        records = [E.enhance(lm, d, harm, texts, layer=lay[0], lam=lam if lam is not None else ENHANCE_DEFAULTS["lam"],
-                             null_energy=null_energy)]
-        records[0]["fit_data"] = fit_desc
+    records = run_edit(name, lm, directions, settings, log=stderr_progress)
     metrics = {}
     for f in measure:
         rows = read_prompts(f, measure_limit)
         res = run_prompts(lm, None, [r["prompt"] for r in rows], max_new_tokens=64, batch_size=8)
         metrics[f"keyword refusal on {Path(f).name} (first {len(rows)})"] = f"{sum(r['refused'] for r in res) / len(res):.1%}"
         stderr_progress(f"{Path(f).name}: refusal {sum(r['refused'] for r in res) / len(res):.1%}")
-    path = export_checkpoint(lm, out, edits=records, directions_file=directions,
-                             direction_key=direction_key or "chosen", metrics=metrics, overwrite=overwrite,
-                             max_shard_size=max_shard_size)
-    click.echo(f"exported {op} checkpoint -> {path}")
-
-
-#: the enhancement measured on the embedded model (r1probe/steering/README.md: layer 12, λ 20 with the layer-12
-#: direction; λ 10 reached 0.78 on CHiSafetyBench); overridable by flags
-ENHANCE_DEFAULTS: dict = {"layer": 12, "lam": 20.0}
+    key = getattr(settings, "direction_key", None) or "chosen"
+    path = export_checkpoint(lm, out, edits=records, directions_file=directions, direction_key=key, metrics=metrics,
+                             overwrite=overwrite, max_shard_size=max_shard_size)
+    click.echo(f"exported {name} checkpoint -> {path}")

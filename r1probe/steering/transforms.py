@@ -206,4 +206,5 @@ def get_transform(name: str) -> Transform:
 register_transform(FunctionTransform("add", add, ("alpha",), "h + alpha d^ (activation addition)"))
 register_transform(FunctionTransform("ablate", ablate, (), "h - (h.d^) d^ (directional ablation)"))
 register_transform(FunctionTransform("clamp", clamp, ("value",), "h + (value - h.d^) d^ (projection set to value)"))
-register_transform(FunctionTransform("amplify", amplify, ("alpha",), "h + alpha (h.d^) d^ (projection scaled by 1 + alpha)"))
+register_transform(FunctionTransform("amplify", amplify, ("alpha",),
+                                     "h + alpha (h.d^) d^ (projection scaled by 1 + alpha)"))

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from r1probe.steering import edit as E
 from r1probe.steering.edits.base import EditSettings, Fitted
+from r1probe.settings import split_list
 from r1probe.steering.plan import parse_layers
+
+
+class AmplifySettings(EditSettings):
+    """Settings of the amplify edit."""
+
+    layers: str | list[int] = Field(description="Layers whose output projections are edited: 12, 8,10,12, "
+                                                "8-15 or all (negative counts from the end).")
+    beta: float = Field(description="Amplification strength: the written projection is scaled by 1 + beta.")
+    writers: Annotated[list[Literal["attn", "mlp"]], BeforeValidator(split_list)] = Field(
+        ["attn", "mlp"], description="Which output projections to edit.")
 
 
 class Amplify:
@@ -17,12 +28,7 @@ class Amplify:
     name = "amplify"
     summary = "W <- (I + beta r r^T) W on the output projections of the chosen layers"
 
-    class Settings(EditSettings):
-        layers: str | list[int] = Field(description="Layers whose output projections are edited: 12, 8,10,12, "
-                                                    "8-15 or all (negative counts from the end).")
-        beta: float = Field(description="Amplification strength: the written projection is scaled by 1 + beta.")
-        writers: list[Literal["attn", "mlp"]] = Field(["attn", "mlp"], description="Which output projections "
-                                                                                    "to edit.")
+    Settings = AmplifySettings
 
     def fit(self, lm, directions, settings, *, log=print) -> Fitted:
         d = directions.get(settings.direction_key, lm.layout.d_model)

@@ -1,4 +1,4 @@
-"""What every weight edit shares: the settings base, the fitted result, layer specs and settings errors."""
+"""What every weight edit shares: the settings base, the fitted result and settings errors."""
 
 from __future__ import annotations
 
@@ -6,15 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from r1probe.errors import R1ProbeError
+from r1probe.settings import Settings, SettingsError, one_line
 
 
-class EditSettings(BaseModel):
+class EditSettings(Settings):
     """Settings every edit has: which direction of the probe folder it writes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     direction_key: str = Field("chosen", description="Direction of the probe folder to use: 'chosen' (the "
                                                      "selected one) or a key such as layer12_pos-1.")
@@ -29,11 +27,6 @@ class Fitted:
     data: dict = field(default_factory=dict)
 
 
-def settings_error(e: ValidationError, edit: str) -> R1ProbeError:
-    """One line naming each bad setting of ``edit`` and why."""
-    parts = []
-    for err in e.errors():
-        where = ".".join(str(x) for x in err.get("loc", ()))
-        msg = str(err.get("msg", "")).removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if where else msg)
-    return R1ProbeError(f"{edit} settings: {'; '.join(parts)}")
+def settings_error(e: ValidationError, edit: str) -> SettingsError:
+    """One line naming the bad setting of ``edit`` and why (``r1probe.settings.one_line``)."""
+    return SettingsError(f"{edit}: {one_line(e)}")

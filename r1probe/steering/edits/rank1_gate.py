@@ -10,11 +10,12 @@ on harmful prompts" (CAST). Fit data: ``steering.fit_data`` (built-in splits by 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
+from r1probe.settings import split_list
 from r1probe.steering import edit as E
 from r1probe.steering.directions import check_size
 from r1probe.steering.edits.base import EditSettings, Fitted
@@ -23,46 +24,52 @@ from r1probe.steering.fit_data import FitData, default_fit_data, file_fit_data
 METHOD = "rank-1 read/write (AlphaSteer-style, null space of benign tokens)"
 
 
+class Rank1GateSettings(EditSettings):
+    """Settings of the rank1-gate edit."""
+
+    layer: int = Field(12, description="The one layer whose output projection is edited "
+                                       "(negative counts from the end).")
+    lam: float = Field(20.0, description="Strength of the rank-one write (lambda).")
+    writer: Literal["attn", "mlp"] = Field("mlp", description="Which output projection of the layer to edit.")
+    harmful: str | None = Field(None, description="Harmful prompt file to fit the read vector on "
+                                                  "(JSON/JSONL/CSV; default: the built-in fit data).")
+    benign: Annotated[list[str], BeforeValidator(split_list)] = Field(
+        [], description="Benign prompt files (with answer/std_answer fields when present) whose tokens the edit "
+                        "must leave alone.")
+    benign_limit: int = Field(150, ge=1, description="Use the first N prompts of each benign file.")
+    harmful_set: str = Field("builtin:zh-harmful", description="Built-in fit data: the harmful prompt set "
+                                                               "(its train split).")
+    harmless_set: str = Field("builtin:zh-harmless", description="Built-in fit data: the harmless prompt set "
+                                                                 "(its train split).")
+    data_root: str | None = Field(None, description="Shared data folder for the built-in GSM8K benign texts "
+                                                    "(default $R1PROBE_DATA or ../shared/data).")
+    seed: int = Field(0, description="Seed of the built-in prompt sets' train split.")
+    borderline: int = Field(0, ge=0, description="Built-in fit data: also keep the read vector silent on "
+                                                 "the first N CValues borderline contrast prompts.")
+    null_energy: float = Field(0.99, gt=0, le=1, description="Benign energy kept out of the read vector.")
+    ridge: float = Field(1e-2, ge=0, description="Ridge of the read-vector fit, relative to the harmful "
+                                                 "rows' mean squared norm.")
+    post_tokens: int | None = Field(None, ge=1, description="Harmful rows per prompt: its last N tokens "
+                                                            "(default: the template's post-instruction tokens).")
+    batch_size: int = Field(16, ge=1, description="Batch size of the fitting forwards.")
+
+    @model_validator(mode="after")
+    def _fit_files(self):
+        if bool(self.harmful) != bool(self.benign):
+            raise ValueError("give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
+        if self.harmful and self.borderline:
+            raise ValueError("--borderline applies to the default fit data; add such prompts to a --benign "
+                             "file instead")
+        return self
+
+
 class Rank1Gate:
     """``W_L ← W_L + λ r̂ aᵀ`` on one output projection, ``a`` fitted on harmful vs benign activations."""
 
     name = "rank1-gate"
     summary = "W_L <- W_L + lam r a^T, a read vector a fitted to fire on harmful prompts and stay silent on benign text"
 
-    class Settings(EditSettings):
-        layer: int = Field(12, description="The one layer whose output projection is edited "
-                                           "(negative counts from the end).")
-        lam: float = Field(20.0, description="Strength of the rank-one write (lambda).")
-        writer: Literal["attn", "mlp"] = Field("mlp", description="Which output projection of the layer to edit.")
-        harmful: str | None = Field(None, description="Harmful prompt file to fit the read vector on "
-                                                      "(JSON/JSONL/CSV; default: the built-in fit data).")
-        benign: list[str] = Field([], description="Benign prompt files (with answer/std_answer fields when "
-                                                  "present) whose tokens the edit must leave alone.")
-        benign_limit: int = Field(150, ge=1, description="Use the first N prompts of each benign file.")
-        harmful_set: str = Field("builtin:zh-harmful", description="Built-in fit data: the harmful prompt set "
-                                                                   "(its train split).")
-        harmless_set: str = Field("builtin:zh-harmless", description="Built-in fit data: the harmless prompt set "
-                                                                     "(its train split).")
-        data_root: str | None = Field(None, description="Shared data folder for the built-in GSM8K benign texts "
-                                                        "(default $R1PROBE_DATA or ../shared/data).")
-        seed: int = Field(0, description="Seed of the built-in prompt sets' train split.")
-        borderline: int = Field(0, ge=0, description="Built-in fit data: also keep the read vector silent on "
-                                                     "the first N CValues borderline contrast prompts.")
-        null_energy: float = Field(0.99, gt=0, le=1, description="Benign energy kept out of the read vector.")
-        ridge: float = Field(1e-2, ge=0, description="Ridge of the read-vector fit, relative to the harmful "
-                                                     "rows' mean squared norm.")
-        post_tokens: int | None = Field(None, ge=1, description="Harmful rows per prompt: its last N tokens "
-                                                                "(default: the template's post-instruction tokens).")
-        batch_size: int = Field(16, ge=1, description="Batch size of the fitting forwards.")
-
-        @model_validator(mode="after")
-        def _fit_files(self):
-            if bool(self.harmful) != bool(self.benign):
-                raise ValueError("give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
-            if self.harmful and self.borderline:
-                raise ValueError("--borderline applies to the default fit data; add such prompts to a --benign "
-                                 "file instead")
-            return self
+    Settings = Rank1GateSettings
 
     def fit(self, lm, directions, settings, *, log=print) -> Fitted:
         s = settings
