@@ -1,15 +1,17 @@
-"""Issue-5 screening: weight edits along the refusal direction, measured in memory before export.
+"""Screening of weight edits along the refusal direction, measured in memory before export.
 
     python scripts/enhance_screen.py --directions runs/study/probe --edits "amplify:8-19:0.5,amplify:10-17:1" \
         --n 40 --tokens 96 --out runs/enh5 [--threads 1]
 
 Loads the model once; for each edit (``amplify:LAYERS:BETA`` or ``amplify-attn:...`` / ``amplify-mlp:...``,
-or ``enhance:LAYER:LAMBDA``: the rank-1 AlphaSteer edit of ``edit.enhance``, its read vector fitted on the
-built-in harmful *train* split against benign tokens: the harmless train prompts and 200 GSM8K train
-question + solution texts; direction from ``--enhance-directions``) it edits the output projections in place, measures keyword-judged refusal on the first ``n`` CHiSafetyBench
-must-refuse questions and on ``n`` held-out harmless prompts (built-in test split, seed 0), then restores the
+or ``rank1-gate:LAYER:LAMBDA[:bN]`` (``enhance:`` is the same): the registered ``rank1-gate`` edit, its read
+vector fitted on the built-in harmful *train* split against benign tokens: the harmless train prompts and
+200 GSM8K train question + solution texts, plus N CValues borderline contrast prompts with ``:bN``;
+direction from ``--enhance-directions``) it runs the edit through ``r1probe.steering.edits.run_edit``,
+measures refusal (``r1probe.eval.judges.refusal``) on the first ``n`` CHiSafetyBench must-refuse
+questions and on ``n`` held-out harmless prompts (built-in test split, seed 0), then restores the
 weights. Each result goes to ``OUT/screen.jsonl`` as soon as it is measured (a rerun skips measured edits).
-The exported checkpoint of the edit chosen here is then measured with ``r1probe eval`` (see the issue note).
+``--export`` applies one edit exactly as screened and exports it; measure that checkpoint with ``r1probe eval``.
 """
 
 from __future__ import annotations
@@ -21,17 +23,17 @@ from pathlib import Path
 
 import torch
 
-from r1probe.probes.commands import _ints  # the CLI's "8-19" / "12" layer parser
 
 
 def parse_edit(s: str) -> dict:
-    op, layers, beta, *rest = s.split(":")
-    if op == "enhance":  # enhance:LAYER:LAMBDA[:bN] (bN: N borderline contrast prompts added to the benign fit)
+    """``amplify[-attn|-mlp]:LAYERS:BETA`` or ``rank1-gate:LAYER:LAMBDA[:bN]`` as an edit name and its settings."""
+    op, layers, strength, *rest = s.split(":")
+    if op in ("rank1-gate", "enhance"):  # bN: N borderline contrast prompts added to the benign fit
         border = int(rest[0][1:]) if rest else 0
-        return {"edit": s, "op": op, "layers": [int(layers)], "lam": float(beta), "which": ("attn", "mlp"),
-                "borderline": border}
-    which = {"amplify": ("attn", "mlp"), "amplify-attn": ("attn",), "amplify-mlp": ("mlp",)}[op]
-    return {"edit": s, "op": "amplify", "layers": _ints(layers), "beta": float(beta), "which": which}
+        return {"edit": s, "op": "rank1-gate", "settings": {"layer": int(layers), "lam": float(strength),
+                                                            "borderline": border}}
+    which = {"amplify": ["attn", "mlp"], "amplify-attn": ["attn"], "amplify-mlp": ["mlp"]}[op]
+    return {"edit": s, "op": "amplify", "settings": {"layers": layers, "beta": float(strength), "writers": which}}
 
 
 def main(argv=None):
@@ -55,7 +57,6 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     from r1probe.eval.api import bench
     from r1probe.models import load_model
-    from r1probe.steering.edit import _writers
 
     if a.export:
         return export_one(a)
@@ -72,20 +73,21 @@ def main(argv=None):
         row = {"edit": spec, "n": a.n, "tokens": a.tokens}
         if not spec.startswith("none"):
             e = parse_edit(spec)
-            for i in e["layers"]:
-                for name, mod in _writers(lm.model, lm.layout, i, e["which"]):
-                    saved[(i, name)] = (mod, mod.weight.detach().clone())
+            saved = {n: (p, p.detach().clone()) for n, p in lm.model.named_parameters()}
             rec = apply_edit(lm, e, a)
-            if e["op"] == "enhance":
+            if e["op"] == "rank1-gate":
                 row["fit"] = {k: rec[k] for k in ("fit_harmful_mean", "fit_benign_rms", "n_benign_tokens")}
         try:
             for b in a.benches.split(","):
                 if b == "cvalues-report":  # the borderline report split: disjoint from any fit data
                     from r1probe.data.borderline import borderline_splits
-                    from r1probe.steering.enhance import refusal_flags
+                    from r1probe.eval.judges.refusal import refusal_flags
+                    from r1probe.models.generate import generate_texts
 
                     items = borderline_splits(a.data_root, english_contrast=False)["report"][:a.n]
-                    flags = refusal_flags(lm, items, max_new_tokens=a.tokens, batch_size=8)
+                    outs = generate_texts(lm, [lm.chat.format(it.text) for it in items], max_new_tokens=a.tokens,
+                                          batch_size=8)
+                    flags = refusal_flags(outs, prompt_opened_think=bool(lm.chat.thinks))
                     row[b] = sum(flags) / len(flags)
                     continue
                 res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, batch_size=8,
@@ -94,8 +96,8 @@ def main(argv=None):
                 row[b] = m.get("RR-1", m.get("refusal_rate"))
         finally:
             with torch.no_grad():
-                for mod, w in saved.values():
-                    mod.weight.copy_(w)
+                for p, w in saved.values():
+                    p.copy_(w)
         row["seconds"] = round(time.time() - t, 1)
         with open(log, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -103,18 +105,13 @@ def main(argv=None):
 
 
 def apply_edit(lm, e: dict, a) -> dict:
-    from r1probe.steering.directions import load_directions
-    from r1probe.steering.edit import amplify, enhance
-    from r1probe.steering.fit_data import default_fit_data
+    """Run one parsed edit through the edit registry (the same path as ``r1probe edit``); returns its record."""
+    from r1probe.steering.edits import run_edit
 
-    with torch.no_grad():
-        if e["op"] == "amplify":
-            return amplify(lm, load_directions(a.directions)[a.key], e["layers"], e["beta"], which=e["which"])
-        fit = default_fit_data(lm, data_root=a.data_root, borderline=e.get("borderline", 0))
-        rec = enhance(lm, load_directions(a.enhance_directions)[a.key], fit.harmful, fit.benign,
-                      layer=e["layers"][0], lam=e["lam"])
-        rec["fit_data"] = fit.description
-        return rec
+    if e["op"] == "amplify":
+        return run_edit("amplify", lm, a.directions, {"direction_key": a.key, **e["settings"]})[0]
+    return run_edit("rank1-gate", lm, a.enhance_directions,
+                    {"direction_key": a.key, "data_root": a.data_root, **e["settings"]})[0]
 
 
 def export_one(a) -> None:
@@ -125,7 +122,7 @@ def export_one(a) -> None:
     e = parse_edit(spec)
     lm = load_model(a.model)
     rec = apply_edit(lm, e, a)
-    src = a.enhance_directions if e["op"] == "enhance" else a.directions
+    src = a.enhance_directions if e["op"] == "rank1-gate" else a.directions
     path = export_checkpoint(lm, a.export, edits=[rec], directions_file=src, direction_key=a.key, overwrite=True)
     print(f"exported {spec} -> {path}", flush=True)
 
