@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from r1probe.eval.judges.keyword import KeywordJudge
 from r1probe.models.chat import ReasoningSplit, split_reasoning
 
 #: outcomes of :func:`judge_refusal`
@@ -62,10 +63,8 @@ class JudgedReply:
 
 
 def default_judge():
-    """The keyword judge (``--judge keyword``)."""
-    from r1probe.eval.judges import make_judge
-
-    return make_judge("keyword")
+    """The keyword judge (``--judge keyword``, what ``make_judge("keyword")`` builds)."""
+    return KeywordJudge()
 
 
 def _is_refusal(v: dict) -> bool:
