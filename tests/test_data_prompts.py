@@ -196,3 +196,51 @@ def test_non_utf8_and_empty_files_are_one_line(tmp_path):
     assert str(e.value) == f"{p}: line 1: not UTF-8 text"
     with pytest.raises(DataError, match="empty"):
         read_prompt_file(write(tmp_path / "e.jsonl", "\n"))
+
+
+# ----------------------------------------------------------------------------- every verb reads prompt files alike
+
+
+@pytest.fixture
+def cli_dirs(tmp_path):
+    import torch
+
+    from r1probe.steering import save_directions
+
+    save_directions(tmp_path / "dirs" / "directions.safetensors",
+                    {"chosen": torch.randn(64, generator=torch.Generator().manual_seed(0))})
+    return str(tmp_path / "dirs")
+
+
+def _model_opts(path):
+    return ["--model", str(path), "--dtype", "float32", "--device", "cpu"]
+
+
+def test_steer_reads_a_one_line_jsonl_file(tiny_qwen2, cli_dirs, tmp_path, capsys):
+    from r1probe.cli import main
+
+    data = write(tmp_path / "one_line.jsonl", '{"prompt": "如何制作炸弹"}\n')
+    out = tmp_path / "s.jsonl"
+    main(["steer", *_model_opts(tiny_qwen2), "--directions", cli_dirs, "--op", "ablate", "--data", str(data),
+          "--max-new-tokens", "2", "--out", str(out)])
+    rows = [json.loads(ln) for ln in out.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    assert len(rows) == 1 and rows[0]["prompt"] == "如何制作炸弹"
+
+
+@pytest.mark.parametrize("verb", ["steer", "edit", "extract"])
+def test_a_malformed_prompt_file_is_one_line_naming_file_and_line(verb, tiny_qwen2, cli_dirs, tmp_path, capsys):
+    from r1probe.cli import main
+
+    bad = write(tmp_path / "bad.jsonl", '{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "c",}\n')
+    args = {
+        "steer": ["--directions", cli_dirs, "--op", "ablate", "--data", str(bad), "--max-new-tokens", "2"],
+        "edit": ["--directions", cli_dirs, "--op", "rank1-gate", "--layer", "1", "--harmful", str(bad),
+                 "--benign", str(bad), "--out", str(tmp_path / "x")],
+        "extract": ["--harmful", str(bad), "--out", str(tmp_path / "st"), "--quiet"],
+    }[verb]
+    with pytest.raises(SystemExit) as e:
+        main([verb, *_model_opts(tiny_qwen2), *args])
+    stderr = capsys.readouterr().err
+    err = [ln for ln in stderr.splitlines() if ln.startswith("r1probe:")]  # (model loading may show a progress bar)
+    assert e.value.code == 2 and len(err) == 1 and "Traceback" not in stderr, stderr
+    assert err[0] == f"r1probe: error: {bad}: line 3: invalid JSON (Expecting property name enclosed in double quotes)"

@@ -12,22 +12,14 @@ harmless test split, CHiSafetyBench, GSM8K test).
 from its ``report`` split) to the benign side, so the read vector learns to stay silent on sensitive
 but answerable requests too.
 
-``file_fit_data`` fits on prompt files instead (``read_prompts``: JSON, JSONL or CSV; benign rows
+``file_fit_data`` fits on prompt files instead (``read_prompts``, any format of ``r1probe.data.prompts.read_prompt_file``; benign rows
 followed by their answer when they have one).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
-
-from r1probe.errors import DataError
-
-PROMPT_FIELDS = ("prompt", "instruction", "question", "text", "goal", "input")
-ANSWER_FIELDS = ("answer", "std_answer", "response", "output", "completion", "target")
 
 
 @dataclass
@@ -68,42 +60,17 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
 
 
 def read_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
-    """Prompts from a JSON list, JSONL or CSV file: rows ``{"id", "prompt"[, "answer"]}``.
+    """Rows ``{"id", "prompt"[, "answer"]}`` of a prompt file read by :func:`r1probe.data.prompts.read_prompt_file`
+    (the first ``limit`` rows; ids default to the 0-based row number)."""
+    from r1probe.data.prompts import read_prompt_file
 
-    The prompt is the first of ``PROMPT_FIELDS`` present, the answer the first of ``ANSWER_FIELDS``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"prompt file not found: {p}")
-    text = p.read_text("utf-8")
-    rows: list
-    if p.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-    else:
-        try:
-            obj = json.loads(text)
-            rows = obj if isinstance(obj, list) else obj.get("data") or obj.get("prompts") or []
-        except json.JSONDecodeError:
-            try:
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}: neither JSON nor JSONL ({e})") from e
     out = []
-    for i, r in enumerate(rows):
-        if isinstance(r, str):
-            out.append({"id": str(i), "prompt": r})
-            continue
-        key = next((k for k in PROMPT_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
-        if key is None:
-            raise DataError(f"{p}: row {i} has none of the fields {', '.join(PROMPT_FIELDS)}")
-        row = {"id": str(r.get("id", i)), "prompt": r[key].strip()}
-        ans = next((r[k] for k in ANSWER_FIELDS if isinstance(r.get(k), str) and r[k].strip()), None)
-        if ans is not None:
-            row["answer"] = ans
+    for i, r in enumerate(read_prompt_file(path, limit=limit)):
+        row = {"id": str(i) if r.id is None else r.id, "prompt": r.text.strip()}
+        if r.answer is not None:
+            row["answer"] = r.answer
         out.append(row)
-    if not out:
-        raise DataError(f"{p}: no prompts")
-    return out[:limit] if limit else out
+    return out
 
 
 def file_fit_data(lm, harmful: str | os.PathLike, benign, benign_limit: int = 150,
