@@ -118,18 +118,22 @@ def downstream_block(layer: int, site: str) -> int:
 
 @torch.inference_mode()
 def block_input_means(scorer, texts: Sequence[str]) -> torch.Tensor:
-    """``μ_i`` [n_layers, d] (float64): mean residual stream at the input of every block, at the last
-    token of each formatted text (``hidden_states[i]`` of the model; left padding keeps it last)."""
+    """``μ_i`` [n_layers, d] (float64): mean residual stream at the input of every block (``resid_pre``,
+    HF ``hidden_states[i]``) at the last token of each formatted text, read by ``read_activations``
+    in the scorer's batches."""
+    from r1probe.extract.read import read_activations
+
     lm = scorer.lm
     n = lm.layout.n_layers
-    tot, cnt = None, 0
-    for b in scorer.batches([lm.chat.encode(t) for t in texts]):
-        hs = lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, output_hidden_states=True,
-                      use_cache=False, logits_to_keep=1).hidden_states
-        x = torch.stack([h[:, -1].double().cpu() for h in hs[:n]])  # [n, B, d]
-        tot = x.sum(1) if tot is None else tot + x.sum(1)
-        cnt += x.shape[1]
-    return tot / cnt
+    acc: dict = {"tot": None, "cnt": 0}
+
+    def add(rows, acts):  # per-batch float64 sums, so memory stays flat for any number of texts
+        x = torch.stack([acts[("resid_pre", i)][:, 0].double().cpu() for i in range(n)])  # [n, B, d]
+        acc["tot"] = x.sum(1) if acc["tot"] is None else acc["tot"] + x.sum(1)
+        acc["cnt"] += x.shape[1]
+    read_activations(lm, list(texts), sites=["resid_pre"], positions=[-1], layers=range(n),
+                     batch_size=scorer.batch_size, sink=add)
+    return acc["tot"] / acc["cnt"]
 
 
 def induce_plan(direction: torch.Tensor, layer: int, site: str = "resid_post", alpha: float | None = None):

@@ -185,40 +185,38 @@ def fit_read_vector(pos: torch.Tensor, neg: torch.Tensor | None = None, *, neg_g
 
 # ---- the activations a read vector is fitted on ----
 
-@torch.no_grad()
 def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, writer: str = "mlp",
                   last: int | None = None, batch_size: int = 16, gram: bool = False):
-    """Inputs ``z`` of one output projection over tokenised sequences (left-padded batches).
+    """Inputs ``z`` of one output projection over tokenised sequences: ``read_activations`` at site
+    ``attn_z`` / ``mlp_z`` (left-padded batches; the forward stops at that projection).
 
-    ``last=k`` keeps each sequence's last ``k`` tokens (e.g. the post-instruction tokens) and returns
-    the rows ``[N·k, K]``; ``last=None`` keeps every real token. ``gram=True`` returns ``(Σ z zᵀ, count)``
-    in float64 instead of the rows (benign sets of any size).
+    ``last=k`` keeps each sequence's last ``min(k, length)`` tokens (e.g. the post-instruction tokens) and
+    returns the rows ``[N·k, K]``, sequences in input order; ``last=None`` keeps every real token.
+    ``gram=True`` returns ``(Σ z zᵀ, count)`` in float64 instead of the rows (benign sets of any size).
     """
-    from r1probe.models.generate import left_pad, length_sorted_batches
-    from r1probe.steering.runtime import StopForward, recording
+    from r1probe.extract.read import read_activations
 
-    model, layout = lm.model, lm.layout
-    (i,) = _layers([layer], layout.n_layers)
-    (_, mod), = _writers(model, layout, i, [writer])
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
-    rows, G, n = [], None, 0
-    for idx in length_sorted_batches([len(t) for t in token_lists], batch_size):
-        ids, mask = left_pad([token_lists[j] for j in idx], pad, lm.device)
-        with recording(mod, stop=True) as seen:  # the layers above and the unembedding are not needed
-            try:
-                model(input_ids=ids, attention_mask=mask, use_cache=False)
-            except StopForward:
-                pass
-        z = seen[0].float().cpu()
-        keep = []
-        for r, j in enumerate(idx):
-            k = len(token_lists[j]) if last is None else min(last, len(token_lists[j]))
-            keep.append(z[r, z.shape[1] - k:])
-        if gram:  # one float32 product per batch (a few thousand rows), summed in float64
-            zz = torch.cat(keep)
-            g = (zz.T @ zz).double()
-            G = g if G is None else G + g
-            n += zz.shape[0]
-        else:
-            rows.extend(keep)
-    return (G, n) if gram else torch.cat(rows)
+    (i,) = _layers([layer], lm.layout.n_layers)
+    if writer not in WRITERS:
+        raise R1ProbeError(f"unknown writer {writer!r}: choose attn or mlp")
+    site = f"{writer}_z"
+    positions = ["all"] if last is None else list(range(-int(last), 0))
+
+    def tail(z, rows):  # each sequence's last min(last, length) rows of z [B, last, K]
+        return torch.cat([z[r, last - min(last, len(token_lists[j])):] for r, j in enumerate(rows)])
+
+    if gram:
+        acc: dict = {"G": None, "n": 0}
+
+        def add(rows, acts):  # one float32 product per batch (a few thousand rows), summed in float64
+            z = acts[(site, i)]
+            z = z if last is None else tail(z, rows)
+            g = (z.T @ z).double().cpu()
+            acc["G"] = g if acc["G"] is None else acc["G"] + g
+            acc["n"] += z.shape[0]
+        read_activations(lm, token_lists, sites=[site], positions=positions, layers=[i], batch_size=batch_size,
+                         sink=add)
+        return acc["G"], acc["n"]
+    z = read_activations(lm, token_lists, sites=[site], positions=positions, layers=[i],
+                         batch_size=batch_size)[(site, i)]
+    return z if last is None else tail(z, range(len(token_lists)))
