@@ -49,9 +49,12 @@ def _items(prompts: Sequence) -> list[BenchItem]:
 def refusal_rate(lm_or_engine, prompts: Sequence, *, plan=None, judge="keyword", max_new_tokens: int = 64,
                  batch_size: int = 8, out_dir=None) -> dict:
     """Share of ``prompts`` (strings or Prompt-like objects with ``text``/``history``) the model
-    refuses, judged on the answer after any ``</think>``.
+    refuses under the refusal rule (:mod:`r1probe.eval.judges.refusal`: the answer after any
+    ``</think>`` is judged; a reply whose reasoning never closed is ``"unterminated"``, has label
+    None and is outside the rate).
 
-    Returns ``{"rate", "ci95", "rr2", "labels", "replies", "answers", "unterminated_rate", "records"}``.
+    Returns ``{"rate", "ci95", "rr2", "labels", "outcomes", "replies", "answers", "unterminated_rate",
+    "records"}``.
     ``plan``: a ``SteeringPlan`` or a path (applied during generation); ``judge``: ``"keyword"``,
     a judge string (``llm:…``/``openai:…``) or a judge object.
     """
@@ -65,7 +68,8 @@ def refusal_rate(lm_or_engine, prompts: Sequence, *, plan=None, judge="keyword",
                             chunk_size=max(64, batch_size), limit=None)
     return {"rate": entry["metrics"]["refusal_rate"], "ci95": entry["ci95"]["refusal_rate"],
             "rr2": M.chisafety_metrics(False)["RR-2"](recs),
-            "labels": [r["label"] for r in recs], "replies": [r["reply"] for r in recs],
+            "labels": [r["label"] for r in recs], "outcomes": [r["outcome"] for r in recs],
+            "replies": [r["reply"] for r in recs],
             "answers": [r["answer"] for r in recs], "unterminated_rate": entry["metrics"].get("unterminated_rate"),
             "records": recs}
 
