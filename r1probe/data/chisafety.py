@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from r1probe.data.prompts import Prompt
 from r1probe.errors import DataError, IntegrityError
 from r1probe.provenance import cache_dir, sha256_file
 
@@ -34,27 +35,6 @@ FILES: dict[str, str] = {
     "v1/mcq.json": "9900af0e259d8f58d68584961ac5f13fc229066d5b73add142313c92d0c8edcd",
 }
 REFUSAL_FILE, MULTITURN_FILE, MCQ_FILE = FILES
-
-CITATION = "Zhang et al., CHiSafetyBench, arXiv:2406.10311 (data: github.com/UnicomAI/UnicomBenchmark, no license)"
-
-
-def _prompt(**kw):
-    """A :class:`r1probe.data.prompts.Prompt` when that module exists, else a compatible object."""
-    try:
-        from r1probe.data.prompts import Prompt  # the shared dataclass
-    except ImportError:  # pragma: no cover - until the prompts module lands
-        Prompt = _FallbackPrompt
-    return Prompt(**kw)
-
-
-class _FallbackPrompt:
-    __slots__ = ("id", "text", "label", "category", "history")
-
-    def __init__(self, id, text, label, category, history=None):
-        self.id, self.text, self.label, self.category, self.history = id, text, label, category, history
-
-    def __repr__(self):
-        return f"Prompt(id={self.id!r}, text={self.text[:20]!r}..., label={self.label!r}, category={self.category!r})"
 
 
 def _repo_default() -> Path:
@@ -92,7 +72,7 @@ def load_chisafety_refusal(root: str | os.PathLike | None = None) -> list:
     out = []
     for group in data:
         for it in group.get("infos", []):
-            out.append(_prompt(id=f"chisafety-refusal/{it['id']}", text=it["question"], label="harmful",
+            out.append(Prompt(id=f"chisafety-refusal/{it['id']}", text=it["question"], label="harmful",
                                category=it.get("category") or group.get("category", ""), history=None))
     if not out:
         raise DataError(f"{REFUSAL_FILE}: no questions")
@@ -106,7 +86,7 @@ def load_chisafety_multiturn(root: str | os.PathLike | None = None) -> list:
     out = []
     for i, it in enumerate(data):
         hist = [{"role": m["role"], "content": m["content"]} for m in it.get("history", [])]
-        out.append(_prompt(id=f"chisafety-multiturn/{i}", text=it["input"], label="harmful",
+        out.append(Prompt(id=f"chisafety-multiturn/{i}", text=it["input"], label="harmful",
                            category=it.get("sub_category") or it.get("category", ""), history=hist))
     if not out:
         raise DataError(f"{MULTITURN_FILE}: no dialogues")
@@ -129,7 +109,7 @@ def load_chisafety_mcq(root: str | os.PathLike | None = None) -> list:
     out = []
     for group in data:
         for it in group.get("infos", []):
-            out.append(_prompt(id=f"chisafety-mcq/{it['id']}", text=it["question"], label="mcq",
+            out.append(Prompt(id=f"chisafety-mcq/{it['id']}", text=it["question"], label="mcq",
                                category=it.get("category") or group.get("category", ""), history=None))
     return out
 

@@ -112,11 +112,6 @@ class PromptSet:
     def label_counts(self) -> dict[str, int]:
         return dict(Counter(self.labels))
 
-    def with_label(self, label: str) -> "PromptSet":
-        """The same prompts relabelled ``label``."""
-        return PromptSet(self.name, [Prompt(p.id, p.text, label, p.category, p.history) for p in self.prompts],
-                         meta=dict(self.meta))
-
     def split(self, which: str, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS) -> "PromptSet":
         """The ``train``/``val``/``test`` part (see :func:`split_of`), in original order."""
         if which not in SPLITS:
@@ -453,8 +448,8 @@ def builtin_path(name: str) -> Path:
 
 
 def load_builtin(name: str, *, label: str | None = None) -> PromptSet:
-    file, default_label, desc = BUILTIN_SETS.get(name, (None, None, None))
     path = builtin_path(name)
+    _, default_label, desc = BUILTIN_SETS[name]
     ps = load_prompt_file(path, label=label or default_label, name=f"builtin:{name}")
     ps.meta = {"source": f"builtin:{name}", "description": desc}
     return ps

@@ -14,8 +14,6 @@ Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
 R1_BOS = "<｜begin▁of▁sentence｜>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-#: what the R1 template leaves open at the end of a generation prompt
-R1_GENERATION_SUFFIX = "<｜Assistant｜><think>\n"
 #: appended after an R1 generation prompt to close an empty think block (for first-token scores)
 EMPTY_THINK = "\n\n</think>\n\n"
 
