@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from r1probe.errors import R1ProbeError
+from r1probe.extract.read import site_module
 from r1probe.models.layout import Layout, detect_layout
 from r1probe.steering import transforms as T
 from r1probe.steering.plan import SteeringPlan, SteeringStep
@@ -255,9 +256,10 @@ def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
                         return (h2, *args[1:]), kwargs
                     kwargs = dict(kwargs, hidden_states=h2)
                     return args, kwargs
-                handle._hooks.append(layout.layer(model, li).register_forward_pre_hook(pre_hook, with_kwargs=True))
-            for site, module in (("resid_post", layout.layer(model, li)), ("attn_out", layout.attn_out(model, li)),
-                                 ("mlp_out", layout.mlp_out(model, li))):
+                block = site_module(model, layout, li, "resid_pre")[0]
+                handle._hooks.append(block.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            for site in ("resid_post", "attn_out", "mlp_out"):
+                module = site_module(model, layout, li, site)[0]
                 steps = by_site.get((li, site))
                 if not steps:
                     continue
