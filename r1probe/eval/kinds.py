@@ -25,7 +25,6 @@ from typing import Protocol, Sequence, runtime_checkable
 from r1probe.errors import R1ProbeError
 from r1probe.eval import metrics as M
 from r1probe.eval.answers import extract_choice, score_math
-from r1probe.models.chat import split_reasoning
 
 
 @dataclass(frozen=True)
@@ -225,6 +224,8 @@ class _GeneratedAnswerKind(_GradedKind):
         raise NotImplementedError
 
     def run_chunk(self, bench, engine, judge, items, opts):
+        from r1probe.models.chat import split_reasoning
+
         t0 = time.perf_counter()
         base = base_records(bench, items)
         replies = engine.generate(requests(items), max_new_tokens=opts.max_new_tokens)
