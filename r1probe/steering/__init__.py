@@ -1,9 +1,10 @@
 """Steering at run time (transforms, plans, one hook runtime) and weight edits with export."""
 
-from r1probe.steering.directions import load_direction, load_directions, save_directions
+from r1probe.steering.directions import DirectionSet, load_direction, load_directions, save_directions
 from r1probe.steering.plan import Condition, SteeringPlan, SteeringStep
 from r1probe.steering.runtime import SteeringHandle, steering
-from r1probe.steering.transforms import ablate, add, clamp, gate, gate_scores, projection
+from r1probe.steering.transforms import (TRANSFORMS, Transform, ablate, add, clamp, gate, gate_scores, get_transform,
+                                         projection, register_transform)
 
-__all__ = ["load_direction", "load_directions", "save_directions", "Condition", "SteeringPlan", "SteeringStep",
-           "SteeringHandle", "steering", "ablate", "add", "clamp", "gate", "gate_scores", "projection"]
+__all__ = ["DirectionSet", "TRANSFORMS", "Transform", "get_transform", "register_transform", "load_direction",
+           "load_directions", "save_directions", "Condition", "SteeringPlan", "SteeringStep", "SteeringHandle", "steering", "ablate", "add", "clamp", "gate", "gate_scores", "projection"]
