@@ -67,7 +67,7 @@ def train_probes(store, *, estimators: Sequence[str] = E.ESTIMATORS, layers: Seq
     cells, tensors = {}, {}
     t = time.time()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny linear algebra: extra threads only spin (70x slower on a busy CPU)
+    torch.set_num_threads(1)  # tiny linear algebra: extra threads only spin on a busy CPU
     try:
         _fit_layers(store, layers, positions, estimators, pos_label, neg_label, site, folds, seed, cells, tensors, say)
     finally:
