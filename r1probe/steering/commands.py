@@ -35,6 +35,9 @@ class RegistryChoice(click.Choice):
     def choices(self, value):  # click.Choice.__init__ assigns it
         pass
 
+    def get_metavar(self, *args, **kw) -> str:  # deprecated aliases are accepted but not advertised
+        return f"[{'|'.join(self._registry)}]"
+
 
 class RegistryOption(click.Option):
     """An option whose help text is computed when ``--help`` is shown (``help_fn``)."""
