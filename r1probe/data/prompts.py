@@ -416,7 +416,7 @@ def read_prompt_file(path: str | os.PathLike, *, field: str | None = None,
     else:
         items = _text_items(text)
     if not items:
-        raise DataError(f"{p}: the prompt file is empty (no prompts)")
+        raise DataError(f"{p}: the prompt set is empty (the file holds no prompts)")
     if limit is not None and limit > 0:
         items = items[:limit]
     return [_row(line, row, str(p), field) for line, row in items]
