@@ -1,16 +1,79 @@
 """Heap hygiene during extraction (glibc's malloc on Linux; a no-op elsewhere). Its effect on peak RSS
 is measured in benchmarks/extract.py, not asserted here."""
 
-import sys
+import ctypes
 
 import pytest
 
 from r1probe.extract import heap
 
 
-def test_heap_calls_are_safe_and_take_effect_on_glibc():
-    pinned, trimmed = heap.pin_mmap_threshold(), heap.trim()
-    assert isinstance(pinned, bool) and isinstance(trimmed, bool)
-    if sys.platform.startswith("linux") and heap._libc() is not None:
-        assert pinned  # mallopt returns 1 on success
+class FakeLibc:
+    def __init__(self, mallopt_result=1, trim_result=1):
+        self.calls = []
+        self._mallopt, self._trim = mallopt_result, trim_result
 
+    def mallopt(self, param, value):
+        self.calls.append(("mallopt", param, value))
+        return self._mallopt
+
+    def malloc_trim(self, pad):
+        self.calls.append(("malloc_trim", pad))
+        return self._trim
+
+
+def test_pin_mmap_threshold_sets_m_mmap_threshold(monkeypatch):
+    libc = FakeLibc()
+    monkeypatch.setattr(heap, "_libc", lambda: libc)
+    assert heap.pin_mmap_threshold() is True
+    assert heap.pin_mmap_threshold(4 << 20) is True
+    assert libc.calls == [("mallopt", heap.M_MMAP_THRESHOLD, 1 << 20), ("mallopt", -3, 4 << 20)]
+    monkeypatch.setattr(heap, "_libc", lambda: FakeLibc(mallopt_result=0))
+    assert heap.pin_mmap_threshold() is False  # mallopt refused the value
+
+
+def test_trim_calls_malloc_trim_zero(monkeypatch):
+    libc = FakeLibc(trim_result=1)
+    monkeypatch.setattr(heap, "_libc", lambda: libc)
+    assert heap.trim() is True and libc.calls == [("malloc_trim", 0)]
+    monkeypatch.setattr(heap, "_libc", lambda: FakeLibc(trim_result=0))
+    assert heap.trim() is False  # nothing could be given back
+
+
+def test_without_a_c_library_both_are_no_ops(monkeypatch):
+    monkeypatch.setattr(heap, "_libc", lambda: None)
+    assert heap.pin_mmap_threshold() is False and heap.trim() is False
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def test_pinned_threshold_maps_large_blocks_on_glibc():
+    """After pinning at 1 MiB an 8 MiB block is mmapped (counted in ``hblkhd``) and unmapped on free;
+    with the threshold above 8 MiB the same block comes from the heap."""
+    libc = heap._libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    libc.mallinfo2.restype = _Mallinfo2
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 8 << 20
+
+    def mapped_growth():
+        before = libc.mallinfo2().hblkhd
+        p = libc.malloc(size)
+        assert p
+        grown = libc.mallinfo2().hblkhd - before
+        libc.free(p)
+        return grown, libc.mallinfo2().hblkhd - before
+
+    try:
+        assert heap.pin_mmap_threshold(16 << 20)
+        assert mapped_growth()[0] == 0  # below the threshold: from the heap
+        assert heap.pin_mmap_threshold()
+        grown, after_free = mapped_growth()
+        assert grown >= size and after_free == 0
+    finally:
+        heap.pin_mmap_threshold()
