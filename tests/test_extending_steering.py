@@ -134,3 +134,44 @@ def test_enhance_is_a_deprecated_alias_of_rank1_gate(tiny_qwen2, dirs, tmp_path)
         assert dep == (["r1probe: 'enhance' is deprecated, use 'rank1-gate'"] if op == "enhance" else [])
         recs[op] = json.loads((tmp_path / op / "r1probe_manifest.json").read_text())["edits"]
     assert recs["enhance"] == recs["rank1-gate"] and recs["enhance"][0]["op"] == "rank1-gate"
+
+
+def test_registries_reject_bad_registrations():
+    from r1probe.errors import R1ProbeError
+    from r1probe.steering.edits import get_edit
+    from r1probe.steering.transforms import get_transform
+
+    with pytest.raises(R1ProbeError, match="not step fields"):
+        register_transform(FunctionTransform("bad", scale, ("strength",), "x"))
+    with pytest.raises(R1ProbeError, match="already registered"):
+        register_transform(FunctionTransform("add", scale, ("alpha",), "x"))
+    with pytest.raises(R1ProbeError, match="choose one of add, ablate, clamp, amplify"):
+        get_transform("nope")
+
+    class Undocumented(EditSettings):
+        k: int = 1
+
+    class NoDoc(Toy):
+        name = "nodoc"
+        Settings = Undocumented
+
+    with pytest.raises(R1ProbeError, match="without a description: k"):
+        register_edit(NoDoc())
+    assert "nodoc" not in EDITS
+    with pytest.raises(R1ProbeError, match="unknown weight edit 'nope'"):
+        get_edit("nope")
+
+
+def test_direction_set_resolves_chosen_from_probe_json(tmp_path):
+    from r1probe.errors import R1ProbeError
+    from r1probe.steering.directions import DirectionSet
+
+    a, b = torch.randn(8), torch.randn(8)
+    save_directions(tmp_path / "directions.safetensors", {"layer3_pos-1": a, "layer4_pos-1": b})
+    (tmp_path / "probe.json").write_text(json.dumps({"chosen": {"layer": 4, "pos": -1}}))
+    ds = DirectionSet.load(tmp_path)
+    assert ds.chosen == "layer4_pos-1" and torch.equal(ds.get(), b) and torch.equal(ds.get("layer3_pos-1"), a)
+    with pytest.raises(R1ProbeError, match="hidden size is 16"):
+        ds.get(None, 16)
+    with pytest.raises(R1ProbeError, match="no direction 'x'"):
+        ds.get("x")
