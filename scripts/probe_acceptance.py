@@ -51,9 +51,8 @@ def main(argv=None):
     from r1probe.extract import extract_activations
     from r1probe.models import load_model
     from r1probe.probes.api import load_probe, run_probe
-    from r1probe.probes.commands import _ints  # the probe CLI's "8-18" / "-1,-2" parser
     from r1probe.probes.select import SelectConfig
-    from r1probe.steering.plan import SteeringPlan
+    from r1probe.steering.plan import SteeringPlan, parse_layers
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,7 +75,8 @@ def main(argv=None):
                            induce_score=a.induce_score, induce_min=a.induce_min, auroc_min=a.auroc_min)
         ests = ("mean_diff", "logistic") + ((a.candidates,) if a.candidates != "mean_diff" else ())
         run_probe(store.path, lm, out / "probe", cfg=cfg, estimators=ests, folds=3, candidates=a.candidates,
-                  layers=_ints(a.search_layers), positions=_ints(a.search_positions),
+                  layers=parse_layers(a.search_layers, lm.layout.n_layers) if a.search_layers else None,
+                  positions=parse_layers(a.search_positions, 0) if a.search_positions else None,
                   progress=lambda m: print(m, flush=True))
         res["probe_s"] = round(time.time() - t, 1)
         save()
