@@ -33,7 +33,7 @@ VERBS = {
     "serve": "r1probe.eval.commands:serve",
     "compare": "r1probe.analysis.commands:compare",
     "distill": "r1probe.distill.commands:distill",
-    "run": "r1probe.analysis.commands:run",
+    "run": "r1probe.pipeline.commands:run",
 }
 
 _PACKAGE_DIR = Path(__file__).resolve().parent

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from r1probe.models.builtin import DEFAULT_MODEL
+from r1probe.settings import flag_names, flag_value, is_flag_field, settings_fields
 
 
 def model_options(default_model: str | None = DEFAULT_MODEL, name: str = "model"):
@@ -52,64 +53,8 @@ def stderr_progress(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-# --- flags generated from a settings model -------------------------------------------------------------------
-#
-# Every leaf field of a (nested) pydantic settings model becomes one option: a top-level field ``n_val`` is
-# ``--n-val``, a nested field ``eval.max_new_tokens`` is ``--eval.max-new-tokens`` and, when its leaf name is
-# unique in the schema (or the field names a short flag in ``json_schema_extra={"flag": ...}``), also
-# ``--max-new-tokens``. Values reach pydantic as strings, so validation and its messages are the model's.
-
-
-def _is_model(ann) -> bool:
-    import pydantic
-
-    return isinstance(ann, type) and issubclass(ann, pydantic.BaseModel)
-
-
-def settings_fields(model, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """``[(path, FieldInfo)]`` of every leaf field of ``model`` (nested models walked depth first)."""
-    out = []
-    for name, f in model.model_fields.items():
-        if _is_model(f.annotation):
-            out += settings_fields(f.annotation, prefix + (name,))
-        else:
-            out.append((prefix + (name,), f))
-    return out
-
-
-def _flag(path: tuple[str, ...]) -> str:
-    return "--" + ".".join(p.replace("_", "-") for p in path)
-
-
-def _is_bool(f) -> bool:
-    return f.annotation is bool
-
-
-def _show(v) -> str:
-    if isinstance(v, (list, tuple)):
-        return ",".join(map(str, v))
-    if isinstance(v, dict):
-        return ",".join(f"{k}={'none' if x is None else x}" for k, x in v.items())
-    return str(v)
-
-
-def flag_names(model) -> dict[tuple[str, ...], list[str]]:
-    """The option names of every leaf field of ``model``: the full dotted flag first, then a short one."""
-    leaves = settings_fields(model)
-    counts: dict[str, int] = {}
-    for path, _ in leaves:
-        counts[path[-1]] = counts.get(path[-1], 0) + 1
-    top = {p[0] for p, _ in leaves if len(p) == 1}
-    names = {}
-    for path, f in leaves:
-        decls = [_flag(path)]
-        short = (f.json_schema_extra or {}).get("flag") if isinstance(f.json_schema_extra, dict) else None
-        if short:
-            decls.append("--" + short)
-        elif len(path) > 1 and counts[path[-1]] == 1 and path[-1] not in top:
-            decls.append(_flag(path[-1:]))
-        names[path] = decls
-    return names
+# --- options generated from a settings model (flag names: ``r1probe.settings.flag_names``) ---------------------
+# Values reach pydantic as strings, so validation and its messages are the model's.
 
 
 def settings_options(model, *, skip: tuple[str, ...] = ()):
@@ -122,8 +67,8 @@ def settings_options(model, *, skip: tuple[str, ...] = ()):
                 continue
             decls, dest = names[path], "__".join(path)
             default = f.get_default(call_default_factory=True)
-            help_ = (f.description or "").rstrip(".") + (f" [default: {_show(default)}]." if default is not None else ".")
-            if _is_bool(f):
+            help_ = (f.description or "").rstrip(".") + (f" [default: {flag_value(default)}]." if default is not None else ".")
+            if is_flag_field(f):
                 on = decls[0]
                 opt = click.option(f"{on}/--no-{on[2:]}", dest, default=None, help=help_)
             else:
@@ -163,25 +108,3 @@ def settings_from_flags(kw: dict, model) -> dict:
             d = d.setdefault(p, {})
         d[path[-1]] = v
     return out
-
-
-def settings_argv(settings, baseline=None) -> list[str]:
-    """Flags that set every leaf of ``settings`` that differs from ``baseline`` (default: the model's defaults)."""
-    names = flag_names(type(settings))
-    argv: list[str] = []
-    for path, f in settings_fields(type(settings)):
-        v = _get(settings, path)
-        base = _get(baseline, path) if baseline is not None else f.get_default(call_default_factory=True)
-        if v == base or v is None:
-            continue
-        if _is_bool(f):
-            argv.append(names[path][0] if v else "--no-" + names[path][0][2:])
-        else:
-            argv += [names[path][0], _show(v)]
-    return argv
-
-
-def _get(obj, path):
-    for p in path:
-        obj = getattr(obj, p)
-    return obj

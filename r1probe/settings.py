@@ -166,3 +166,85 @@ def _write_table(m: pydantic.BaseModel, path: list[str], lines: list[str], comme
                 lines.append("")
                 lines.append(f"# {f.description}")
             _write_table(v, path + [name], lines, comments)
+
+
+# --- flag names of the fields ---------------------------------------------------------------------------------
+#
+# Every leaf field of a (nested) settings model has one flag: a top-level field ``n_val`` is ``--n-val``,
+# a nested field ``eval.max_new_tokens`` is ``--eval.max-new-tokens`` and, when its leaf name is unique in
+# the schema (or the field names a short flag in ``json_schema_extra={"flag": ...}``), also
+# ``--max-new-tokens``. ``r1probe.cli_options.settings_options`` turns them into click options.
+
+
+def _is_model(ann) -> bool:
+    import pydantic
+
+    return isinstance(ann, type) and issubclass(ann, pydantic.BaseModel)
+
+
+def settings_fields(model, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """``[(path, FieldInfo)]`` of every leaf field of ``model`` (nested models walked depth first)."""
+    out = []
+    for name, f in model.model_fields.items():
+        if _is_model(f.annotation):
+            out += settings_fields(f.annotation, prefix + (name,))
+        else:
+            out.append((prefix + (name,), f))
+    return out
+
+
+def _flag(path: tuple[str, ...]) -> str:
+    return "--" + ".".join(p.replace("_", "-") for p in path)
+
+
+def is_flag_field(f) -> bool:
+    return f.annotation is bool
+
+
+def flag_value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    if isinstance(v, dict):
+        return ",".join(f"{k}={'none' if x is None else x}" for k, x in v.items())
+    return str(v)
+
+
+def flag_names(model) -> dict[tuple[str, ...], list[str]]:
+    """The option names of every leaf field of ``model``: the full dotted flag first, then a short one."""
+    leaves = settings_fields(model)
+    counts: dict[str, int] = {}
+    for path, _ in leaves:
+        counts[path[-1]] = counts.get(path[-1], 0) + 1
+    top = {p[0] for p, _ in leaves if len(p) == 1}
+    names = {}
+    for path, f in leaves:
+        decls = [_flag(path)]
+        short = (f.json_schema_extra or {}).get("flag") if isinstance(f.json_schema_extra, dict) else None
+        if short:
+            decls.append("--" + short)
+        elif len(path) > 1 and counts[path[-1]] == 1 and path[-1] not in top:
+            decls.append(_flag(path[-1:]))
+        names[path] = decls
+    return names
+
+
+def settings_argv(settings, baseline=None) -> list[str]:
+    """Flags that set every leaf of ``settings`` that differs from ``baseline`` (default: the model's defaults)."""
+    names = flag_names(type(settings))
+    argv: list[str] = []
+    for path, f in settings_fields(type(settings)):
+        v = _get(settings, path)
+        base = _get(baseline, path) if baseline is not None else f.get_default(call_default_factory=True)
+        if v == base or v is None:
+            continue
+        if is_flag_field(f):
+            argv.append(names[path][0] if v else "--no-" + names[path][0][2:])
+        else:
+            argv += [names[path][0], flag_value(v)]
+    return argv
+
+
+def _get(obj, path):
+    for p in path:
+        obj = getattr(obj, p)
+    return obj

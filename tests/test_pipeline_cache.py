@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from r1probe.analysis.stages import run_stage
+from r1probe.pipeline.cache import run_stage
 
 
 def test_stage_runs_once_then_skips_until_inputs_change(tmp_path):

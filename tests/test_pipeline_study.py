@@ -1,28 +1,33 @@
 """``r1probe run`` on a tiny random model: every stage runs, then a rerun skips them all."""
 
 import json
-import time
 
 import torch
 
-from r1probe.analysis.config import StudyConfig
-from r1probe.analysis.study import run_study
+from r1probe.pipeline.presets import run_preset
+from r1probe.pipeline.settings import load_settings
 
 
-def _cfg(model, out, **kw):
-    base = dict(model=str(model), dtype="float32", n_train=8, n_val=4, benches=["cvalues", "gsm8k-nll"],
-                limits={"cvalues": 3, "gsm8k-nll": 3}, max_new_tokens=6, kl_threshold=100.0, max_layer_frac=1.0,
-                score="first_token", edits=["orthogonalize"], plans=["conditional"], out=str(out))
-    base.update(kw)
-    return StudyConfig(**base)
+def _cfg(model, out, *, limits=None, edits=("orthogonalize",), plans=("conditional",), benches=None, **kw):
+    """The study's settings for a tiny model: ``kw`` are nested sections (``edit={"rank1_gate_layer": 1}``)."""
+    flags = {"out": str(out), "model": {"spec": str(model), "dtype": "float32"}, "extract": {"n_train": 8},
+             "probe": {"n_val": 4, "kl_max": 100.0, "max_layer_frac": 1.0, "score": "first_token"},
+             "edit": {"edits": list(edits)}, "plan": {"plans": list(plans)},
+             "eval": {"benches": benches or ["cvalues", "gsm8k-nll"],
+                      "limits": limits or {"cvalues": 3, "gsm8k-nll": 3}, "max_new_tokens": 6}}
+    for k, v in kw.items():
+        flags[k] = {**flags.get(k, {}), **v}
+    return load_settings(env={}, flags=flags)
+
+
+def run_study(cfg, **kw):
+    return run_preset(cfg, **kw)
 
 
 def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path):
     logs = []
     cfg = _cfg(tiny_qwen2, tmp_path / "study")
-    t = time.time()
     first = run_study(cfg, log=logs.append)
-    first_s = time.time() - t
     report = tmp_path / "study" / "report.md"
     text = report.read_text()
     assert "## Key numbers" in text and "r1probe eval" in text and "orthogonalize" in text
@@ -35,32 +40,53 @@ def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path
     # nothing changed: every stage is skipped and no model is even loaded
     second = run_study(cfg, log=logs.append)
     assert all(r.skipped for r in second["results"].values())
-    assert second["seconds"] < 0.1 * first_s
     # a new eval limit redoes the evaluations and the report, nothing upstream
     third = run_study(_cfg(tiny_qwen2, tmp_path / "study", limits={"cvalues": 4, "gsm8k-nll": 3}), log=logs.append)
     redone = {r.name for r in third["results"].values() if not r.skipped}
     assert redone == {"eval-base", "eval-orthogonalize", "eval-plan-conditional", "report"}
 
 
-def test_study_enhance_is_the_rank_one_edit_fitted_on_the_default_data(tiny_qwen2, tmp_path, shared_data):
+def test_study_rank1_gate_is_the_rank_one_edit_fitted_on_the_default_data(tiny_qwen2, tmp_path, shared_data):
     from safetensors.torch import load_file
 
     from r1probe.models import load_model
 
     out = tmp_path / "study"
-    cfg = _cfg(tiny_qwen2, out, edits=["enhance"], plans=[], enhance_layer=1, benches=["gsm8k-nll"],
-               limits={"gsm8k-nll": 2}, data_root=str(shared_data))
+    cfg = _cfg(tiny_qwen2, out, edits=["rank1-gate"], plans=[], edit={"rank1_gate_layer": 1}, benches=["gsm8k-nll"],
+               limits={"gsm8k-nll": 2}, eval={"data_root": str(shared_data)})
     res = run_study(cfg, log=lambda m: None)
-    assert res["results"]["edit-enhance"].info["direction_key"] == "layer1_pos-1"
-    rec = json.loads((out / "exports" / "enhance" / "model" / "r1probe_manifest.json").read_text())["edits"][0]
-    assert rec["op"] == "enhance" and rec["layers"] == [1] and rec["lambda"] == 20.0
+    assert res["results"]["edit-rank1-gate"].info["direction_key"] == "layer1_pos-1"
+    rec = json.loads((out / "exports" / "rank1-gate" / "model" / "r1probe_manifest.json").read_text())["edits"][0]
+    assert rec["op"] == "rank1-gate" and rec["layers"] == [1] and rec["lambda"] == 20.0
     assert rec["n_harmful"] == 362 and "GSM8K train 1-200" in rec["fit_data"]
     # only layer 1's MLP output projection differs from the base model
     base = load_model(str(tiny_qwen2), dtype="float32", device="cpu").model.state_dict()
     edited = {}
-    for f in (out / "exports" / "enhance" / "model").glob("*.safetensors"):
+    for f in (out / "exports" / "rank1-gate" / "model").glob("*.safetensors"):
         edited.update(load_file(f))
     changed = [k for k, v in edited.items() if k in base and not torch.equal(v.float(), base[k].float())]
     assert changed == ["model.layers.1.mlp.down_proj.weight"], changed
     text = (out / "report.md").read_text()
-    assert "--op enhance --direction-key layer1_pos-1 --layer 1 --lam 20.0" in text and "rank-one read/write" in text
+    assert "--op rank1-gate --set direction_key=layer1_pos-1 --set layer=1 --set lam=20.0" in text
+    assert "rank-one read/write" in text
+
+
+def test_report_records_the_settings_and_a_command_that_parses_back(tiny_qwen2, tmp_path):
+    from click.testing import CliRunner
+
+    from r1probe.pipeline.commands import run
+    from r1probe.pipeline.settings import read_toml
+
+    cfg = _cfg(tiny_qwen2, tmp_path / "study", plans=[])
+    run_study(cfg, log=lambda m: None)
+    text = (tmp_path / "study" / "report.md").read_text()
+    toml = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "s.toml").write_text(toml)
+    assert load_settings(tmp_path / "s.toml", env={}) == cfg
+    line = text.split("Equivalent command:", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
+    assert line.startswith("r1probe run ")
+    res = CliRunner().invoke(run, [*__import__("shlex").split(line)[2:], "--print-config"], env={})
+    assert res.exit_code == 0, res.output
+    (tmp_path / "p.toml").write_text(res.output)
+    assert read_toml(tmp_path / "p.toml")["extract"]["n_train"] == 8
+    assert load_settings(tmp_path / "p.toml", env={}) == cfg

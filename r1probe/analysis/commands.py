@@ -1,4 +1,4 @@
-"""``r1probe compare`` and ``r1probe run``."""
+"""``r1probe compare``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from r1probe.cli_options import stderr_progress
-from r1probe.errors import R1ProbeError
 
 
 @click.command()
@@ -38,58 +37,3 @@ def compare(base, distilled, harmful, harmless, n_train, position, directions, e
                          transfer_n=transfer_n, dtype=dtype, seed=seed, log=stderr_progress)
     click.echo(json.dumps(res["headline"], indent=2, ensure_ascii=False))
     click.echo(f"wrote {Path(out) / 'compare.json'} and figures in {out}")
-
-
-@click.command()
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--model", default=None, help="Model spec (default: the embedded model).")
-@click.option("--out", default=None, help="Output folder (default runs/study).")
-@click.option("--full", is_flag=True, default=None, help="Full benchmark sizes (for a GPU and a real R1-Distill model).")
-@click.option("--n-train", type=int, default=None)
-@click.option("--n-val", type=int, default=None)
-@click.option("--benches", default=None, help="Comma-separated benchmarks.")
-@click.option("--limits", default=None, help="Per-bench limits, e.g. gsm8k=50,cvalues=100 (none = all).")
-@click.option("--edits", default=None, help="Exported edits to evaluate: orthogonalize,enhance,enhance-borderline,amplify")
-@click.option("--plans", default=None, help="conditional,add")
-@click.option("--seed", type=int, default=None)
-@click.option("--dtype", default=None)
-@click.option("--device", default=None)
-@click.option("--data-root", default=None, help="Folder with the benchmark data (default ../shared/data).")
-@click.option("--chisafety-root", default=None, help="CHiSafetyBench folder (never shipped: no licence).")
-@click.option("--preset", default=None, type=click.Choice(["mini-distill"]),
-              help="mini-distill: distil the model on R1-format GSM8K traces, measure the safety loss, restore it.")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="Torch CPU threads (also R1PROBE_THREADS; default: torch's choice).")
-@click.option("--force", is_flag=True, help="Redo every stage.")
-def run(config, force, preset, threads, **flags):
-    """Run the whole study (extract, probe, edit, eval, compare, report); cached and resumable.
-
-    With no CONFIG it runs on the embedded model with limits that finish in under an hour on
-    2 CPU cores. Settings come from CONFIG (TOML), R1PROBE_* environment variables and flags.
-    --preset mini-distill runs the distillation experiment instead (runs/mini-distill).
-    """
-    import os
-
-    threads = threads or (int(os.environ["R1PROBE_THREADS"]) if os.environ.get("R1PROBE_THREADS", "").isdigit() else None)
-    if threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        import torch
-
-        torch.set_num_threads(threads)
-    flags = {k: v for k, v in flags.items() if v is not None}
-    if preset:
-        from r1probe.analysis.distill_config import load_distill_config
-        from r1probe.analysis.distill_study import run_distill_study
-
-        if config:
-            raise R1ProbeError("--preset and a CONFIG file do not combine; pass settings as flags")
-        cfg = load_distill_config({**flags, "threads": threads})
-        res = run_distill_study(cfg, force=force, log=stderr_progress)
-        click.echo(f"report: {res['report']}  ({res['seconds']:.0f}s)")
-        return
-    from r1probe.analysis.config import load_config
-    from r1probe.analysis.study import run_study
-
-    cfg = load_config(config, overrides=flags)
-    res = run_study(cfg, force=force, log=stderr_progress)
-    click.echo(f"report: {res['report']}  ({res['seconds']:.0f}s)")

@@ -100,8 +100,13 @@ def _stage_seconds(R: dict) -> list[list]:
     return rows
 
 
-def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) -> dict:
-    """Write tables and figures under ``path`` and ``out/report.md``; returns what was written."""
+def write_distill_report(ctx, path: Path) -> dict:
+    """Write tables and figures under ``path`` and ``out/report.md`` for the run ``ctx`` (a pipeline Context);
+    returns what was written."""
+    from r1probe.pipeline.report import settings_section
+
+    s, d, R, out = ctx.settings, ctx.settings.distill, ctx.results, ctx.out
+    variants = {k: (v.spec, v.plan, v.key) for k, v in ctx.variants.items()}
     figs = path / "figures"
     names = [v for v in variants if f"eval-{v}" in R]
     summaries = {v: _load(R[f"eval-{v}"].path / "summary.json") for v in names}
@@ -160,18 +165,18 @@ def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) ->
     own = R["direction-distilled"].info
     chosen = R["probe-base"].info["chosen"]
     L = int(chosen["layer"])
-    md = [f"# r1probe mini-distill: {cfg.model}", "",
+    md = [f"# r1probe mini-distill: {s.model.spec}", "",
           "Does distillation on reasoning traces (no safety data) erode refusal, does the refusal direction survive, "
           "and does restoring it bring refusal back? A miniature of the DeepSeek-R1-Distill recipe on the embedded "
           "model.", "",
-          f"Seed {cfg.seed}; every variant is evaluated on the same items: limits "
-          f"{json.dumps({b: cfg.limits.get(b) for b in cfg.benches})}, {cfg.max_new_tokens} new tokens on refusal "
-          f"benches, {cfg.gsm8k_max_new_tokens} on GSM8K, greedy decoding, keyword judge on the answer after any "
+          f"Seed {s.seed}; every variant is evaluated on the same items: limits "
+          f"{json.dumps({b: s.limit(b) for b in s.eval.benches})}, {s.eval.max_new_tokens} new tokens on refusal "
+          f"benches, {s.eval.reasoning_max_new_tokens} on GSM8K, greedy decoding, keyword judge on the answer after any "
           "`</think>` (refusal words inside the reasoning are counted separately).", ""]
     md += ["## Distillation", "",
-           f"{dinfo.get('steps')} optimizer steps ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora else 'full fine-tuning'}, "
-           f"lr {cfg.lr}, {cfg.grad_accum} traces per step, max_len {cfg.max_len}) on {cfg.n_traces} traces in R1 format "
-           f"(`{cfg.traces}`{': GSM8K train rewritten' if cfg.traces.startswith('gsm8k') else ''}; "
+           f"{dinfo.get('steps')} optimizer steps ({'LoRA r=' + str(d.lora_rank) if d.lora else 'full fine-tuning'}, "
+           f"lr {d.lr}, {d.grad_accum} traces per step, max_len {d.max_len}) on {d.n_traces} traces in R1 format "
+           f"(`{d.traces}`{': GSM8K train rewritten' if d.traces.startswith('gsm8k') else ''}; "
            f"{json.dumps(dinfo.get('encode'))}); reply-token loss "
            f"{(dinfo.get('loss') or {}).get('first')} → {(dinfo.get('loss') or {}).get('last')}; "
            f"{dinfo.get('tokens_per_s')} tokens/s on {dinfo.get('threads')} thread(s), peak RSS "
@@ -181,8 +186,8 @@ def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) ->
            open(written["tables"]["metrics"]["md"], encoding="utf-8").read(),
            "Variants: " + "; ".join(f"`{v}` = {LABELS.get(v, v)}" for v in names) + ". "
            f"Plans add the direction (strength ‖d‖) at the output of layer {L} only to prompts whose projection "
-           f"passes the {cfg.gate_quantile:.0%} quantile of harmless prompts on the distilled model; edits apply "
-           f"W ← (I + {cfg.enhance_beta} r̂r̂ᵀ) W to the output projections of layers {cfg.enhance_layers}. "
+           f"passes the {s.plan.gate_quantile:.0%} quantile of harmless prompts on the distilled model; edits apply "
+           f"W ← (I + {d.amplify_beta} r̂r̂ᵀ) W to the output projections of layers {d.amplify_layers}. "
            f"The own direction is the distilled model's difference in means at the base's chosen cell "
            f"(layer {L}, position {chosen.get('pos')}).", "",
            "Paired differences (same items, 95% paired bootstrap CI):", "",
@@ -193,8 +198,7 @@ def write_distill_report(cfg, R: dict, variants: dict, path: Path, out: Path) ->
         md.append(f"![{k}]({os.path.relpath(Path(f['png']), out)})")
     md += ["", "## Figures", ""] + [f"![{k}]({os.path.relpath(Path(f['png']), out)})" for k, f in written["figures"].items()]
     md += ["", "## Stage wall times", "", timing_note, "", open(written["tables"]["timing"]["md"], encoding="utf-8").read(),
-           "## Reproduce", "", "```bash", f"r1probe run --preset mini-distill --out {cfg.out}"
-           + (f" --threads {cfg.threads}" if cfg.threads else ""), "```", "",
+           *settings_section(ctx),
            "Models: " + ", ".join(f"`{v}` = `{variants[v][0]}`" + (f" + plan `{variants[v][1]}`" if variants[v][1] else "")
                                   for v in names), "",
            "## Versions", "", "```json", json.dumps(library_versions(), indent=1), "```", ""]

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from r1probe.analysis import plots
-from r1probe.analysis.config import EDITS
 from r1probe.analysis.tables import fmt_ci, write_table
 from r1probe.provenance import atomic_write_text, library_versions
 
@@ -38,6 +37,16 @@ def _rel(p, base: Path) -> str:
     return os.path.relpath(p, base)
 
 
+def settings_section(ctx) -> list[str]:
+    """The resolved settings of every stage (TOML) and the ``r1probe run`` command generated from them."""
+    from r1probe.pipeline.presets import equivalent_command
+    from r1probe.settings import to_toml
+
+    return ["## Settings", "", "Resolved settings of every stage (a CONFIG for `r1probe run`):", "", "```toml",
+            to_toml(ctx.settings, "study", comments=False).rstrip(), "```", "", "Equivalent command:", "",
+            "```bash", equivalent_command(ctx.settings), "```", ""]
+
+
 def collect(results: dict, variants: dict) -> tuple[list[tuple], dict]:
     """Columns present and ``table[variant][column] = (value, lo, hi, n)`` from each eval summary."""
     summaries = {v: _load(results[f"eval-{v}"].path / "summary.json") for v in variants if f"eval-{v}" in results}
@@ -54,8 +63,13 @@ def collect(results: dict, variants: dict) -> tuple[list[tuple], dict]:
     return cols, table
 
 
-def write_study_report(cfg, results: dict, commands: dict, variants: dict, path: Path, out: Path) -> dict:
-    """Write figures and tables under ``path`` and ``out/report.md``; returns what was written."""
+def write_study_report(ctx, path: Path) -> dict:
+    """Write figures and tables under ``path`` and ``out/report.md`` for the run ``ctx`` (a pipeline Context);
+    returns what was written."""
+    from r1probe.pipeline.settings import edit_names
+
+    s, results, commands, variants, out = ctx.settings, ctx.results, ctx.commands, ctx.variants, ctx.out
+    edits = edit_names()
     figs_dir = path / "figures"
     cols, table = collect(results, variants)
     sources = [results[f"eval-{v}"].path / "summary.json" for v in variants if f"eval-{v}" in results]
@@ -65,14 +79,14 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
     written["tables"]["metrics"] = write_table(header, rows, path / "metrics", sources=sources,
                                                caption="Safety, over-refusal and reasoning per variant (95% bootstrap CI)")
     rate_cols = [c[2] for c in cols if c[1] in ("RR-1", "RR-2", "refusal_rate", "accuracy")]
-    if rate_cols:
+    if rate_cols and s.report.figures:
         written["figures"]["metrics"] = plots.metric_bars(
             {v: {c: table[v][c][:3] for c in rate_cols} for v in table}, figs_dir / "metrics",
             title="refusal, over-refusal and accuracy per variant (95% CI)", sources=sources)
     harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
     over_t = next((c[2] for b in ("cvalues-report", "cvalues", "xstest-safe") for c in cols if c[0] == b), None)
-    if harm_t and over_t and "base" in table:
-        pts = [{"kind": "export" if v in EDITS else ("run-time plan" if v.startswith("plan") else "base"),
+    if harm_t and over_t and "base" in table and s.report.figures:
+        pts = [{"kind": "export" if v in edits else ("run-time plan" if v.startswith("plan") else "base"),
                 "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
         written["figures"]["tradeoff"] = plots.tradeoff(
@@ -84,24 +98,25 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
     probe_figs = sorted((results["probe"].path / "figures").glob("*.png")) if (results["probe"].path / "figures").exists() else []
     cmp = _load(results["compare"].path / "compare.json").get("result", {}) if "compare" in results else {}
 
-    md = [f"# r1probe study: {cfg.model}", "",
-          f"Seed {cfg.seed}; {cfg.n_train} train prompts per class ({cfg.harmful} vs {cfg.harmless}), "
-          f"{cfg.n_val} validation prompts per class for the causal selection; keyword judge; "
-          f"limits {json.dumps({b: cfg.limits.get(b) for b in cfg.benches}, ensure_ascii=False)}.", "",
+    md = [f"# r1probe study: {s.model.spec}", "",
+          f"Seed {s.seed}; {s.extract.n_train} train prompts per class ({s.extract.harmful} vs {s.extract.harmless}), "
+          f"{s.probe.n_val} validation prompts per class for the causal selection; keyword judge; "
+          f"limits {json.dumps({b: s.limit(b) for b in s.eval.benches}, ensure_ascii=False)}.", "",
           "## Key numbers", "",
           "Each cell: value [95% bootstrap CI]. Refusal on CHiSafetyBench must-refuse questions is the safety gain; "
           "refusal on CValues / XSTest-safe (sensitive but answerable) is its over-refusal cost; GSM8K accuracy and "
           "gold-solution NLL are the reasoning cost.", ""]
     md.append(open(written["tables"]["metrics"]["md"], encoding="utf-8").read())
-    lay = "the middle layer" if cfg.enhance_layer < 0 else f"layer {cfg.enhance_layer}"
+    e = s.edit
+    lay = "the middle layer" if e.rank1_gate_layer < 0 else f"layer {e.rank1_gate_layer}"
     md += ["Variants: `base` = the unedited model; `orthogonalize` = exported checkpoint with the refusal direction "
-           "removed from every residual write; `enhance` = exported checkpoint with the rank-one read/write edit "
-           f"W ← W + {cfg.enhance_lam:g} r̂aᵀ in the MLP output projection of {lay} (r̂: that layer's difference-in-means "
+           "removed from every residual write; `rank1-gate` = exported checkpoint with the rank-one read/write edit "
+           f"W ← W + {e.rank1_gate_lam:g} r̂aᵀ in the MLP output projection of {lay} (r̂: that layer's difference-in-means "
            "direction; a: a read vector fitted to fire on harmful prompts and stay silent on harmless prompts and "
-           "GSM8K solutions; `r1probe edit --op enhance`); `enhance-borderline` = the same edit with the read vector "
-           f"also kept silent on {cfg.enhance_borderline} CValues borderline prompts (sensitive but answerable; "
+           "GSM8K solutions; `r1probe edit --op rank1-gate`); `rank1-gate-borderline` = the same edit with the read vector "
+           f"also kept silent on {e.rank1_gate_borderline} CValues borderline prompts (sensitive but answerable; "
            "`--borderline`); `amplify` = exported checkpoint with the direction amplified "
-           f"in the output projections of layers {cfg.amplify_layers} (W ← (I + {cfg.amplify_beta:g} r̂r̂ᵀ) W); "
+           f"in the output projections of layers {e.amplify_layers} (W ← (I + {e.amplify_beta:g} r̂r̂ᵀ) W); "
            "`plan-conditional` = run-time CAST-style plan (add the direction only to prompts whose projection passes "
            "the gate); `plan-add` = unconditional addition.", ""]
     if chosen:
@@ -129,7 +144,9 @@ def write_study_report(cfg, results: dict, commands: dict, variants: dict, path:
         md.append("")
     if written["figures"]:
         md += ["## Figures", ""] + [f"![{k}]({_rel(Path(f['png']), out)})" for k, f in written["figures"].items()] + [""]
-    md += ["## Reproduce", "", "```bash"] + [commands[k] for k in commands] + ["```", "",
+    md += settings_section(ctx)
+    md += ["## Reproduce", "", "The same study, stage by stage with the verbs:", "", "```bash"] + \
+          [commands[k] for k in commands] + ["```", "",
            "Every figure and table has a `.json` sidecar naming the artifacts (and sha256) it was drawn from.", "",
            "## Versions", "", "```json", json.dumps(library_versions(), indent=1), "```", ""]
     atomic_write_text(out / "report.md", "\n".join(md))

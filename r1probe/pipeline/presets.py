@@ -1,0 +1,66 @@
+"""Presets of ``r1probe run``: a preset is a list of stages (functions of a :class:`Context`) plus the
+settings defaults it brings (``r1probe.pipeline.settings.PRESETS``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from r1probe.pipeline.settings import PRESETS as PRESET_DEFAULTS
+from r1probe.pipeline.settings import StudySettings, load_settings
+from r1probe.pipeline.stages import Context
+from r1probe.settings import settings_argv
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    stages: tuple[Callable[[Context], None], ...]
+
+
+def _presets() -> dict[str, Preset]:
+    from r1probe.pipeline import distill, study
+
+    return {
+        "study": Preset("study", "extract, probe and select, edits and plans, evaluate, compare, report",
+                        study.STAGES),
+        "mini-distill": Preset("mini-distill", "distil on R1-format GSM8K traces, measure the safety loss, restore it",
+                               distill.STAGES),
+    }
+
+
+def get_preset(name: str) -> Preset:
+    presets = _presets()
+    assert set(presets) == set(PRESET_DEFAULTS), "every preset has its settings defaults"
+    return presets[name]
+
+
+def equivalent_command(settings: StudySettings) -> str:
+    """``r1probe run`` with the flags that reproduce ``settings`` from the preset's defaults."""
+    import shlex
+
+    baseline = load_settings(env={}, flags={"preset": settings.preset})
+    argv = settings_argv(settings, baseline)
+    if settings.preset != "study" and "--preset" not in argv:
+        argv = ["--preset", settings.preset] + argv
+    return " ".join(["r1probe", "run"] + [shlex.quote(a) for a in argv])
+
+
+def run_preset(settings: StudySettings, *, force: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) ``settings.preset``'s stages in ``settings.out``; returns the results and report path."""
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    preset = get_preset(settings.preset)
+    ctx = Context(settings, force=force, log=log)
+    t0 = time.time()
+    for stage in preset.stages:
+        stage(ctx)
+    dt = time.time() - t0
+    report = ctx.out / "report.md"
+    log(f"{preset.name} finished in {dt:.1f}s; report: {report}")
+    return {"results": ctx.results, "report": str(report), "seconds": dt, "variants": ctx.variants,
+            "context": ctx}
