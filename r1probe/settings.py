@@ -138,19 +138,19 @@ def _fmt(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def _write_table(m: pydantic.BaseModel, path: list[str], lines: list[str], comments: bool) -> None:
+def _write_table(m: pydantic.BaseModel, path: list[str], lines: list[str], comments: bool, blank: bool = True) -> None:
     scalars, tables = [], []
     for name, f in type(m).model_fields.items():
         v = getattr(m, name)
         (tables if isinstance(v, (pydantic.BaseModel, dict)) else scalars).append((name, f, v))
     if path:
-        if lines:
+        if lines and blank:
             lines.append("")
         lines.append(f"[{'.'.join(path)}]")
     for name, f, v in scalars:
         if comments and f.description:
             lines.append(f"# {f.description}")
-        lines.append(f"# {name} =  (unset)" if v is None else f"{name} = {_fmt(v)}")
+        lines.append(f"# {name} = (unset)" if v is None else f"{name} = {_fmt(v)}")
     for name, f, v in tables:
         if isinstance(v, dict):
             if lines:
@@ -162,10 +162,10 @@ def _write_table(m: pydantic.BaseModel, path: list[str], lines: list[str], comme
                 key = k if k.replace("-", "").replace("_", "").isalnum() else _fmt(k)
                 lines.append(f"{key} = {_fmt('none' if x is None else x)}")
         else:
+            lines.append("")
             if comments and f.description:
-                lines.append("")
                 lines.append(f"# {f.description}")
-            _write_table(v, path + [name], lines, comments)
+            _write_table(v, path + [name], lines, comments, blank=False)
 
 
 # --- flag names of the fields ---------------------------------------------------------------------------------
