@@ -20,21 +20,26 @@ class Preset:
     stages: tuple[Callable[[Context], None], ...]
 
 
-def _presets() -> dict[str, Preset]:
-    from r1probe.pipeline import distill, study
+#: preset name -> its stages (its settings defaults are ``r1probe.pipeline.settings.PRESETS[name]``)
+PRESETS: dict[str, Preset] = {}
 
-    return {
-        "study": Preset("study", "extract, probe and select, edits and plans, evaluate, compare, report",
-                        study.STAGES),
-        "mini-distill": Preset("mini-distill", "distil on R1-format GSM8K traces, measure the safety loss, restore it",
-                               distill.STAGES),
-    }
+
+def register_preset(preset: Preset, defaults: dict | None = None) -> Preset:
+    """Make ``preset`` runnable as ``r1probe run --preset NAME``; ``defaults``: nested settings it brings
+    (below a TOML file, the environment and flags), e.g. ``{"eval": {"benches": ["gsm8k"]}}``."""
+    if preset.name in PRESETS:
+        raise ValueError(f"preset {preset.name!r} is already registered")
+    PRESETS[preset.name] = preset
+    PRESET_DEFAULTS[preset.name] = PRESET_DEFAULTS.get(preset.name) or dict(defaults or {})
+    return preset
 
 
 def get_preset(name: str) -> Preset:
-    presets = _presets()
-    assert set(presets) == set(PRESET_DEFAULTS), "every preset has its settings defaults"
-    return presets[name]
+    from r1probe.errors import R1ProbeError
+
+    if name not in PRESETS:
+        raise R1ProbeError(f"unknown preset {name!r} (allowed: {', '.join(PRESETS)})")
+    return PRESETS[name]
 
 
 def equivalent_command(settings: StudySettings) -> str:
@@ -64,3 +69,15 @@ def run_preset(settings: StudySettings, *, force: bool = False, log: Callable[[s
     log(f"{preset.name} finished in {dt:.1f}s; report: {report}")
     return {"results": ctx.results, "report": str(report), "seconds": dt, "variants": ctx.variants,
             "context": ctx}
+
+
+def _register_builtin() -> None:
+    from r1probe.pipeline import distill, study
+
+    register_preset(Preset("study", "extract, probe and select, edits and plans, evaluate, compare, report",
+                           study.STAGES))
+    register_preset(Preset("mini-distill", "distil on R1-format GSM8K traces, measure the safety loss, restore it",
+                           distill.STAGES))
+
+
+_register_builtin()

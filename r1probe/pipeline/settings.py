@@ -219,7 +219,7 @@ class DistillSettings(Settings):
                          lora_alpha=2.0 * self.lora_rank, warmup_steps=self.warmup_steps, save_every=10)
 
 
-#: the presets' defaults over the field defaults (the mini-distill stages read these)
+#: preset name -> its settings defaults over the field defaults (``presets.register_preset`` adds to it)
 PRESETS: dict[str, dict[str, Any]] = {
     "study": {},
     "mini-distill": {
@@ -254,8 +254,8 @@ class StudySettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_assignment=True, env_prefix="R1PROBE_",
                                       env_nested_delimiter="__", enable_decoding=False, case_sensitive=False)
 
-    preset: Literal["study", "mini-distill"] = Field("study", description="Which stages run: study (probe, edit, "
-                                                                          "evaluate, compare) or mini-distill.")
+    preset: str = Field("study", description="Which preset's stages run (r1probe.pipeline.presets.PRESETS): study "
+                                             "(probe, edit, evaluate, compare) or mini-distill.")
     out: str = Field("runs/study", description="Output folder (every stage caches its artifacts under it).")
     full: bool = Field(False, description="Full benchmark sizes and token budgets (for a GPU and a real R1-Distill model).")
     seed: int = Field(0, description="Seed of every sample, split and generation.")
@@ -269,6 +269,13 @@ class StudySettings(BaseSettings):
     compare: CompareSettings = Field(default_factory=CompareSettings, description=CompareSettings.__doc__)
     report: ReportSettings = Field(default_factory=ReportSettings, description=ReportSettings.__doc__)
     distill: DistillSettings = Field(default_factory=DistillSettings, description=DistillSettings.__doc__)
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v):
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r} (allowed: {', '.join(PRESETS)})")
+        return v
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
