@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from r1probe.cli_options import model_options, pop_model_options, stderr_progress
+from r1probe.cli_options import model_options, pop_model_options, settings_from_flags, settings_options, stderr_progress
+from r1probe.probes.select import SelectConfig
 
 
 def _ints(text: str | None):
@@ -30,30 +31,7 @@ def _ints(text: str | None):
 @click.option("--harmful-val", default="builtin:zh-harmful", show_default=True, help="Harmful validation prompts (spec).")
 @click.option("--harmless-val", default="builtin:zh-harmless", show_default=True, help="Harmless validation prompts (spec).")
 @click.option("--val-split", default="val", show_default=True, help="Split of the validation specs (train/val/test, or 'none').")
-@click.option("--n-val", default=32, show_default=True, type=click.IntRange(1), help="Validation prompts per side.")
-@click.option("--score", type=click.Choice(["lookahead", "first_token", "generation"]), default="lookahead", show_default=True,
-              help="Refusal score: lookahead (refusal phrase after the model's own restatement, teacher forced), "
-                   "first_token (refusal_direction), generation (keyword judge on a short greedy generation; slow).")
-@click.option("--gen-tokens", default=24, show_default=True, type=click.IntRange(1), help="Greedy tokens for generation scores.")
-@click.option("--max-layer-frac", default=0.8, show_default=True, type=float, help="Drop candidates at layers >= this fraction of L.")
-@click.option("--kl-max", default=0.1, show_default=True, type=float, help="Drop candidates whose ablation KL on harmless prompts exceeds this.")
-@click.option("--induce-min", default=0.0, show_default=True, type=float, help="Drop candidates whose induce score is <= this.")
-@click.option("--induce-score", type=click.Choice(["first_token", "generation"]), default="first_token", show_default=True,
-              help="Induce score: first-token refusal log-odds, or the keyword-judged refusal rate of --gen-tokens greedy "
-                   "tokens (then --induce-min is a rate; for models that restate the request before refusing).")
-@click.option("--auroc-min", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Skip cells whose difference-in-means probe has a cross-validated AUROC below this.")
-@click.option("--verify-top", default=1, show_default=True, type=click.IntRange(0),
-              help="Re-check the best N candidates with generated refusal rates (0: off).")
-@click.option("--max-candidates", default=0, show_default=True, type=click.IntRange(0),
-              help="Score at most N candidates, pre-ranked by probe separation (0: all).")
-@click.option("--ablation", default="directional", show_default=True, type=click.Choice(["directional", "affine", "affine-downstream"]),
-              help="Bypass intervention: directional ablation (x·d̂ → 0), affine (ACE: x·d̂ → the harmless mean "
-                   "at each block input; lower KL, run-time only), or affine after the direction's own layer.")
-@click.option("--induce-scale", default=1.0, show_default=True, type=float,
-              help="Induce strength α = s·‖r‖ (the direction added at its layer).")
-@click.option("--n-reference", default=64, show_default=True, type=click.IntRange(1),
-              help="Harmless train prompts for the affine references.")
+@settings_options(SelectConfig)
 @click.option("--layers", default="all", show_default=True, help="Layers to probe: all, 8-16, 4,8,12, embed.")
 @click.option("--positions", default="all", show_default=True, help="Positions to probe: all or offsets like -1,-3.")
 @click.option("--estimators", default="mean_diff,logistic,pca,lda", show_default=True, help="Estimators to fit.")
@@ -61,7 +39,6 @@ def _ints(text: str | None):
               help="Whose directions the causal search scores (lda: the mean difference whitened by a shrunk covariance).")
 @click.option("--site", default="resid_post", show_default=True, help="Store site to read.")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2), help="Cross-validation folds.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Prompts per forward pass.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-select", is_flag=True, help="Only fit and cross-validate probes (no model needed).")
 @click.option("--report/--no-report", default=False, show_default=True, help="Also draw the figures.")
@@ -82,17 +59,11 @@ def probe(ctx, **kw):
     from r1probe.cli_options import load_from_options
     from r1probe.errors import R1ProbeError
     from r1probe.probes.api import run_probe
-    from r1probe.probes.select import SelectConfig
-
     if not kw.get("store") or not kw.get("out"):
         raise R1ProbeError("r1probe probe needs --store DIR and --out DIR (or: r1probe probe report DIR)")
     t0 = time.time()
     mopts = pop_model_options(kw)
-    cfg = SelectConfig(max_layer_frac=kw["max_layer_frac"], kl_max=kw["kl_max"], induce_min=kw["induce_min"],
-                       score=kw["score"], n_val=kw["n_val"], gen_tokens=kw["gen_tokens"],
-                       verify_top=kw["verify_top"], batch_size=kw["batch_size"], max_candidates=kw["max_candidates"],
-                       ablation=kw["ablation"], induce_scale=kw["induce_scale"], n_reference=kw["n_reference"],
-                       induce_score=kw["induce_score"], auroc_min=kw["auroc_min"])
+    cfg = SelectConfig(**settings_from_flags(kw, SelectConfig))
     lm = None if kw["no_select"] else load_from_options(dict(mopts))
     positions = None if kw["positions"] in ("all", "", None) else _ints(kw["positions"])
     split = None if kw["val_split"] in ("none", "") else kw["val_split"]
