@@ -107,7 +107,8 @@ def extract(ctx: Context, name: str = "extract", spec: str | None = None, key: s
     r = ctx.stage(name, name, extract_inputs(ctx, key or (ctx.base_key if spec == ctx.settings.model.spec else spec)), fn)
     ctx.commands[name] = command("r1probe", "extract", "--model", spec, "--harmful", ex.harmful, "--harmless",
                                  ex.harmless, "--layers", ex.layers, "--positions", ex.positions,
-                                 "--n", ex.n_train, "--seed", ctx.settings.seed, "--out", r.path / "store")
+                                 "--split", "train", "--limit", ex.n_train, "--seed", ctx.settings.seed,
+                                 "--out", r.path / "store")
     return r
 
 
