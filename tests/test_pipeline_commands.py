@@ -109,3 +109,25 @@ def test_shipped_study_toml_is_the_defaults():
 
     p = Path(__file__).resolve().parents[1] / "docs" / "study.toml"
     assert load_settings(p, env={}) == load_settings(None, env={})
+
+
+@pytest.mark.parametrize("flags", [
+    {},
+    {"preset": "mini-distill", "threads": 2, "distill": {"restores": "plan-own"}},
+    {"full": True, "seed": 3, "model": {"chat_template": "r1"}, "probe": {"estimators": "mean_diff,pca"}},
+    {"eval": {"limits": "gsm8k=none,cvalues=7", "benches": "gsm8k,cvalues"}, "report": {"figures": False},
+     "edit": {"edits": "amplify", "amplify_layers": "3-5"}, "plan": {"plans": "add,conditional"}},
+])
+def test_equivalent_command_parses_back_to_the_same_settings(flags, tmp_path, capsys, monkeypatch):
+    import shlex
+
+    from r1probe.pipeline.presets import equivalent_command
+
+    for k in [k for k in __import__("os").environ if k.startswith("R1PROBE_")]:
+        monkeypatch.delenv(k)
+    s = load_settings(env={}, flags=flags)
+    line = equivalent_command(s)
+    _ok([*shlex.split(line)[2:], "--print-config"])
+    p = tmp_path / "s.toml"
+    p.write_text(capsys.readouterr().out)
+    assert load_settings(p, env={}) == s
