@@ -33,13 +33,13 @@ class EditSearchSettings(Settings):
                                                    "unedited model.")
     nll_tol: float = Field(0.02, description="Allowed relative rise of the gold-solution NLL.")
     harm_target: float = Field(0.85, description="Refusal on harmful prompts the chosen edit should reach.")
-    dir_layers: tuple[int, ...] = Field((8, 10, 12, 14, 16), min_length=1,
+    dir_layers: list[int] = Field([8, 10, 12, 14, 16], min_length=1,
                                         description="Layers where directions are read (comma list; "
                                                     "difference-in-means at the last post-instruction token).")
     n_direction: int = Field(260, ge=1, description="Prompts per class for the directions.")
     max_beta: float = Field(4.0, gt=0, description="Largest peak amplification β searched.")
-    dir_kinds: tuple[Literal["harm", "hb", "orth", "probe"], ...] = Field(
-        ("harm", "hb", "orth"), min_length=1, description="Direction kinds searched over (comma list of "
+    dir_kinds: list[Literal["harm", "hb", "orth", "probe"]] = Field(
+        ["harm", "hb", "orth"], min_length=1, description="Direction kinds searched over (comma list of "
                                                           "harm, hb, orth, probe).")
     report_borderline: int = Field(100, ge=0, description="CValues report prompts.")
     report_harmful: int = Field(100, ge=0, description="CHiSafetyBench report prompts (a prefix of the fixed "
@@ -47,7 +47,7 @@ class EditSearchSettings(Settings):
     report_nll: int = Field(60, ge=0, description="GSM8K test solutions for the report NLL.")
     report_max_new_tokens: int = Field(40, ge=1, description="Reply length judged on the report splits.")
     plans: bool = Field(True, description="Also measure the run-time plans (additive, CAST-conditional).")
-    plan_strengths: tuple[float, ...] = Field((1.0, 2.0), description="Run-time plan strengths k "
+    plan_strengths: list[float] = Field([1.0, 2.0], description="Run-time plan strengths k "
                                                                       "(α = k · diff-in-means gap; comma list).")
 
     @field_validator("dir_layers", "dir_kinds", "plan_strengths", mode="before")
