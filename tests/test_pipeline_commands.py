@@ -121,7 +121,7 @@ def test_shipped_study_toml_is_the_defaults():
 def test_equivalent_command_parses_back_to_the_same_settings(flags, tmp_path, capsys, monkeypatch):
     import shlex
 
-    from r1probe.pipeline.presets import equivalent_command
+    from r1probe.pipeline.settings import equivalent_command
 
     for k in [k for k in __import__("os").environ if k.startswith("R1PROBE_")]:
         monkeypatch.delenv(k)

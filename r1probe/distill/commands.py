@@ -79,7 +79,7 @@ def distill(student, traces_arg, teacher, prompts, teacher_max_new_tokens, save_
         if not prompts:
             raise R1ProbeError("--teacher needs --prompts FILE")
         from r1probe.models import load_model
-        from r1probe.steering.commands import read_prompts
+        from r1probe.steering.fit_data import read_prompts
 
         wd = Path(work_dir) if work_dir else Path(out).with_name(Path(out).name + ".work")
         cache = wd / "teacher_traces.jsonl"

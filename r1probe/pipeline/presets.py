@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from r1probe.pipeline.settings import PRESETS as PRESET_DEFAULTS
-from r1probe.pipeline.settings import StudySettings, load_settings
+from r1probe.pipeline.settings import StudySettings
 from r1probe.pipeline.stages import Context
-from r1probe.settings import settings_argv
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,6 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise R1ProbeError(f"unknown preset {name!r} (allowed: {', '.join(PRESETS)})")
     return PRESETS[name]
-
-
-def equivalent_command(settings: StudySettings) -> str:
-    """``r1probe run`` with the flags that reproduce ``settings`` from the preset's defaults."""
-    import shlex
-
-    baseline = load_settings(env={}, flags={"preset": settings.preset})
-    argv = settings_argv(settings, baseline)
-    if settings.preset != "study" and "--preset" not in argv:
-        argv = ["--preset", settings.preset] + argv
-    return " ".join(["r1probe", "run"] + [shlex.quote(a) for a in argv])
 
 
 def run_preset(settings: StudySettings, *, force: bool = False, log: Callable[[str], None] = print) -> dict:

@@ -39,7 +39,7 @@ def _rel(p, base: Path) -> str:
 
 def settings_section(ctx) -> list[str]:
     """The resolved settings of every stage (TOML) and the ``r1probe run`` command generated from them."""
-    from r1probe.pipeline.presets import equivalent_command
+    from r1probe.pipeline.settings import equivalent_command
     from r1probe.settings import to_toml
 
     return ["## Settings", "", "Resolved settings of every stage (a CONFIG for `r1probe run`):", "", "```toml",

@@ -374,6 +374,19 @@ def _build(flags: dict) -> StudySettings:
 register_model(StudySettings)
 
 
+def equivalent_command(settings: StudySettings) -> str:
+    """``r1probe run`` with the flags that reproduce ``settings`` from its preset's defaults."""
+    import shlex
+
+    from r1probe.settings import settings_argv
+
+    baseline = load_settings(env={}, flags={"preset": settings.preset})
+    argv = settings_argv(settings, baseline)
+    if settings.preset != "study" and "--preset" not in argv:
+        argv = ["--preset", settings.preset] + argv
+    return " ".join(["r1probe", "run"] + [shlex.quote(a) for a in argv])
+
+
 def settings_from_dict(data: dict) -> StudySettings:
     """Settings from a nested dict (e.g. a report's recorded settings), ignoring the environment."""
     return validate(StudySettings, data)
