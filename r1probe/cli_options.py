@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 
 from r1probe.models.builtin import DEFAULT_MODEL
