@@ -139,11 +139,13 @@ def test_batched_steered_generation_equals_one_by_one(tiny_lm, plan_kind):
     elif plan_kind == "ablate":
         plan = SteeringPlan.ablate_everywhere(d, n)
     else:
-        # threshold at the median score so that some rows are steered and some are not
+        # threshold halfway between the two lowest scores, so that some rows are steered and some are
+        # not, and no row sits on the threshold (where rounding alone would decide its gate)
         cond = Condition(layer=1, direction=_dir(tiny_lm, 2), threshold=0.0, position=-1)
         with steering(tiny_lm, SteeringPlan.conditional_add(2, d, 0.0, condition=cond)) as h:
             _greedy(tiny_lm, PROMPTS, 1)
-            cond.threshold = float(h.scores[0].median())
+            low = h.scores[0].sort().values
+            cond.threshold = float(low[:2].mean())
         plan = SteeringPlan.conditional_add([1, 2], d, 40.0, condition=cond)
     with steering(tiny_lm, plan) as h:
         batched = _greedy(tiny_lm, PROMPTS, 6)
