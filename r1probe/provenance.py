@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from r1probe.errors import R1ProbeError
+
 _LIBS = ("r1probe", "torch", "transformers", "safetensors", "gguf", "scikit-learn",
          "numpy", "transformer-lens", "nnsight", "optuna")
 
@@ -58,12 +60,44 @@ def base_manifest(**extra: Any) -> dict[str, Any]:
     return m
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike) -> None:
+    """Give a file made by ``mkstemp``/``mkdtemp`` (private: 0600/0700) the mode an ordinary ``open``/``mkdir``
+    would have: 0666 / 0777 less the umask (0644 / 0755 under the usual umask 022)."""
+    mode = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, mode & ~current_umask())
+
+
+def publish_tree(folder: str | os.PathLike) -> None:
+    """:func:`publish_mode` on ``folder`` and everything below it."""
+    folder = Path(folder)
+    publish_mode(folder)
+    for p in folder.rglob("*"):
+        if not p.is_symlink():
+            publish_mode(p)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written); the file gets
+    the ordinary mode (0666 less the umask), not the private one of the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        publish_mode(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -77,6 +111,37 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Fail early, in one line, when folder ``path`` cannot be created or written (before any work starts).
+
+    Creates nothing: the nearest existing ancestor must be a writable folder. Raises ``R1ProbeError``.
+    """
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if p.exists() and not p.is_dir():
+        raise R1ProbeError(f"{flag} {path}: exists and is not a folder")
+    if not probe.is_dir():
+        raise R1ProbeError(f"{flag} {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise R1ProbeError(f"{flag} {path}: {probe} is not writable")
+    return p
+
+
+def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Like :func:`check_writable_dir` for a file to be written: its folder must be creatable and writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise R1ProbeError(f"{flag} {path}: is a folder, expected a file name")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise R1ProbeError(f"{flag} {path}: is not writable")
+    check_writable_dir(p.parent if str(p.parent) else ".", flag=flag)
+    return p
 
 
 def cache_dir() -> Path:

@@ -86,3 +86,66 @@ def test_existing_target_needs_overwrite_and_is_replaced_whole(edited, tmp_path)
     X.export_checkpoint(lm, target, edits=rec, overwrite=True)
     assert not (target / "stale.txt").exists() and (target / "config.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dirs", "export"]
+
+
+_PATH_IN_TEXT = r"(?<![\w:/.~-])(?:~|\.{1,2})?/[^\s]+"
+
+
+def _as_builtin(lm):
+    from dataclasses import replace
+
+    from r1probe.models.spec import parse_spec
+
+    return replace(lm, spec=parse_spec("builtin:qwen2.5-coder-0.5b-instruct"))
+
+
+def test_model_card_is_a_valid_hub_card_with_base_model_licence_and_no_local_path(edited, tmp_path):
+    import re
+
+    from huggingface_hub import ModelCard
+
+    lm, rec, dirs = edited
+    rec = [dict(rec[0]), {**rec[1], "fit_data": f"harmful: {tmp_path}/h.jsonl; benign: ./b.jsonl (first 150 each)"}]
+    metrics = {"keyword refusal on h.jsonl": {"value": 0.4, "ci": [0.2, 0.6], "n": 20, "unit": "rate"}}
+    out = X.export_checkpoint(_as_builtin(lm), tmp_path / "export", edits=rec, directions_file=dirs,
+                              direction_key="chosen", metrics=metrics)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert card.data.license == "apache-2.0"
+    assert card.data.library_name == "transformers" and "amplify" in card.data.tags
+    text = (out / "README.md").read_text()
+    assert not re.findall(_PATH_IN_TEXT, text), re.findall(_PATH_IN_TEXT, text)
+    assert str(tmp_path) not in text and "./" not in text
+    assert "command" not in text.lower() and sys.argv[0] not in text
+    assert "40.0%" in text and "20.0% – 60.0%" in text and "| 20 |" in text  # value, interval, n
+    assert "beta" in text and "h.jsonl" in text  # the edit's settings and what it was fitted on
+    man = json.loads((out / "r1probe_manifest.json").read_text())
+    assert man["command"] and man["base_model_hub_id"] == "Qwen/Qwen2.5-Coder-0.5B-Instruct"  # provenance stays
+
+
+def test_model_card_carries_a_local_base_models_licence_and_no_base_model(edited, tmp_path):
+    from dataclasses import replace
+
+    from huggingface_hub import ModelCard
+
+    from r1probe.models.spec import parse_spec
+
+    lm, rec, _ = edited
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "README.md").write_text("---\nlicense: mit\n---\n# a local model\n")
+    local = replace(lm, spec=parse_spec(str(base)))
+    out = X.export_checkpoint(local, tmp_path / "export", edits=rec)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "mit" and card.data.base_model is None
+    assert str(base) not in (out / "README.md").read_text()
+
+
+def test_exported_files_are_readable_by_others(edited, tmp_path):
+    lm, rec, _ = edited
+    out = X.export_checkpoint(lm, tmp_path / "export", edits=rec)
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in out.iterdir():
+        assert p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644) & ~mask, p

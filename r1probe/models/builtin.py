@@ -28,6 +28,8 @@ class BuiltinModel:
     size: int
     sha256: str
     extra: str  # pip extra that installs the parts
+    hub_id: str | None = None  # the Hugging Face hub id of the model these weights are (model cards' base_model)
+    license: str | None = None  # its licence as a hub licence id (carried into model cards)
 
 
 def _qwen_parts() -> tuple[tuple[str, str], ...]:
@@ -42,6 +44,8 @@ BUILTINS: dict[str, BuiltinModel] = {
         size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         extra="demo",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        license="apache-2.0",
     ),
 }
 

@@ -11,61 +11,164 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from r1probe.errors import R1ProbeError
-from r1probe.provenance import base_manifest, sha256_file
+from r1probe.provenance import base_manifest, publish_tree, sha256_file
 
-CARD_TEMPLATE = """---
-library_name: transformers
-base_model: {base}
-tags:
-- r1probe
-- refusal-direction
-- {op}
----
-# {name}
-
-`{base}` edited by r1probe with **{op}** (no training, same architecture).
-It loads in stock `transformers` / vLLM: `AutoModelForCausalLM.from_pretrained("{name}")`.
-
-## Edit
-{edits}
-
-## Provenance
-| field | value |
-|---|---|
-{prov}
-
-## Metrics measured at export
-{metrics}
-
-## Caveats
-A refusal direction edit changes behaviour on every prompt; measure refusal on harmful *and*
-harmless prompts and task accuracy before deploying. Refusal rates are from a keyword judge.
-"""
+#: strings in a card that look like local paths (absolute, ``./``, ``../``, ``~/``): replaced by their last part
+_LOCAL_PATH = re.compile(r"(?<![\w:/.~-])(?:~|\.{1,2})?/[^\s,;()'\"`|\]\[]+")
 
 
-def _table(d: dict) -> str:
-    return "\n".join(f"| {k} | {v} |" for k, v in d.items())
+def public_text(text: str) -> str:
+    """``text`` with every local path (``/abs/dir/f.jsonl``, ``./f``, ``../f``, ``~/f``) cut to its last part."""
+    return _LOCAL_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/", text)
+
+
+def _public(v):
+    if isinstance(v, str):
+        return public_text(v)
+    if isinstance(v, dict):
+        return {k: _public(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_public(x) for x in v]
+    return v
+
+
+def base_model_info(lm) -> dict:
+    """What a model card can say about the model ``lm`` was loaded from: ``hub_id`` (a Hugging Face hub id, or
+    None when the spec is a local folder or file of unknown origin) and ``license`` (a hub licence id or None).
+
+    Builtins carry both in their registry record; a hub spec is its own id, its licence read from the hub card
+    in the local cache (no network); a local folder's licence is read from its ``README.md`` card."""
+    spec = lm.spec
+    if spec.kind == "builtin":
+        from r1probe.models.builtin import BUILTINS
+
+        b = BUILTINS.get(spec.target)
+        return {"hub_id": getattr(b, "hub_id", None), "license": getattr(b, "license", None)}
+    if spec.kind == "hub":
+        return {"hub_id": spec.target, "license": _cached_hub_license(spec.target, spec.revision)}
+    if spec.kind == "dir":
+        data = _card_data(Path(spec.target) / "README.md")
+        return {"hub_id": None, "license": getattr(data, "license", None)}
+    return {"hub_id": None, "license": None}
+
+
+def _card_data(path: Path):
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(path).data if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a malformed card only means no licence to carry over
+        return None
+
+
+def _cached_hub_license(repo_id: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(repo_id, "README.md", revision=revision, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached: the card says nothing about the licence
+        return None
+    return getattr(_card_data(Path(path)), "license", None)
+
+
+def _probe_fit_data(directions_file) -> list[dict]:
+    """The prompt sets the directions were estimated from (name, n, sha256), read from ``probe.json`` beside them."""
+    if not directions_file:
+        return []
+    try:
+        d = Path(_dir_file(directions_file)).parent
+        meta = json.loads((d / "probe.json").read_text("utf-8"))
+    except (OSError, ValueError, R1ProbeError):
+        return []
+    sets = ((meta.get("store") or {}).get("manifest") or {}).get("prompt_sets") or []
+    return [{"name": s.get("name"), "n": s.get("n"), "sha256": s.get("sha256")} for s in sets]
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        return "`" + json.dumps(v, ensure_ascii=False, separators=(", ", ": ")).replace("|", "\\|") + "`"
+    return str(v).replace("|", "\\|")
+
+
+def _table(rows: dict, head: tuple[str, str] = ("field", "value")) -> str:
+    return "\n".join([f"| {head[0]} | {head[1]} |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows.items()])
+
+
+def metrics_table(metrics: dict) -> str:
+    """Metrics as a markdown table; a metric is a number/string, or a dict with ``value`` and optionally
+    ``ci`` ``[low, high]`` (95% interval), ``n`` and ``judge``."""
+    if not metrics:
+        return "None measured (`r1probe edit --measure FILE` records refusal rates with 95% Wilson intervals)."
+    lines = ["| metric | value | 95% interval | n |", "|---|---|---|---|"]
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            ci = v.get("ci")
+            fmt = (lambda x: f"{x:.1%}") if v.get("unit") == "rate" else _cell
+            ci_txt = f"{fmt(ci[0])} – {fmt(ci[1])}" if ci else "–"
+            val = v.get("value")
+            lines.append(f"| {_cell(k)} | {fmt(val) if val is not None else '–'} | {ci_txt} | {v.get('n', '–')} |")
+        else:
+            lines.append(f"| {_cell(k)} | {_cell(v)} | – | – |")
+    return "\n".join(lines)
 
 
 def model_card(name: str, manifest: dict) -> str:
-    """The README.md text of an exported checkpoint."""
-    edits = "\n".join(f"- `{json.dumps(e, ensure_ascii=False)}`" for e in manifest.get("edits", [])) or "- none"
-    prov = {"base model": manifest.get("base_model"), "base revision / sha256": manifest.get("base_revision"),
-            "directions file": manifest.get("directions_file"), "directions sha256": manifest.get("directions_sha256"),
-            "direction key": manifest.get("direction_key"), "r1probe": manifest.get("versions", {}).get("r1probe"),
-            "transformers": manifest.get("versions", {}).get("transformers"), "command": f"`{manifest.get('command')}`",
-            "created": manifest.get("created")}
-    metrics = manifest.get("metrics") or {}
-    mtxt = ("| metric | value |\n|---|---|\n" + _table(metrics)) if metrics else "None measured (pass --measure)."
-    ops = sorted({e.get("op", "?") for e in manifest.get("edits", [])}) or ["none"]
-    return CARD_TEMPLATE.format(name=name, base=manifest.get("base_model"), op="+".join(ops), edits=edits,
-                                prov=_table(prov),
-                                metrics=mtxt)
+    """The README.md text of an exported checkpoint: a hub model card (YAML metadata through
+    ``huggingface_hub.ModelCardData``) naming the base model by hub id and carrying its licence, the edit and
+    its settings, the data the direction and the edit were fitted on, and the measured metrics. It holds no
+    local path and no command line (``r1probe_manifest.json`` keeps the machine-readable provenance)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    edits = manifest.get("edits", [])
+    ops = sorted({e.get("op", "?") for e in edits}) or ["none"]
+    hub_id, lic = manifest.get("base_model_hub_id"), manifest.get("base_model_license")
+    data = ModelCardData(library_name="transformers", base_model=hub_id, license=lic,
+                         pipeline_tag="text-generation", tags=["r1probe", "refusal-direction", *ops])
+    base_txt = f"[`{hub_id}`](https://huggingface.co/{hub_id})" if hub_id else "a local model"
+    edit_txt = []
+    for e in edits:
+        e = _public(e)
+        settings = {k: v for k, v in e.items() if k not in ("op", "fit_data")}
+        edit_txt.append(f"### {e.get('op', '?')}\n\n" + (_table(settings, ("setting", "value")) if settings else "No settings."))
+        if e.get("fit_data"):
+            edit_txt.append(f"Fitted on: {e['fit_data']}")
+    sets = _public(manifest.get("fit_data") or [])
+    fit = (["The refusal direction (key `{}`) was estimated from these prompt sets:".format(
+        manifest.get("direction_key") or "chosen"), "", "| prompt set | n | sha256 |", "|---|---|---|"]
+        + [f"| {_cell(s.get('name'))} | {s.get('n')} | `{s.get('sha256')}` |" for s in sets]) if sets else \
+        [f"Direction key `{manifest.get('direction_key') or 'chosen'}`; the prompt sets it was estimated from are not "
+         "recorded beside the directions file."]
+    rev = manifest.get("base_revision")
+    prov = {"base model": hub_id or "local (not on the hub)",
+            "base revision / weights sha256": rev if rev and "/" not in str(rev) else "–",
+            "directions sha256": manifest.get("directions_sha256") or "–",
+            "dtype": manifest.get("dtype"), "chat template sha256": manifest.get("chat_template_sha256") or "–",
+            "r1probe": manifest.get("versions", {}).get("r1probe"),
+            "transformers": manifest.get("versions", {}).get("transformers"), "created": manifest.get("created")}
+    lic_txt = (f"The base model's licence (`{lic}`) applies." if lic
+               else "The base model's licence is not known to r1probe: check it before redistributing.")
+    body = "\n".join([
+        f"# {public_text(name)}", "",
+        f"{base_txt} with its weights edited by [r1probe](https://pypi.org/project/r1probe/) "
+        f"(**{'+'.join(ops)}**; no training, same architecture). It loads in stock `transformers` and vLLM: "
+        f"`AutoModelForCausalLM.from_pretrained(\"{public_text(name)}\")`. {lic_txt}", "",
+        "## Edit", "", *("\n\n".join(edit_txt) or "No edit.",), "",
+        "## Data", "", *fit, "",
+        "## Metrics measured at export", "", metrics_table(_public(manifest.get("metrics") or {})), "",
+        "## Provenance", "", _table(prov), "",
+        "`r1probe_manifest.json` in this folder records the full provenance (inputs, hashes, library versions).", "",
+        "## Caveats", "",
+        "A refusal-direction edit changes behaviour on every prompt: measure refusal on harmful *and* harmless "
+        "prompts and task accuracy before deploying. Refusal rates here come from the keyword refusal rule.", ""])
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{public_text(body)}"))
 
 
 def export_checkpoint(lm, out: str | os.PathLike, *, edits: list[dict], directions_file: str | None = None,
@@ -83,7 +186,8 @@ def export_checkpoint(lm, out: str | os.PathLike, *, edits: list[dict], directio
         directions_file=str(directions_file) if directions_file else None,
         directions_sha256=sha256_file(_dir_file(directions_file)) if directions_file else None,
         direction_key=direction_key, edits=edits, metrics=metrics or {}, dtype=str(lm.dtype).replace("torch.", ""),
-        chat_template_sha256=prov.get("chat_template_sha256"), **(extra or {}))
+        chat_template_sha256=prov.get("chat_template_sha256"), fit_data=_probe_fit_data(directions_file),
+        **{f"base_model_{k}": v for k, v in base_model_info(lm).items()}, **(extra or {}))
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         lm.model.save_pretrained(tmp, max_shard_size=max_shard_size)
@@ -99,21 +203,12 @@ def export_checkpoint(lm, out: str | os.PathLike, *, edits: list[dict], directio
         (tmp / "r1probe_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2, default=str) + "\n",
                                                    encoding="utf-8")
         (tmp / "README.md").write_text(model_card(out.name, manifest), encoding="utf-8")
-        _publish_modes(tmp)
+        publish_tree(tmp)
         _finalize(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _publish_modes(folder: Path) -> None:
-    """mkdtemp folders are private (0700); give the checkpoint ordinary modes (0755 / 0644 less the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o755 & ~mask)
-    for p in folder.rglob("*"):
-        os.chmod(p, (0o755 if p.is_dir() else 0o644) & ~mask)
 
 
 def _dir_file(path) -> str:
