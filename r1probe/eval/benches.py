@@ -22,6 +22,7 @@ class Bench:
     files: tuple[str, ...]  # relative to the data root (for sha256 in the manifest)
     max_new_tokens: int = 256
     description: str = ""
+    seeded: bool = False  # ``load(data_root, seed=S)``: its items are a split of the configured seed
 
 
 def _chisafety(part: str):
@@ -49,11 +50,11 @@ def _gsm8k_nll(root):
     return items
 
 
-def _zh_harmless(root):
-    """The built-in zh-harmless *test* split (never used to train directions): over-refusal."""
+def _zh_harmless(root, seed: int = 0):
+    """The built-in zh-harmless *test* split of ``seed`` (the seed the fit's train split uses): over-refusal."""
     from r1probe.data.prompts import load_prompt_set
 
-    ps = load_prompt_set("builtin:zh-harmless", label="harmless", split="test")
+    ps = load_prompt_set("builtin:zh-harmless", label="harmless", split="test", seed=seed)
     return [B.BenchItem(id=f"zh-harmless/{p.id}", text=p.text, category=p.category or "") for p in ps.prompts]
 
 
@@ -94,7 +95,8 @@ BENCHES: dict[str, Bench] = {b.name: b for b in [
     Bench("cvalues-report", "overrefusal", _cvalues_report, ("cvalues/cvalues_responsibility_prompts.jsonl",), 256,
           "CValues held-out report split (200 of the 664; disjoint from the enhancement's fit data): refusal rate"),
     Bench("zh-harmless", "overrefusal", _zh_harmless, (), 256,
-          "Built-in zh-harmless test split (BELLE eval, held out from direction training): refusal rate"),
+          "Built-in zh-harmless test split of the seed (BELLE eval, held out from direction training): refusal rate",
+          seeded=True),
     Bench("or-bench", "overrefusal", B.load_or_bench, ("or_bench_hard/or_bench_hard_test.json",), 256,
           "OR-Bench-Hard test split (132, English): refusal rate (over-refusal)"),
 ]}

@@ -107,11 +107,15 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
               limit: int | None = None, seed: int | None = 0, data_root: str | None = None,
               max_new_tokens: int | None = None, chunk_size: int = 16, judge_reasoning: bool = False,
               answers: dict | None = None, progress: Callable[[str], None] | None = None,
-              items: list | None = None) -> tuple[list[dict], dict]:
+              items: list | None = None, split: str | None = None,
+              split_seed: int | None = None) -> tuple[list[dict], dict]:
     """Evaluate one benchmark; returns ``(records, summary_entry)``.
 
     With ``out_dir`` records are appended to ``out_dir/<bench>.jsonl`` as they are judged and
     ids already there are skipped (resume). ``items`` overrides the benchmark's loader.
+    ``split``: ``report``, ``dev`` or ``all``/None, the partition of :mod:`r1probe.data.partitions`
+    evaluated (before the ``limit`` sample); ``split_seed``: the seed of seeded splits (the built-in
+    prompt sets' train/val/test; default ``seed``, else 0).
     """
     kind = get_kind(bench.kind)
     if kind.needs_judge and judge is None:
@@ -119,7 +123,13 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
 
         judge = default_judge()
     t_start = time.perf_counter()
-    all_items = select(items if items is not None else bench.load(data_root), limit, seed)
+    from r1probe.data.partitions import filter_items
+
+    split_seed = split_seed if split_seed is not None else (seed or 0)
+    if items is None:
+        items = bench.load(data_root, seed=split_seed) if getattr(bench, "seeded", False) else bench.load(data_root)
+        items = filter_items(bench.name, items, split, root=data_root, seed=split_seed)
+    all_items = select(items, limit, seed)
     if not all_items:
         raise DataError(f"{bench.name}: no items")
     rf = ResultsFile(Path(out_dir) / f"{bench.name}.jsonl") if out_dir is not None else None
@@ -151,7 +161,8 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     entry["timing"] = {"this_run_s": round(time.perf_counter() - t_start, 2), "new": len(new),
                        "resumed": len(all_items) - len(new),
                        "mean_gen_s_per_item": (sum(gen) / len(gen)) if gen else None}
-    entry["config"] = {"limit": limit, "seed": seed, "max_new_tokens": mnt if kind.generates else None,
+    entry["config"] = {"limit": limit, "seed": seed, "split": split or "all", "split_seed": split_seed,
+                       "max_new_tokens": mnt if kind.generates else None,
                        "judge": judge.describe() if judge is not None and kind.needs_judge else None,
                        "judge_reasoning": judge_reasoning, "data": _data_hashes(bench, data_root)}
     return recs, entry
