@@ -1,0 +1,383 @@
+"""A generation engine for a loaded model: continuous batching over a KV cache.
+
+:func:`generate` completes already chat-formatted prompts. It keeps up to ``batch_size`` rows in
+flight in one left-padded KV cache (a ``transformers`` ``DynamicCache``):
+
+- rows retire as they finish (end of sequence, a stop string, their token budget, or the caller's
+  ``done`` callback) and are pruned from the cache, so finished rows cost nothing;
+- waiting prompts take the freed places: they are prefilled as a group (length-sorted, so a group
+  has little padding) and their cache is merged into the running one (left-padded to a common
+  length; padding is masked out of attention);
+- the rows in flight are also bounded by a token budget (rows x cache length), so memory stays bounded.
+
+Every forward pass is the model's own (``model(input_ids, attention_mask, position_ids,
+past_key_values, cache_position)``), with the position ids and masks ``model.generate`` uses
+under left padding, so greedy rows follow the same computation as ``generate``.
+
+Steering: ``plan`` (a ``SteeringPlan`` or its path) is applied with
+:func:`r1probe.steering.runtime.steering` around the whole run; the per-row gates of conditional
+steps follow their rows through pruning and merging.
+
+Sampling: ``temperature > 0`` samples (with ``top_p`` nucleus filtering) from a per-row random
+generator seeded from the request's ``seed`` (completion ``k`` of a prompt uses ``seed + k``), so
+a seeded request gives the same sample whatever else is in the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from r1probe.errors import R1ProbeError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to complete one prompt."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None  # per-request seed: the same seed gives the same sample
+    stop: tuple[str, ...] = ()  # stop strings (the completion ends before the stop string)
+    n: int = 1  # completions per prompt
+
+    def __post_init__(self):
+        if self.max_new_tokens < 0:
+            raise R1ProbeError(f"max_new_tokens must be >= 0, not {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise R1ProbeError(f"temperature must be >= 0, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise R1ProbeError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.n < 1:
+            raise R1ProbeError(f"n must be >= 1, not {self.n}")
+
+
+@dataclass
+class Completion:
+    """One completion: its text (special tokens removed), the generated token ids (including a final
+    end-of-sequence token), why it ended (``"stop"``: end of sequence or a stop string; ``"length"``:
+    the token budget; ``"done"``: the caller's ``done`` callback) and the prompt's length in tokens."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+
+
+#: default rows in flight (``batch_size=None``) per device kind
+DEFAULT_ROWS = {"cpu": 32, "cuda": 128}
+#: default bound on rows x cache length (tokens held in the KV cache)
+DEFAULT_MAX_TOKENS = 1 << 16
+
+
+@dataclass
+class _Row:
+    prompt: int  # index of the prompt
+    k: int  # completion index within the prompt
+    ids: list[int]
+    params: SamplingParams
+    gen: torch.Generator | None
+    out: list[int]
+    text: str = ""
+    finish: str | None = None
+
+
+def eos_ids(lm) -> set[int]:
+    """End-of-sequence token ids: the generation config's, else the tokenizer's."""
+    ids: set[int] = set()
+    gc = getattr(lm.model, "generation_config", None)
+    e = getattr(gc, "eos_token_id", None) if gc is not None else None
+    if e is None:
+        e = lm.tokenizer.eos_token_id
+    if isinstance(e, int):
+        ids.add(e)
+    elif e is not None:
+        ids.update(int(x) for x in e)
+    return ids
+
+
+def pad_id(lm) -> int:
+    tok = lm.tokenizer
+    if tok.pad_token_id is not None:
+        return int(tok.pad_token_id)
+    return int(next(iter(eos_ids(lm)), 0))
+
+
+def _plan_context(lm, plan):
+    if plan is None:
+        return contextlib.nullcontext(None)
+    from r1probe.steering.plan import SteeringPlan
+    from r1probe.steering.runtime import steering
+
+    if not isinstance(plan, SteeringPlan):
+        plan = SteeringPlan.load(plan)
+    return steering(lm, plan)
+
+
+def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
+    """One token from float32 logits [V] under temperature / top-p (the same filtering as HF's warpers)."""
+    scores = logits / p.temperature
+    if p.top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(scores, descending=False)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum <= (1 - p.top_p)
+        remove[-1] = False
+        scores = scores.masked_fill(remove.scatter(0, sorted_idx, remove), float("-inf"))
+    probs = scores.softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+class _Batch:
+    """The rows in flight: their KV cache, attention mask and steering gates."""
+
+    def __init__(self, model, device, handle):
+        self.model, self.device, self.handle = model, device, handle
+        params = inspect.signature(model.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.rows: list[_Row] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # [B, L] long
+
+    @property
+    def length(self) -> int:
+        return 0 if self.mask is None else int(self.mask.shape[1])
+
+    # -- prefill and merge -------------------------------------------------------------------
+    def prefill(self, rows: list[_Row], pad: int) -> torch.Tensor:
+        """Run the prompts of ``rows`` in a fresh cache, merge it into the batch; returns their
+        last-position logits [b, V]."""
+        from transformers import DynamicCache
+
+        from r1probe.models.generate import left_pad
+
+        ids, mask = left_pad([r.ids for r in rows], pad, self.device)
+        cache = DynamicCache(config=self.model.config)
+        n_old = len(self.rows)
+        old = self._gates()
+        logits = self._forward(ids, mask, cache, 0)
+        self._merge(rows, cache, mask)
+        h = self.handle
+        if h is not None and h.conditions and n_old:
+            # the prompt pass set the gates of the new rows only: put the running rows' gates first
+            for attr, before in zip(("gates", "scores"), old):
+                merged = []
+                for go, gn in zip(before, getattr(h, attr)):
+                    ref = gn if gn is not None else go
+                    if ref is None:
+                        merged.append(None)
+                        continue
+                    go = go if go is not None else torch.zeros(n_old, dtype=ref.dtype, device=ref.device)
+                    gn = gn if gn is not None else torch.zeros(len(rows), dtype=ref.dtype, device=ref.device)
+                    merged.append(torch.cat([go, gn]))
+                setattr(h, attr, merged)
+        return logits
+
+    def _merge(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
+        if not self.rows:
+            self.rows, self.cache, self.mask = list(rows), cache, mask
+            return
+        L = max(self.length, int(mask.shape[1]))
+        a_pad, b_pad = L - self.length, L - int(mask.shape[1])
+        for la, lb in zip(self.cache.layers, cache.layers):
+            for name in ("keys", "values"):
+                ta, tb = getattr(la, name), getattr(lb, name)
+                if a_pad:
+                    ta = torch.nn.functional.pad(ta, (0, 0, a_pad, 0))
+                if b_pad:
+                    tb = torch.nn.functional.pad(tb, (0, 0, b_pad, 0))
+                setattr(la, name, torch.cat([ta, tb], 0))
+        self.mask = torch.cat([torch.nn.functional.pad(self.mask, (a_pad, 0)),
+                               torch.nn.functional.pad(mask, (b_pad, 0))], 0)
+        self.rows.extend(rows)
+
+    def _gates(self):
+        h = self.handle
+        if h is None or not h.conditions:
+            return None
+        return [list(h.gates), list(h.scores)]
+
+    # -- decode ------------------------------------------------------------------------------
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache, past: int) -> torch.Tensor:
+        pos = mask.long().cumsum(-1) - 1
+        pos = pos.masked_fill(mask == 0, 1)[:, -ids.shape[1]:]
+        cpos = torch.arange(past, past + ids.shape[1], device=ids.device)
+        kw = {self.cache_kw: cache}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache_position=cpos,
+                         use_cache=True, logits_to_keep=1, **kw)
+        return out.logits[:, -1, :].float()
+
+    def step(self, tokens: list[int]) -> torch.Tensor:
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(1)
+        past = self.length
+        self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
+        return self._forward(ids, self.mask, self.cache, past)
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep only the rows at ``keep`` (positions in ``self.rows``); drop leading all-padding columns."""
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache, self.mask = None, None
+            if self.handle is not None and self.handle.conditions:
+                self.handle.gates = [None] * len(self.handle.conditions)
+                self.handle.scores = [None] * len(self.handle.conditions)
+            return
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.mask = self.mask[idx]
+        used = self.mask.any(0).nonzero()
+        start = int(used[0]) if len(used) else 0
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[idx, :, start:]
+            layer.values = layer.values[idx, :, start:]
+        h = self.handle
+        if h is not None and h.conditions:
+            h.gates = [None if g is None else g[idx.to(g.device)] for g in h.gates]
+            h.scores = [None if s is None else s[idx.to(s.device)] for s in h.scores]
+
+
+def _mergeable(model) -> bool:
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        c = DynamicCache(config=model.config)
+    except Exception:  # noqa: BLE001 - a model whose cache we do not know: no merging
+        return False
+    return all(type(layer) is DynamicLayer for layer in c.layers)
+
+
+@torch.inference_mode()
+def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+             plan=None, batch_size: int | None = None, max_tokens: int | None = None,
+             progress: Callable[[int, int], None] | None = None,
+             done: Callable[[int, str], bool] | None = None) -> list[list[Completion]]:
+    """Complete each already chat-formatted prompt; ``n`` completions per prompt, in input order.
+
+    ``params``: one :class:`SamplingParams` for all prompts or one per prompt (default: greedy,
+    64 new tokens). ``batch_size``: rows in flight (default by device, :data:`DEFAULT_ROWS`);
+    ``max_tokens``: bound on rows x cache length (default :data:`DEFAULT_MAX_TOKENS`; a single row
+    may exceed it). ``done(prompt_index, text_so_far) -> bool``: True stops that row
+    (``finish_reason="done"``). ``progress(n_finished, n_total)`` is called as completions finish.
+    """
+    prompts = list(prompts)
+    if params is None:
+        params = SamplingParams()
+    plist = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+    if len(plist) != len(prompts):
+        raise R1ProbeError(f"{len(plist)} sampling params for {len(prompts)} prompts")
+    device = lm.device if hasattr(lm, "device") else next(lm.model.parameters()).device
+    kind = str(device).split(":")[0]
+    rows_cap = max(1, batch_size or DEFAULT_ROWS.get(kind, 32))
+    tok_cap = max_tokens or DEFAULT_MAX_TOKENS
+    tok = lm.tokenizer
+    eos = eos_ids(lm)
+    pad = pad_id(lm)
+
+    pending: list[_Row] = []
+    for i, (text, p) in enumerate(zip(prompts, plist)):
+        ids = lm.chat.encode(text)
+        if not ids:
+            raise R1ProbeError(f"prompt {i} is empty after tokenization")
+        for k in range(p.n):
+            gen = None
+            if p.temperature > 0:
+                seed = p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,)))
+                gen = torch.Generator(device="cpu")
+                gen.manual_seed(seed + k)
+            pending.append(_Row(i, k, ids, p, gen, []))
+    total = len(pending)
+    results: list[list[Completion | None]] = [[None] * p.n for p in plist]
+    finished = 0
+    # longest first: the long prompts set the cache length early; groups have similar lengths
+    pending.sort(key=lambda r: -len(r.ids))
+    pending.reverse()  # pop() from the end takes the longest
+    merge_ok = _mergeable(lm.model)
+
+    def finish(r: _Row, reason: str) -> None:
+        nonlocal finished
+        r.finish = reason
+        text = r.text if (r.params.stop and reason == "stop" and r.text) else tok.decode(r.out, skip_special_tokens=True)
+        results[r.prompt][r.k] = Completion(text, list(r.out), reason, len(r.ids))
+        finished += 1
+        if progress is not None:
+            progress(finished, total)
+
+    def check(r: _Row, t: int) -> None:
+        """Append token ``t`` to row ``r`` and decide whether it ends there."""
+        if t in eos:
+            r.out.append(t)
+            finish(r, "stop")
+            return
+        r.out.append(t)
+        if r.params.stop or done is not None:
+            text = tok.decode(r.out, skip_special_tokens=True)
+            for s in r.params.stop:
+                j = text.find(s)
+                if j >= 0:
+                    r.text = text[:j]
+                    finish(r, "stop")
+                    return
+            if done is not None and done(r.prompt, text):
+                finish(r, "done")
+                return
+        if len(r.out) >= r.params.max_new_tokens:
+            finish(r, "length")
+
+    def pick(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
+        greedy = logits.argmax(-1).tolist()
+        return [greedy[j] if r.params.temperature <= 0 else _sample(logits[j], r.params, r.gen)
+                for j, r in enumerate(rows)]
+
+    # rows with a zero budget finish at once
+    for r in [r for r in pending if r.params.max_new_tokens == 0]:
+        finish(r, "length")
+    pending = [r for r in pending if r.params.max_new_tokens > 0]
+
+    with _plan_context(lm, plan) as handle:
+        batch = _Batch(lm.model, device, handle)
+        while pending or batch.rows:
+            # admit waiting prompts when at least a quarter of the places are free (or none is running)
+            free = rows_cap - len(batch.rows)
+            if pending and (not batch.rows or (merge_ok and free >= max(1, rows_cap // 4))):
+                group: list[_Row] = []
+                L = batch.length
+                while pending and len(batch.rows) + len(group) < rows_cap:
+                    r = pending[-1]
+                    Lg = max(L, len(r.ids), *(len(g.ids) for g in group)) if group else max(L, len(r.ids))
+                    n_rows = len(batch.rows) + len(group) + 1
+                    if (batch.rows or group) and n_rows * Lg > tok_cap:
+                        break
+                    group.append(pending.pop())
+                if group:
+                    logits = batch.prefill(group, pad)
+                    toks = pick(logits, group)
+                    for r, t in zip(group, toks):
+                        check(r, t)
+                    batch.keep([j for j, r in enumerate(batch.rows) if r.finish is None])
+                    continue
+            if not batch.rows:
+                continue
+            last = [r.out[-1] for r in batch.rows]
+            logits = batch.step(last)
+            toks = pick(logits, batch.rows)
+            for r, t in zip(batch.rows, toks):
+                check(r, t)
+            batch.keep([j for j, r in enumerate(batch.rows) if r.finish is None])
+    return results  # type: ignore[return-value]
+
+
+def generate_texts(lm, prompts: Sequence[str], *, max_new_tokens: int = 128, batch_size: int | None = None,
+                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = 0, plan=None,
+                   done: Callable[[int, str], bool] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """One completion text per prompt (a convenience over :func:`generate`)."""
+    p = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    return [c[0].text for c in generate(lm, prompts, p, plan=plan, batch_size=batch_size, done=done,
+                                         progress=progress)]
