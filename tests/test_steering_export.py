@@ -149,3 +149,21 @@ def test_exported_files_are_readable_by_others(edited, tmp_path):
     os.umask(mask)
     for p in out.iterdir():
         assert p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644) & ~mask, p
+
+
+def test_distill_card_is_a_hub_card_without_local_paths(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from r1probe.distill.export import model_card
+
+    man = {"student": str(tmp_path / "student"), "student_hub_id": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+           "student_license": "apache-2.0", "student_provenance": {"loaded_from": str(tmp_path / "cache")},
+           "traces_source": str(tmp_path / "traces.jsonl"), "traces_sha256": "ab" * 32, "command": "r1probe distill x",
+           "config": {"lr": 1e-4, "out": "./runs/x"}, "train_stats": {"encode": {"used": 3}}, "steps": 2,
+           "total_steps": 2, "finished": True}
+    (tmp_path / "README.md").write_text(model_card("student-x", man))
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2.5-Coder-0.5B-Instruct" and card.data.license == "apache-2.0"
+    text = (tmp_path / "README.md").read_text()
+    assert str(tmp_path) not in text and "./" not in text and "r1probe distill x" not in text
+    assert "traces.jsonl" in text and "ab" * 32 in text

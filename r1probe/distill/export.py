@@ -17,52 +17,54 @@ import tempfile
 from pathlib import Path
 
 from r1probe.errors import R1ProbeError
-from r1probe.provenance import base_manifest
+from r1probe.provenance import base_manifest, publish_tree
 
-CARD = """---
-library_name: transformers
-base_model: {student}
-tags:
-- r1probe
-- distillation
-- reasoning
----
-# {name}
+CARD_BODY = """# {name}
 
-`{student}` fine-tuned by r1probe (`r1probe distill`) on {n_traces} reasoning traces in DeepSeek-R1 format
-(`<think>\\n...\\n</think>\\n\\n...\\boxed{{}}`), rendered with the student's own chat template, loss on the reply
-tokens only, no safety data: a miniature of how the DeepSeek-R1-Distill models were made.
-It loads in stock `transformers`: `AutoModelForCausalLM.from_pretrained("{name}")`.
+{student} fine-tuned by [r1probe](https://pypi.org/project/r1probe/) (`r1probe distill`) on {n_traces} reasoning
+traces in DeepSeek-R1 format (`<think>\\n...\\n</think>\\n\\n...\\boxed{{}}`), rendered with the student's own chat
+template, loss on the reply tokens only, no safety data: a miniature of how the DeepSeek-R1-Distill models were made.
+It loads in stock `transformers`: `AutoModelForCausalLM.from_pretrained("{name}")`. {licence}
 
 Status: **{status}** ({steps} of {total_steps} optimizer steps).
 
 ## Training
-| setting | value |
-|---|---|
+
 {config}
 
+## Data
+
+{data}
+
 ## Loss (mean token cross-entropy on reply tokens)
+
 {loss}
 
 ## Throughput and memory
+
 {throughput}
 
 ## Provenance
-| field | value |
-|---|---|
+
 {prov}
 
+`r1probe_manifest.json` in this folder records the full provenance (inputs, hashes, library versions).
+
 ## Caveats
+
 Supervised fine-tuning on reasoning traces without safety data may lower refusal on harmful prompts
 (that is what this model exists to study). Measure refusal on harmful and harmless prompts before any use.
 """
 
 
-def _table(d: dict) -> str:
-    return "\n".join(f"| {k} | {v} |" for k, v in d.items())
-
-
 def model_card(name: str, manifest: dict) -> str:
+    """The README.md of a distilled student: a hub model card (metadata through ``huggingface_hub.ModelCardData``:
+    ``base_model`` the student's hub id when known, its licence carried over) with the training settings, the
+    traces, the loss curve summary and throughput; no local path and no command line (the manifest keeps them)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from r1probe.steering.export import _table, public_text
+
     st = manifest.get("train_stats", {})
     ls = st.get("loss_summary") or {}
     loss = (f"first {ls.get('window')} steps {ls.get('first')} -> last {ls.get('window')} steps {ls.get('last')} "
@@ -70,17 +72,28 @@ def model_card(name: str, manifest: dict) -> str:
         else "No steps logged."
     thr = {"trainable parameters": st.get("trainable_params"), "tokens/s (last call)": st.get("tokens_per_s_this_call"),
            "reply tokens/s (last call)": st.get("reply_tokens_per_s_this_call"),
-           "peak RSS MiB": st.get("peak_rss_mb"), "encoded traces": json.dumps(st.get("encode", {}))}
-    prov = {"student": manifest.get("student"), "student provenance": f"`{json.dumps(manifest.get('student_provenance', {}), ensure_ascii=False)}`",
-            "traces": manifest.get("traces_source"), "traces sha256": manifest.get("traces_sha256"),
+           "peak RSS MiB": st.get("peak_rss_mb"), "encoded traces": st.get("encode", {})}
+    hub_id, lic = manifest.get("student_hub_id"), manifest.get("student_license")
+    sp = manifest.get("student_provenance") or {}
+    prov = {"student": hub_id or "local (not on the hub)",
+            "student revision / weights sha256": sp.get("revision") or sp.get("gguf_sha256") or "–",
             "config sha256": manifest.get("config_sha256"), "r1probe": manifest.get("versions", {}).get("r1probe"),
             "torch": manifest.get("versions", {}).get("torch"),
-            "transformers": manifest.get("versions", {}).get("transformers"),
-            "command": f"`{manifest.get('command')}`", "created": manifest.get("created")}
-    return CARD.format(name=name, student=manifest.get("student"), n_traces=st.get("encode", {}).get("used", "?"),
-                       status="finished" if manifest.get("finished") else "unfinished (resume with the same command)",
-                       steps=manifest.get("steps"), total_steps=manifest.get("total_steps"),
-                       config=_table(manifest.get("config", {})), loss=loss, throughput=_table(thr), prov=_table(prov))
+            "transformers": manifest.get("versions", {}).get("transformers"), "created": manifest.get("created")}
+    data = {"traces": manifest.get("traces_source") or "–", "traces sha256": manifest.get("traces_sha256") or "–",
+            "traces used": st.get("encode", {}).get("used", "?")}
+    card_data = ModelCardData(library_name="transformers", base_model=hub_id, license=lic,
+                              pipeline_tag="text-generation", tags=["r1probe", "distillation", "reasoning"])
+    body = CARD_BODY.format(
+        name=name, student=f"[`{hub_id}`](https://huggingface.co/{hub_id})" if hub_id else "A local model",
+        n_traces=st.get("encode", {}).get("used", "?"),
+        licence=(f"The student's licence (`{lic}`) applies; check the traces' licence too." if lic
+                 else "The student's licence is not known to r1probe: check it and the traces' before redistributing."),
+        status="finished" if manifest.get("finished") else "unfinished (resume with the same command)",
+        steps=manifest.get("steps"), total_steps=manifest.get("total_steps"),
+        config=_table(manifest.get("config", {}), ("setting", "value")), data=_table(data), loss=loss,
+        throughput=_table(thr), prov=_table(prov))
+    return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{public_text(body)}"))
 
 
 def finished_export(out: str | os.PathLike, run_key: dict) -> dict | None:
@@ -98,6 +111,7 @@ def export_student(lm, out: str | os.PathLike, *, cfg, run_key: dict, stats: dic
                    traces_source: str | None = None, overwrite: bool = False, max_shard_size: str = "400MB") -> Path:
     """Save the trained ``lm`` (a ``LoadedModel``) to ``out`` atomically; returns the folder."""
     from r1probe.models import model_provenance
+    from r1probe.steering.export import base_model_info
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -106,7 +120,8 @@ def export_student(lm, out: str | os.PathLike, *, cfg, run_key: dict, stats: dic
     manifest = base_manifest(kind="r1probe.distill/1", **run_key, student_provenance=model_provenance(lm),
                              traces_source=traces_source, config=cfg.to_dict(), steps=stats.get("steps"),
                              total_steps=stats.get("total_steps"), finished=bool(stats.get("finished")),
-                             train_stats=stats, chat_template_kind=lm.chat.kind)
+                             train_stats=stats, chat_template_kind=lm.chat.kind,
+                             **{f"student_{k}": v for k, v in base_model_info(lm).items()})
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         lm.model.save_pretrained(tmp, max_shard_size=max_shard_size)
@@ -124,6 +139,7 @@ def export_student(lm, out: str | os.PathLike, *, cfg, run_key: dict, stats: dic
         (tmp / "r1probe_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2, default=str) + "\n",
                                                    encoding="utf-8")
         (tmp / "README.md").write_text(model_card(out.name, manifest), encoding="utf-8")
+        publish_tree(tmp)
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
