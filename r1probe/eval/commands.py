@@ -105,21 +105,28 @@ def eval_cmd(**kw):
 @click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Steering plan applied to every request.")
 @click.option("--max-tokens", "max_tokens", type=int, default=256, show_default=True,
               help="Default max_tokens when a request gives none.")
-@click.option("--name", "model_name", default=None, help="Model name reported by /v1/models (default: the spec).")
+@click.option("--name", "model_name", default=None, help="Model name served and checked (default: the spec).")
+@click.option("--api-key", default=None, envvar="R1PROBE_API_KEY",
+              help="Require 'Authorization: Bearer KEY' on /v1 (default: open).")
+@click.option("--batch-window-ms", type=float, default=10.0, show_default=True,
+              help="Requests arriving within this window are generated together.")
+@click.option("--batch-size", type=int, default=None, help="Rows in flight in the engine (default by device).")
 @click.option("--verbose", is_flag=True, help="Log each request.")
 def serve(**kw):
-    """Serve the model (optionally steered) behind an OpenAI-compatible HTTP API."""
-    from r1probe.eval.server import R1ProbeServer
+    """Serve the model (optionally steered) behind an OpenAI-compatible HTTP API (FastAPI + uvicorn)."""
+    from r1probe.eval.server import serve as make_server
 
     name = kw.pop("model_name") or kw["model"]
     host, port, plan, mt, verbose = kw.pop("host"), kw.pop("port"), kw.pop("plan"), kw.pop("max_tokens"), kw.pop("verbose")
+    api_key, window, bs = kw.pop("api_key"), kw.pop("batch_window_ms"), kw.pop("batch_size")
+    if mt <= 0:
+        raise R1ProbeError(f"--max-tokens must be positive, not {mt}")
     lm = load_from_options(kw)
-    srv = R1ProbeServer(lm, host, port, model_name=name, plan=plan, default_max_tokens=mt, verbose=verbose)
+    srv = make_server(lm, host, port, model_name=name, plan=plan, default_max_tokens=mt, api_key=api_key,
+                      verbose=verbose, window_s=max(0.0, window) / 1000.0, batch_size=bs)
     click.echo(json.dumps({"listening": srv.url, "model": name}), err=False)
     sys.stdout.flush()
     try:
-        srv.serve_forever()
+        srv.run()
     except KeyboardInterrupt:
         pass
-    finally:
-        srv.server_close()

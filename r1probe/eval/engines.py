@@ -8,11 +8,7 @@ also scores option letters (MCQ log-likelihood) and teacher-forced NLL.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -139,80 +135,87 @@ class HFEngine:
         return d
 
 
-def post_json(url: str, payload: dict, *, timeout: float = 600.0, retries: int = 5, backoff: float = 1.0,
-              api_key: str | None = None) -> dict:
-    """POST JSON with retries and exponential backoff on connection errors and 5xx/429 replies."""
-    data = json.dumps(payload).encode("utf-8")
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - user-given server URL
-                return json.loads(r.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            body = e.read().decode("utf-8", "replace")[:300]
-            if e.code in (429, 500, 502, 503, 504) and attempt < retries:
-                last = e
-            else:
-                raise R1ProbeError(f"{url}: HTTP {e.code}: {body}") from e
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-            last = e
-            if attempt >= retries:
-                break
-        time.sleep(backoff * (2 ** attempt))
-    raise R1ProbeError(f"{url}: no answer after {retries + 1} tries ({last})")
-
-
 def parse_endpoint(spec: str) -> tuple[str, str | None]:
     """``URL#MODEL`` → (base URL ending before ``/v1``, model or None)."""
     url, _, model = spec.partition("#")
     url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        url = url[: -len("/chat/completions")]
+    for tail in ("/chat/completions", "/completions"):
+        if url.endswith(tail):
+            url = url[: -len(tail)]
     if url.endswith("/v1"):
         url = url[:-3]
     return url, (model or None)
 
 
 class OpenAIEngine:
-    """Chat completions from an OpenAI-compatible server with bounded concurrency.
+    """Chat completions from an OpenAI-compatible server (vLLM, llama.cpp's server, ``r1probe serve``)
+    through the official ``openai`` client, with bounded concurrency.
 
-    A ``reasoning_content`` field (vLLM's reasoning parser) is folded back into
-    ``<think>...</think>`` so replies split the same way as local ones.
+    Retries (connection errors, 408/409/429/5xx, with backoff) and timeouts are the client's
+    (``retries`` = its ``max_retries``). With no model named the server's first listed model is
+    used. A ``reasoning_content`` field (vLLM's reasoning parser) is folded back into
+    ``<think>...</think>`` so replies split into reasoning and answer the same way as local ones.
     """
 
     name = "openai"
 
     def __init__(self, url: str, model: str | None = None, *, max_new_tokens: int = 256, concurrency: int = 8,
-                 temperature: float = 0.0, api_key: str | None = None, timeout: float = 600.0, retries: int = 5,
-                 thinks: bool | None = None, seed: int | None = 0):
+                 temperature: float = 0.0, top_p: float = 1.0, api_key: str | None = None, timeout: float = 600.0,
+                 retries: int = 5, thinks: bool | None = None, seed: int | None = 0, system: str | None = None,
+                 http_client=None):
+        import openai
+
         self.base, m = parse_endpoint(url)
-        self.model = model or m or "default"
+        self._model = model or m
         self.max_new_tokens, self.concurrency = max_new_tokens, concurrency
-        self.temperature, self.api_key, self.timeout, self.retries = temperature, api_key, timeout, retries
+        self.temperature, self.top_p, self.seed, self.system = temperature, top_p, seed, system
+        self.timeout, self.retries = timeout, retries
         self._thinks = thinks
-        self.seed = seed
+        self.client = openai.OpenAI(base_url=self.base + "/v1", api_key=api_key or "EMPTY", timeout=timeout,
+                                    max_retries=retries, http_client=http_client)
 
     @property
     def thinks(self) -> bool:
         return bool(self._thinks)
 
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            try:
+                listed = self.client.models.list().data
+            except Exception as e:  # noqa: BLE001
+                raise R1ProbeError(f"{self.base}: cannot list models ({_openai_error(e)})") from None
+            if not listed:
+                raise R1ProbeError(f"{self.base}: the server lists no model; give one as URL#MODEL")
+            self._model = listed[0].id
+        return self._model
+
+    def for_sample(self, k: int) -> "OpenAIEngine":
+        """The same engine drawing sample ``k`` (seed offset by ``k``)."""
+        import copy
+
+        e = copy.copy(self)
+        e.seed = None if self.seed is None else self.seed + k
+        return e
+
     def chat(self, messages: list[dict], max_new_tokens: int | None = None) -> str:
-        payload = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens or self.max_new_tokens,
-                   "temperature": self.temperature}
+        kw = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens or self.max_new_tokens,
+              "temperature": self.temperature}
+        if self.top_p != 1.0:
+            kw["top_p"] = self.top_p
         if self.seed is not None:
-            payload["seed"] = self.seed
-        r = post_json(self.base + "/v1/chat/completions", payload, timeout=self.timeout, retries=self.retries,
-                      api_key=self.api_key)
+            kw["seed"] = self.seed
         try:
-            msg = r["choices"][0]["message"]
-        except (KeyError, IndexError, TypeError) as e:
-            raise R1ProbeError(f"{self.base}: unexpected reply {str(r)[:200]}") from e
-        content = msg.get("content") or ""
-        rc = msg.get("reasoning_content") or msg.get("reasoning")
+            r = self.client.chat.completions.create(**kw)
+        except Exception as e:  # noqa: BLE001 - one line for the user, whatever the client raised
+            raise R1ProbeError(f"{self.base}: {_openai_error(e)}") from None
+        try:
+            msg = r.choices[0].message
+        except (AttributeError, IndexError, TypeError):
+            raise R1ProbeError(f"{self.base}: unexpected reply {str(r)[:200]}") from None
+        content = msg.content or ""
+        extra = getattr(msg, "model_extra", None) or {}
+        rc = extra.get("reasoning_content") or extra.get("reasoning")
         if rc:
             return f"{THINK_OPEN}{rc}{THINK_CLOSE}{content}"
         return content
@@ -220,7 +223,8 @@ class OpenAIEngine:
     def generate(self, requests: Sequence[Request], max_new_tokens: int | None = None) -> list[str]:
         from r1probe.models.chat import to_messages
 
-        msgs = [to_messages(t, history=h) for t, h in requests]
+        msgs = [to_messages(t, system=self.system, history=h) for t, h in requests]
+        self.model  # resolve once, before the threads
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as ex:
             return list(ex.map(lambda m: self.chat(m, max_new_tokens), msgs))
 
@@ -231,5 +235,34 @@ class OpenAIEngine:
         raise R1ProbeError("the openai engine cannot compute teacher-forced NLL; use --engine hf")
 
     def describe(self) -> dict:
-        return {"engine": "openai", "url": self.base, "model": self.model, "max_new_tokens": self.max_new_tokens,
-                "concurrency": self.concurrency, "temperature": self.temperature}
+        try:
+            model = self.model
+        except R1ProbeError:
+            model = self._model
+        d = {"engine": "openai", "url": self.base, "model": model, "max_new_tokens": self.max_new_tokens,
+             "concurrency": self.concurrency, "temperature": self.temperature}
+        if self.top_p != 1.0:
+            d["top_p"] = self.top_p
+        if self.system is not None:
+            d["system"] = self.system
+        return d
+
+
+def _openai_error(e: Exception) -> str:
+    """One line for an exception raised by the ``openai`` client."""
+    import openai
+
+    if isinstance(e, openai.APIStatusError):
+        msg = e.message
+        body = e.body if isinstance(e.body, dict) else None
+        if body is not None:
+            inner = body.get("error", body)
+            if isinstance(inner, dict) and inner.get("message"):
+                msg = inner["message"]
+        return f"HTTP {e.status_code}: {msg}"
+    if isinstance(e, openai.APITimeoutError):
+        return "no answer before the timeout"
+    if isinstance(e, openai.APIConnectionError):
+        cause = e.__cause__ or e
+        return f"no connection ({type(cause).__name__}: {cause})"
+    return f"{type(e).__name__}: {e}"
