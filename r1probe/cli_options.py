@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import click
 
 from r1probe.models.builtin import DEFAULT_MODEL
@@ -49,6 +52,63 @@ def pop_model_options(kw: dict, name: str = "model") -> dict:
 
 def stderr_progress(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+class ProgressBars:
+    """A ``progress(message)`` callable for the library's hooks that shows tqdm bars with rate and ETA.
+
+    A message ``NAME: N/TOTAL`` or ``NAME: [N/TOTAL] detail`` moves the bar named NAME (created on first
+    sight, closed at TOTAL; the detail is shown beside it); any other message is printed on stderr above
+    the bars. ``quiet``: nothing is shown. :meth:`counter` gives the ``progress(n_done, n_total)`` form.
+    """
+
+    _STEP = re.compile(r"^(?P<name>[^:\[\]]+?): \[?(?P<n>\d+)/(?P<total>\d+)\]?(?P<rest>.*)$")
+
+    def __init__(self, quiet: bool = False, unit: str = "item"):
+        self.quiet, self.unit, self.bars = quiet, unit, {}
+
+    def __call__(self, msg: str) -> None:
+        if self.quiet:
+            return
+        m = self._STEP.match(msg)
+        if m is None:
+            from tqdm.auto import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
+            return
+        self.update(m["name"], int(m["n"]), int(m["total"]), m["rest"].strip(" :"))
+
+    def update(self, name: str, n: int, total: int, detail: str = "") -> None:
+        """Move bar ``name`` to ``n`` of ``total``."""
+        if self.quiet:
+            return
+        from tqdm.auto import tqdm
+
+        bar = self.bars.get(name)
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = self.bars[name] = tqdm(total=total, desc=name, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        if detail:
+            bar.set_postfix_str(detail, refresh=False)
+        bar.update(max(0, n - bar.n))
+        if n >= total:
+            bar.close()
+            del self.bars[name]
+
+    def counter(self, name: str):
+        """A ``progress(n_done, n_total)`` callable moving bar ``name``."""
+        return lambda n, total: self.update(name, n, total)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def quiet_option(f):
+    """``--quiet``: no progress bars or progress lines (results and errors are still printed)."""
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines.")(f)
 
 
 # --- options generated from a settings model (flag names: ``r1probe.settings.flag_names``) ---------------------

@@ -4,7 +4,8 @@ generation length."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,8 @@ class Bench:
     max_new_tokens: int = 256
     description: str = ""
     seeded: bool = False  # ``load(data_root, seed=S)``: its items are a split of the configured seed
+    source: str = ""  # where the data comes from (a URL, or a file's name for a user bench)
+    license: str = ""  # the data's licence as its upstream states it
 
 
 def _chisafety(part: str):
@@ -102,6 +105,106 @@ BENCHES: dict[str, Bench] = {b.name: b for b in [
 ]}
 
 
+#: upstream source and licence of each built-in bench's data (``r1probe eval --bench list``)
+_ABOUT = {
+    "chisafety": ("https://github.com/UnicomAI/UnicomBenchmark (CHiSafetyBench)",
+                  "none stated (read from its path, never redistributed)"),
+    "safetybench": ("https://github.com/thu-coai/SafetyBench", "MIT"),
+    "gsm8k": ("https://github.com/openai/grade-school-math", "MIT"),
+    "math500": ("MATH-500 of https://github.com/openai/prm800k", "MIT"),
+    "cmath": ("https://github.com/XiaoMi/cmath", "CC-BY-4.0"),
+    "xstest": ("https://github.com/paul-rottger/exaggerated-safety", "CC-BY-4.0"),
+    "cvalues": ("https://github.com/X-PLUG/CValues", "Apache-2.0"),
+    "zh-harmless": ("BELLE eval set, https://github.com/LianjiaTech/BELLE (vendored)", "ODC-By-1.0 (research use)"),
+    "or-bench": ("OR-Bench-Hard via https://github.com/mainlp/Multilingual-Refusal", "CC-BY-4.0 (unverified)"),
+}
+for _name, _b in list(BENCHES.items()):
+    _src, _lic = next((v for k, v in _ABOUT.items() if _name.startswith(k)), ("", ""))
+    BENCHES[_name] = replace(_b, source=_b.source or _src, license=_b.license or _lic)
+
+#: default generation length of a user bench, by kind (others: 256)
+_USER_MAX_NEW_TOKENS = {"math": 512, "mcq": 8, "nll": 0}
+
+
+def user_bench(spec: str) -> Bench:
+    """A benchmark from a prompt file: ``file:PATH:KIND`` (e.g. ``file:my.jsonl:refusal``).
+
+    The file is read now through :func:`r1probe.data.prompts.read_prompt_file` (any of its formats), so a bad
+    file fails before any model loads, in one line naming the file and line. Each row is an item: its ``id``
+    (default ``<name>/<line>``), text, ``answer`` (the gold of graded kinds, the solution of ``nll``),
+    ``category`` and ``history``. The bench is named after the file's stem.
+    """
+    from r1probe.data.prompts import read_prompt_file
+    from r1probe.errors import DataError
+    from r1probe.eval.kinds import BENCH_KINDS, get_kind
+
+    body = spec[len("file:"):]
+    path, sep, kind = body.rpartition(":")
+    if not sep or not path or not kind:
+        raise R1ProbeError(f"--bench {spec!r}: a user bench is file:PATH:KIND (KIND one of {', '.join(BENCH_KINDS)})")
+    get_kind(kind)
+    rows = read_prompt_file(path)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-.") or "user"
+    name = stem if stem not in BENCHES else f"file-{stem}"
+    items, seen = [], {}
+    for r in rows:
+        iid = f"{name}/{r.id if r.id is not None else r.line}"
+        if iid in seen:
+            raise DataError(f"{path}: line {r.line}: duplicate id {iid.split('/', 1)[1]!r} (first at line {seen[iid]})")
+        seen[iid] = r.line
+        items.append(B.BenchItem(id=iid, text=r.text, gold=r.answer, category=r.category or "", history=r.history,
+                                 solution=r.answer, meta={"question": r.text}))
+    if kind == "nll" and any(it.solution is None for it in items):
+        missing = next(r.line for r in rows if r.answer is None)
+        raise DataError(f"{path}: line {missing}: kind nll needs an answer (the text to score) on every row")
+
+    def load_user(root, _items=tuple(items)):
+        return [B.BenchItem(**{**it.__dict__, "meta": dict(it.meta)}) for it in _items]
+
+    return Bench(name, kind, load_user, (str(Path(path).resolve()),), _USER_MAX_NEW_TOKENS.get(kind, 256),
+                 f"user bench from {Path(path).name} ({len(items)} items)", source=Path(path).name,
+                 license="the file's own")
+
+
+def bench_rows(data_root=None) -> list[dict]:
+    """One row per registered bench: name, kind, items (counted by loading it; ``?`` when its data is missing),
+    metrics (the kind's, with a judge that sees harm and a gold answer), source and licence."""
+    from r1probe.eval.kinds import get_kind
+
+    rows = []
+    for b in BENCHES.values():
+        try:
+            n = str(len(b.load(data_root)))
+        except Exception:  # noqa: BLE001 - a bench whose data is not installed is still listed
+            n = "?"
+        try:
+            metrics = ", ".join(get_kind(b.kind).metrics(judge_sees_harm=True, has_gold=True))
+        except R1ProbeError:
+            metrics = "?"
+        rows.append({"name": b.name, "kind": b.kind, "items": n, "metrics": metrics or "-",
+                     "source": b.source or "-", "license": b.license or "-"})
+    return rows
+
+
+def bench_table(data_root=None) -> str:
+    """:func:`bench_rows` as an aligned text table (``r1probe eval --bench list``)."""
+    rows = bench_rows(data_root)
+    cols = ["name", "kind", "items", "metrics", "source", "license"]
+    width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols[:-1]}
+    lines = ["  ".join(c.ljust(width.get(c, 0)) for c in cols).rstrip()]
+    lines += ["  ".join(r[c].ljust(width.get(c, 0)) for c in cols).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def bench_help() -> str:
+    """The ``--bench`` help text: every registered bench, ``list`` and the user-bench form."""
+    from r1probe.eval.kinds import BENCH_KINDS
+
+    return (f"Benchmarks, comma-separated: {', '.join(BENCHES)}; 'list' prints them with their kind, items, "
+            f"metrics, source and licence; file:PATH:KIND adds a prompt file as a bench (KIND: "
+            f"{', '.join(BENCH_KINDS)}).")
+
+
 def register_bench(bench: Bench) -> Bench:
     """Add ``bench`` to :data:`BENCHES` (its kind must be registered); returns it."""
     from r1probe.eval.kinds import get_kind
@@ -129,7 +232,7 @@ def parse_benches(spec: str) -> list[Bench]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise R1ProbeError("--bench needs at least one benchmark name")
-    return [get_bench(n) for n in names]
+    return [user_bench(n) if n.startswith("file:") else get_bench(n) for n in names]
 
 
 def select(items: list, limit: int | None, seed: int | None) -> list:

@@ -7,15 +7,21 @@ import sys
 
 import click
 
-from r1probe.cli_options import load_from_options, model_options, stderr_progress
+from r1probe.cli_options import ProgressBars, load_from_options, model_options, quiet_option, stderr_progress
 from r1probe.errors import R1ProbeError
+from r1probe.steering.commands import RegistryOption as HelpFnOption
+
+
+def _bench_help() -> str:
+    from r1probe.eval.benches import bench_help
+
+    return bench_help()
 
 
 @click.command("eval")
 @model_options()
-@click.option("--bench", "bench", default=None,
-              help="Benchmarks, comma-separated: chisafety-refusal, chisafety-multiturn, chisafety-mcq[-gen], "
-                   "safetybench-zh[-gen], gsm8k, gsm8k-nll, math500, cmath, xstest-safe, cvalues, or-bench.")
+@click.option("--bench", "bench", default=None, cls=HelpFnOption, help_fn=lambda: _bench_help(),
+              help="Benchmarks, comma-separated.")
 @click.option("--limit", type=int, default=None, help="Evaluate N items per benchmark (a seeded sample).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option("--first", is_flag=True, help="With --limit N: the first N items in file order instead of a seeded sample.")
@@ -42,6 +48,7 @@ from r1probe.errors import R1ProbeError
               help="Folder holding the benchmark data (default $R1PROBE_DATA or ../shared/data).")
 @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True),
               help="Compare two run folders A B: metric differences B-A with paired bootstrap CIs.")
+@quiet_option
 def eval_cmd(**kw):
     """Evaluate safety (CHiSafetyBench, SafetyBench-zh), reasoning (GSM8K, MATH-500, CMATH) and over-refusal."""
     from r1probe.eval import runner
@@ -53,7 +60,16 @@ def eval_cmd(**kw):
         return
     if not kw["bench"]:
         raise R1ProbeError("--bench is required (or --compare A B)")
+    if kw["bench"].strip() == "list":
+        from r1probe.eval.benches import bench_table
+
+        click.echo(bench_table(kw["data_root"]), nl=False)
+        return
     benches = parse_benches(kw["bench"])
+    if kw["out"]:
+        from r1probe.provenance import check_writable_dir
+
+        check_writable_dir(kw["out"])
     answers = None
     if kw["answers"]:
         from r1probe.data.chisafety import load_answer_key
@@ -87,12 +103,14 @@ def eval_cmd(**kw):
             extra["lm"] = lm
         judge = make_judge(js, **extra)
     chunk = max(kw["batch_size"], 1) * 2 if kw["engine"] == "hf" else max(kw["concurrency"], 1) * 2
+    bars = ProgressBars(quiet=kw["quiet"])
     summary = runner.evaluate(
         benches, engine, judge, kw["out"], limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],
         max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
-        answers=answers, progress=stderr_progress,
+        answers=answers, progress=bars,
         manifest={"benches": [b.name for b in benches], "limit": kw["limit"],
                   "seed": None if kw["first"] else kw["seed"]})
+    bars.close()
     click.echo(runner.summary_markdown({k: v for k, v in summary.items() if k in {b.name for b in benches}}), nl=False)
     if kw["out"]:
         stderr_progress(f"wrote {kw['out']}/summary.json")
