@@ -38,33 +38,48 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, lm, *, max_new_tokens: int = 256, batch_size: int = 8, plan=None,
-                 do_sample: bool = False, temperature: float = 1.0, seed: int | None = 0):
+                 do_sample: bool = False, temperature: float | None = None, top_p: float = 1.0,
+                 seed: int | None = 0, system: str | None = None):
         self.lm = lm
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.plan = plan
-        self.do_sample, self.temperature, self.seed = do_sample, temperature, seed
+        # temperature 0 is greedy; do_sample without a temperature samples at 1.0
+        if temperature is None:
+            temperature = 1.0 if do_sample else 0.0
+        self.temperature, self.top_p, self.seed, self.system = float(temperature), float(top_p), seed, system
+        self.do_sample = self.temperature > 0
         if plan is not None and not hasattr(plan, "steps"):
             from r1probe.steering.plan import SteeringPlan
 
             self.plan = SteeringPlan.load(plan)
         self.plan_path = plan if isinstance(plan, str) else None
 
+    def for_sample(self, k: int) -> "HFEngine":
+        """The same engine drawing sample ``k`` (seed offset by ``k``; greedy engines are unchanged)."""
+        import copy
+
+        e = copy.copy(self)
+        e.seed = None if self.seed is None else self.seed + k
+        return e
+
     @property
     def thinks(self) -> bool:
         return bool(self.lm.chat.thinks)
 
     def format(self, text: str, history=None, close_think: bool = False) -> str:
-        return self.lm.chat.format(text, history=history, close_think=close_think)
+        return self.lm.chat.format(text, system=self.system, history=history, close_think=close_think)
 
-    def generate(self, requests: Sequence[Request], max_new_tokens: int | None = None) -> list[str]:
-        from r1probe.models.generate import generate_texts
+    #: ``generate`` takes a ``done(index, text_so_far)`` callback (early stop, see ``eval.kinds``)
+    supports_done = True
+
+    def generate(self, requests: Sequence[Request], max_new_tokens: int | None = None, done=None) -> list[str]:
+        from r1probe.models.engine import generate_texts
 
         texts = [self.format(t, h) for t, h in requests]
-        with plan_context(self.lm, self.plan):
-            return generate_texts(self.lm, texts, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                  batch_size=self.batch_size, do_sample=self.do_sample,
-                                  temperature=self.temperature, seed=self.seed)
+        return generate_texts(self.lm, texts, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                              batch_size=self.batch_size, temperature=self.temperature, top_p=self.top_p,
+                              seed=self.seed, plan=self.plan, done=done)
 
     @torch.inference_mode()
     def _last_logits(self, texts: list[str]) -> torch.Tensor:
@@ -126,6 +141,10 @@ class HFEngine:
 
         d = {"engine": "hf", "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size,
              "do_sample": self.do_sample}
+        if self.do_sample:
+            d.update(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+        if self.system is not None:
+            d["system"] = self.system
         try:
             d["model"] = model_provenance(self.lm)
         except Exception as e:  # noqa: BLE001 - provenance is best effort for odd models
