@@ -256,7 +256,8 @@ def load_run(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, dict]]]
 
 
 def compare_runs(a: str | os.PathLike, b: str | os.PathLike, B: int = 1000, seed: int = 0) -> list[dict]:
-    """Metric differences (B − A) per shared benchmark, with paired bootstrap 95% intervals."""
+    """Metric differences (B − A) per shared benchmark, paired over shared ids: rates by exact McNemar with
+    Newcombe's paired interval, means by the paired bootstrap (:func:`r1probe.eval.metrics.paired_compare`)."""
     from r1probe.eval.benches import BENCHES
 
     sa, ra = load_run(a)
@@ -271,7 +272,7 @@ def compare_runs(a: str | os.PathLike, b: str | os.PathLike, B: int = 1000, seed
         sees = all(s[name].get("metrics", {}).get("HR") is not None for s in (sa, sb))
         has_gold = get_kind(bench.kind).has_gold(list(ra[name].values()))
         for m, f in metrics_for(bench, sees, has_gold).items():
-            res = M.paired_bootstrap(ra[name], rb[name], f, B=B, seed=seed)
+            res = M.paired_compare(ra[name], rb[name], f, B=B, seed=seed)
             rows.append({"bench": name, "metric": m, **res})
         for m, f in (("unterminated_rate", M.unterminated_rate),):
             if any("terminated" in r for r in ra[name].values()):
@@ -280,9 +281,11 @@ def compare_runs(a: str | os.PathLike, b: str | os.PathLike, B: int = 1000, seed
 
 
 def compare_markdown(rows: list[dict]) -> str:
-    lines = ["| benchmark | metric | n paired | A | B | B − A | 95% CI (paired) |", "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| benchmark | metric | n paired | A | B | B − A | 95% CI (paired) | McNemar p |",
+             "|---|---|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         ci = r.get("ci95")
         lines.append(f"| {r['bench']} | {r['metric']} | {r['n']} | {_fmt(r['a'])} | {_fmt(r['b'])} | "
-                     f"{_fmt(r['diff'])} | {'[' + _fmt(ci[0]) + ', ' + _fmt(ci[1]) + ']' if ci else ''} |")
+                     f"{_fmt(r['diff'])} | {'[' + _fmt(ci[0]) + ', ' + _fmt(ci[1]) + ']' if ci else ''} | "
+                     f"{_fmt(r.get('p_mcnemar'))} |")
     return "\n".join(lines) + "\n"
