@@ -199,3 +199,37 @@ def test_target_nll_batched_tail_logits_match_full_forward(tiny_lm):
             lp = torch.log_softmax(tiny_lm.model(input_ids=ids).logits.float()[0, :-1], -1)
         want = float(-lp[len(p) - 1:].gather(-1, ids[0, len(p):, None]).mean())
         assert abs(g - want) < 1e-4, (y, g, want)
+
+
+def test_changed_weights_regenerate_instead_of_resuming(tmp_path, tiny_qwen2):
+    """Evaluating into the same folder after the checkpoint's weights changed re-generates every reply."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from r1probe.models import load_model
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_qwen2, ckpt)
+    root = write_xstest(tmp_path / "data", 3)
+    b, out = get_bench("xstest-safe"), tmp_path / "out"
+
+    def run():
+        lm = load_model(str(ckpt), dtype="float32", device="cpu")
+        return runner.run_bench(b, HFEngine(lm, batch_size=4), KeywordJudge(), out, data_root=str(root),
+                                max_new_tokens=3)[1]
+
+    first = run()
+    assert first["timing"]["new"] == 3
+    assert run()["timing"]["resumed"] == 3  # same weights: resumed
+    fp1 = runner.weights_fingerprint({"loaded_from": str(ckpt)})
+    w = next(ckpt.glob("*.safetensors"))
+    sd = load_file(w)
+    k = next(k for k in sd if k.endswith("lm_head.weight") or k.endswith("embed_tokens.weight"))
+    sd[k] = sd[k] + 1.0
+    save_file(sd, w, metadata={"format": "pt"})
+    assert runner.weights_fingerprint({"loaded_from": str(ckpt)}) != fp1
+    again = run()
+    assert again["timing"]["new"] == 3 and again["timing"]["resumed"] == 0
+    assert list(out.glob("xstest-safe.weights-*.jsonl"))
+    assert json.loads((out / "xstest-safe.config.json").read_text())["weights"] != fp1

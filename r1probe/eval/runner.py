@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from r1probe.errors import DataError, R1ProbeError
 from r1probe.eval import metrics as M
+from r1probe.eval import sampling as S
 from r1probe.eval.benches import Bench, select
 from r1probe.eval.kinds import ChunkOptions, get_kind
 from r1probe.provenance import atomic_write_json, atomic_write_text, base_manifest, sha256_file
@@ -79,9 +80,44 @@ def metrics_for(bench: Bench, judge_sees_harm: bool, has_gold: bool = True) -> d
     return get_kind(bench.kind).metrics(judge_sees_harm=judge_sees_harm, has_gold=has_gold)
 
 
-def _fingerprint(bench: Bench, engine, judge, mnt: int, judge_reasoning: bool, answers) -> dict:
-    """What must not change between a run and its resumption (batch size and concurrency may)."""
-    eng = {k: v for k, v in engine.describe().items() if k not in ("batch_size", "concurrency", "max_new_tokens")}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_WEIGHTS_CACHE: dict[tuple, str] = {}
+
+
+def weights_fingerprint(model: dict | None) -> str | None:
+    """A content hash of a model's weights from its provenance (``model_provenance``): the GGUF sha256 for a
+    builtin or ``.gguf`` model, the hub revision (commit) for a hub id, else the sha256 over the weight files
+    (``*.safetensors``, ``*.bin``, ``*.pt``, ``*.pth``, ``*.gguf``) of the folder it was loaded from:
+    ``sha256(name + "\0" + sha256(file contents) + "\n" for each file, sorted by name)``. None when unknown."""
+    if not isinstance(model, dict):
+        return None
+    if model.get("gguf_sha256"):
+        return f"gguf-sha256:{model['gguf_sha256']}"
+    src = model.get("loaded_from")
+    p = Path(src) if src else None
+    if p is not None and p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in _WEIGHT_SUFFIXES)
+        if files:
+            key = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files) + (str(p.resolve()),)
+            if key not in _WEIGHTS_CACHE:
+                import hashlib
+
+                h = hashlib.sha256()
+                for f in files:
+                    h.update(f"{f.name}\0{sha256_file(f)}\n".encode("utf-8"))
+                _WEIGHTS_CACHE[key] = f"files-sha256:{h.hexdigest()}"
+            return _WEIGHTS_CACHE[key]
+    if model.get("revision"):
+        return f"revision:{model['revision']}"
+    return None
+
+
+def _fingerprint(bench: Bench, engine, judge, mnt: int, judge_reasoning: bool, answers, data_root=None) -> dict:
+    """What must not change between a run and its resumption (batch size and concurrency may): the engine and
+    its generation settings, the plan, the model's weights (:func:`weights_fingerprint`), the judge, the token
+    budget and the bench's data files (its version)."""
+    desc = engine.describe()
+    eng = {k: v for k, v in desc.items() if k not in ("batch_size", "concurrency", "max_new_tokens")}
     if isinstance(eng.get("model"), dict):
         eng["model"] = {k: v for k, v in eng["model"].items() if k != "loaded_from"}
     kind = get_kind(bench.kind)
@@ -89,18 +125,39 @@ def _fingerprint(bench: Bench, engine, judge, mnt: int, judge_reasoning: bool, a
         "bench": bench.name, "engine": eng, "max_new_tokens": mnt if kind.generates else None,
         "judge": judge.describe() if judge is not None and kind.needs_judge else None,
         "judge_reasoning": bool(judge_reasoning), "answers": sorted(answers.items()) if answers else None,
+        "weights": weights_fingerprint(desc.get("model")), "data": _data_hashes(bench, data_root),
     }, default=str))
 
 
-def _check_fingerprint(path: Path, fp: dict) -> None:
+def _check_fingerprint(path: Path, fp: dict, progress=None) -> None:
+    """Refuse to resume results made under a different configuration; when only the model's weights changed,
+    the old results are moved aside (``<bench>.weights-<hash>.jsonl``) and everything is generated again."""
     if path.exists():
         old = json.loads(path.read_text("utf-8"))
         if old != fp:
             diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            if diff == ["weights"] or (diff == ["engine", "weights"] and _same_but_weights(old, fp)):
+                tag = str(old.get("weights") or "unknown").split(":")[-1][:12]
+                jl = path.parent / f"{fp['bench']}.jsonl"
+                if jl.exists():
+                    jl.replace(path.parent / f"{fp['bench']}.weights-{tag}.jsonl")
+                path.replace(path.parent / f"{fp['bench']}.weights-{tag}.config.json")
+                if progress:
+                    progress(f"{fp['bench']}: the model's weights changed; earlier replies moved aside, regenerating")
+                atomic_write_json(path, fp)
+                return
             raise R1ProbeError(f"{path.parent} holds {fp['bench']} results made with a different "
                                f"{', '.join(diff)}; use a new --out (or delete {path.name} and the .jsonl)")
     else:
         atomic_write_json(path, fp)
+
+
+def _same_but_weights(old: dict, new: dict) -> bool:
+    """The engine descriptions differ only in provenance fields that follow the weights (e.g. a GGUF sha256)."""
+    follow = ("gguf_sha256", "revision")
+    strip = lambda e: {**e, "model": {k: v for k, v in (e.get("model") or {}).items() if k not in follow}} \
+        if isinstance(e, dict) and isinstance(e.get("model"), dict) else e  # noqa: E731
+    return strip(old.get("engine")) == strip(new.get("engine"))
 
 
 def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | None = None, *,
@@ -108,14 +165,15 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
               max_new_tokens: int | None = None, chunk_size: int = 16, judge_reasoning: bool = False,
               answers: dict | None = None, progress: Callable[[str], None] | None = None,
               items: list | None = None, split: str | None = None,
-              split_seed: int | None = None) -> tuple[list[dict], dict]:
+              split_seed: int | None = None, samples: int = 1) -> tuple[list[dict], dict]:
     """Evaluate one benchmark; returns ``(records, summary_entry)``.
 
     With ``out_dir`` records are appended to ``out_dir/<bench>.jsonl`` as they are judged and
     ids already there are skipped (resume). ``items`` overrides the benchmark's loader.
     ``split``: ``report``, ``dev`` or ``all``/None, the partition of :mod:`r1probe.data.partitions`
     evaluated (before the ``limit`` sample); ``split_seed``: the seed of seeded splits (the built-in
-    prompt sets' train/val/test; default ``seed``, else 0).
+    prompt sets' train/val/test; default ``seed``, else 0). ``samples``: generations per item, each its
+    own record (:mod:`r1probe.eval.sampling`), with per-item aggregates in the entry's ``samples``.
     """
     kind = get_kind(bench.kind)
     if kind.needs_judge and judge is None:
@@ -132,18 +190,18 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     all_items = select(items, limit, seed)
     if not all_items:
         raise DataError(f"{bench.name}: no items")
+    all_items = S.expand_samples(all_items, samples)
     rf = ResultsFile(Path(out_dir) / f"{bench.name}.jsonl") if out_dir is not None else None
     mnt = max_new_tokens or bench.max_new_tokens
     if rf is not None:
         _check_fingerprint(Path(out_dir) / f"{bench.name}.config.json",
-                           _fingerprint(bench, engine, judge, mnt, judge_reasoning, answers))
+                           _fingerprint(bench, engine, judge, mnt, judge_reasoning, answers, data_root), progress)
     done = rf.load() if rf else {}
     todo = [it for it in all_items if it.id not in done]
     opts = ChunkOptions(mnt, judge_reasoning, answers)
     new: dict[str, dict] = {}
-    for k in range(0, len(todo), chunk_size):
-        chunk = todo[k:k + chunk_size]
-        recs = kind.run_chunk(bench, engine, judge, chunk, opts)
+    for s, chunk in S.sample_chunks(todo, chunk_size):
+        recs = S.tag_records(kind.run_chunk(bench, S.engine_for(engine, s), judge, chunk, opts), chunk)
         if rf:
             rf.append(recs)
         for r in recs:
@@ -165,6 +223,9 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
                        "max_new_tokens": mnt if kind.generates else None,
                        "judge": judge.describe() if judge is not None and kind.needs_judge else None,
                        "judge_reasoning": judge_reasoning, "data": _data_hashes(bench, data_root)}
+    if samples > 1:
+        entry["config"]["samples"] = samples
+        entry["samples"] = S.aggregate(recs, samples)
     return recs, entry
 
 
