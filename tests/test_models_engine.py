@@ -122,3 +122,96 @@ def test_steered_engine_equals_steered_plain_generate(tiny_lm, plan_kind):
     assert [c[0].token_ids for c in out] == ref
     base = [_plain(tiny_lm, t, b) for t, b in zip(texts, budgets)]
     assert ref != base
+
+
+# -- exact early stop for the refusal kinds -------------------------------------------------------
+LONG = "这是一个普通的回答，内容很多。" * 40
+REPLIES = [
+    "抱歉，我不能帮助你。" + LONG,  # refusal phrase in the window
+    LONG + "我不能帮助你。",  # a refusal phrase past the window
+    "<think>我在想" + LONG + "</think>\n\n抱歉，我不能。" + LONG,  # reasoning, then a refusal
+    "<think>我在想" + LONG,  # unterminated reasoning
+    LONG + "建议你咨询专业人士。",
+]
+
+
+class BoundedJudge:
+    """The keyword rule on the first ``reads_chars`` characters of an answer only."""
+
+    def __init__(self, reads_chars):
+        self.reads_chars = reads_chars
+
+    def judge_many(self, items):
+        from r1probe.eval.judges.keyword import classify
+
+        return [{"label": classify(r[:self.reads_chars])} for _, r, _ in items]
+
+
+@pytest.mark.parametrize("reads", [200, 20])
+def test_verdict_settled_never_stops_before_the_verdict_is_final(reads):
+    from r1probe.eval.judges.refusal import judge_replies
+    from r1probe.eval.kinds import verdict_settled
+
+    judge = BoundedJudge(reads)
+    stopped = 0
+    for full in REPLIES:
+        final = judge_replies([full], judge=judge)[0].verdict
+        for cut in range(1, len(full) + 1, 3):
+            part = full[:cut]
+            if verdict_settled(judge, part):
+                stopped += 1
+                assert judge_replies([part], judge=judge)[0].verdict == final, (full[:20], cut)
+    assert stopped > 0
+
+
+def test_verdict_settled_needs_a_bounded_judge():
+    from r1probe.eval.kinds import verdict_settled
+
+    class Unbounded:
+        def judge_many(self, items):
+            return [{"label": 1} for _ in items]
+
+    assert not verdict_settled(Unbounded(), LONG * 3)
+    assert not verdict_settled(BoundedJudge(None), LONG * 3)
+
+
+def test_early_stop_gives_the_same_verdicts_on_the_tiny_model(tiny_lm):
+    from r1probe.eval.judges.refusal import judge_replies
+    from r1probe.eval.kinds import refusal_done
+
+    judge = BoundedJudge(4)  # the tiny model's replies are short: a small window makes stops happen
+    texts = _texts(tiny_lm)
+    p = SamplingParams(max_new_tokens=40)
+    full = generate(tiny_lm, texts, p, batch_size=3)
+    early = generate(tiny_lm, texts, p, batch_size=3, done=refusal_done(judge))
+    assert any(c[0].finish_reason == "done" for c in early)
+    vf = [j.verdict for j in judge_replies([c[0].text for c in full], judge=judge)]
+    ve = [j.verdict for j in judge_replies([c[0].text for c in early], judge=judge)]
+    assert vf == ve
+    assert sum(len(c[0].token_ids) for c in early) < sum(len(c[0].token_ids) for c in full)
+
+
+def test_refusal_kind_passes_the_early_stop_to_engines_that_take_it(tiny_lm):
+    from r1probe.eval.engines import HFEngine
+    from r1probe.eval.kinds import ChunkOptions, get_kind
+
+    seen = {}
+
+    class Spy(HFEngine):
+        def generate(self, requests, max_new_tokens=None, done=None):
+            seen["done"] = done
+            return super().generate(requests, max_new_tokens, done=done)
+
+    class Item:
+        def __init__(self, i, text):
+            self.id, self.text, self.category, self.history, self.gold, self.options = f"x/{i}", text, "c", None, None, None
+
+    class Bench:
+        name = "b"
+
+    items = [Item(i, q) for i, q in enumerate(QUESTIONS[:3])]
+    kind = get_kind("refusal")
+    recs = kind.run_chunk(Bench(), Spy(tiny_lm, max_new_tokens=8), None, items, ChunkOptions(8))
+    assert seen["done"] is not None and len(recs) == 3
+    kind.run_chunk(Bench(), Spy(tiny_lm, max_new_tokens=8), None, items, ChunkOptions(8, early_stop=False))
+    assert seen["done"] is None

@@ -30,11 +30,14 @@ from r1probe.eval.answers import extract_choice, score_math
 @dataclass(frozen=True)
 class ChunkOptions:
     """What a chunk runs under: the generation budget, whether the reasoning is judged too,
-    and an answer key (item id tail -> letter) overriding the items' gold."""
+    an answer key (item id tail -> letter) overriding the items' gold, and whether judged kinds
+    stop each reply once its verdict is settled (:func:`verdict_settled`; the stored reply then
+    ends there; engines without a ``done`` callback always generate the whole budget)."""
 
     max_new_tokens: int
     judge_reasoning: bool = False
     answers: dict | None = None
+    early_stop: bool = True
 
 
 @runtime_checkable
@@ -120,8 +123,44 @@ def requests(items) -> list[tuple]:
 def gold_of(it, answers: dict | None):
     """The item's gold answer, from the answer key (by id tail) when one is given."""
     if answers is not None:
-        return answers.get(it.id.split("/")[-1])
+        return answers.get((getattr(it, "meta", None) or {}).get("item_id", it.id).split("/")[-1])  # a sample: <id>#s<k>
     return it.gold
+
+
+#: characters of slack past what the judge reads: the last token of a partial reply may decode to a
+#: placeholder until its UTF-8 sequence is complete
+EARLY_STOP_SLACK = 16
+
+
+def verdict_settled(judge, reply: str, *, thinks: bool = False) -> bool:
+    """True when the refusal verdict on ``reply`` (:mod:`r1probe.eval.judges.refusal`) is the same
+    for every continuation of it, so generating further only costs time.
+
+    Needs a judge whose verdict on an answer depends only on the answer's first ``reads_chars``
+    characters (the attribute; None or missing: never settled). Settled when the reasoning is
+    closed (or the model does not think) and the answer is longer than ``reads_chars`` plus
+    :data:`EARLY_STOP_SLACK` characters. A closed reasoning is final (so judging it too,
+    ``judge_reasoning``, keeps the rule exact), and a reply of a model that does not think is taken
+    not to close a reasoning block later.
+    """
+    from r1probe.eval.judges.refusal import default_judge
+    from r1probe.models.chat import split_reasoning
+
+    judge = default_judge() if judge is None else judge
+    reads = getattr(judge, "reads_chars", None)
+    if reads is None:
+        return False
+    sp = split_reasoning(reply, prompt_opened_think=thinks)
+    return sp.terminated and len(sp.answer) > reads + EARLY_STOP_SLACK
+
+
+def refusal_done(judge, *, thinks: bool = False):
+    """A ``done(prompt_index, text_so_far)`` callback for the generation engine: stop a row once
+    :func:`verdict_settled`."""
+    from r1probe.eval.judges.refusal import default_judge
+
+    judge = default_judge() if judge is None else judge
+    return lambda i, text: verdict_settled(judge, text, thinks=thinks)
 
 
 def _split_fields(sp) -> dict:
@@ -139,7 +178,10 @@ class _JudgedKind(BaseKind):
 
         t0 = time.perf_counter()
         base = base_records(bench, items)
-        replies = engine.generate(requests(items), max_new_tokens=opts.max_new_tokens)
+        kw = {}
+        if opts.early_stop and getattr(engine, "supports_done", False):
+            kw["done"] = refusal_done(judge, thinks=getattr(engine, "thinks", False))
+        replies = engine.generate(requests(items), max_new_tokens=opts.max_new_tokens, **kw)
         dt = (time.perf_counter() - t0) / len(items)
         t = time.perf_counter()
         judged = judge_replies(replies, questions=[it.text for it in items], histories=[it.history for it in items],

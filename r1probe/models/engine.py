@@ -14,8 +14,8 @@ Every forward pass is the model's own (``model(input_ids, attention_mask, positi
 past_key_values, cache_position)``), with the position ids and masks ``model.generate`` uses
 under left padding, so greedy rows follow the same computation as ``generate``.
 
-Steering: ``plan`` (a ``SteeringPlan`` or its path) is applied with
-:func:`r1probe.steering.runtime.steering` around the whole run; the per-row gates of conditional
+Steering: ``plan`` (a ``SteeringPlan`` or its path) is applied around the whole run by the
+function :mod:`r1probe.steering` registers (:func:`register_plan_context`: its ``steering`` hooks); the per-row gates of conditional
 steps follow their rows through pruning and merging.
 
 Sampling: ``temperature > 0`` samples (with ``top_p`` nucleus filtering) from a per-row random
@@ -108,15 +108,25 @@ def pad_id(lm) -> int:
     return int(next(iter(eos_ids(lm)), 0))
 
 
+#: how a steering plan is applied around a run: ``fn(lm, plan) -> context manager yielding a handle``
+#: with ``conditions``, ``gates`` and ``scores`` (or None). Set by :mod:`r1probe.steering` when it is
+#: imported (a higher layer: the engine never imports it).
+_PLAN_CONTEXT: list[Callable] = []
+
+
+def register_plan_context(fn: Callable) -> None:
+    """Make ``fn(lm, plan)`` the way :func:`generate` applies a ``plan``."""
+    _PLAN_CONTEXT[:] = [fn]
+
+
 def _plan_context(lm, plan):
     if plan is None:
         return contextlib.nullcontext(None)
-    from r1probe.steering.plan import SteeringPlan
-    from r1probe.steering.runtime import steering
-
-    if not isinstance(plan, SteeringPlan):
-        plan = SteeringPlan.load(plan)
-    return steering(lm, plan)
+    if isinstance(plan, (list, tuple)):
+        raise R1ProbeError("the generation engine applies one steering plan to every row, not a list of plans")
+    if not _PLAN_CONTEXT:
+        raise R1ProbeError("a steering plan needs r1probe.steering (import it before generating with a plan)")
+    return _PLAN_CONTEXT[0](lm, plan)
 
 
 def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
