@@ -52,6 +52,8 @@ def extract(harmful, harmless, others, field, split, seed, limit, layers, positi
     from r1probe.data.prompts import load_prompt_set
     from r1probe.errors import DataError
     from r1probe.extract.api import extract_activations
+    from r1probe.models.limits import check_prompt_lengths
+    from r1probe.provenance import check_writable_dir
 
     specs = [(s, "harmful") for s in harmful] + [(s, "harmless") for s in harmless] + [(s, None) for s in others]
     if not specs:
@@ -62,11 +64,15 @@ def extract(harmful, harmless, others, field, split, seed, limit, layers, positi
             batch_size = int(batch_size)
         except ValueError:
             raise DataError(f"--batch-size {batch_size!r}: a positive integer or 'auto'") from None
+    check_writable_dir(out)
     if quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     lm = load_from_options(kw)
+    for (spec, _), ps in zip(specs, sets):
+        check_prompt_lengths(lm, [lm.chat.format(p.text, system=system, close_think=close_think) for p in ps.prompts],
+                             [f"{spec}: prompt {p.id!r} (#{k + 1})" for k, p in enumerate(ps.prompts)], reserve=generate)
     store = extract_activations(lm, sets, layers=layers, positions=positions, out_dir=out, backend=backend,
                                 batch_size=batch_size, sites=sites, generate=generate, progress=not quiet,
                                 system=system, close_think=close_think, store_dtype=store_dtype,

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from r1probe.cli_options import load_from_options, model_options
+from r1probe.cli_options import load_from_options, model_options, quiet_option
 
 
 @click.group()
@@ -45,14 +45,19 @@ def show(spec, as_json, **kw):
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--show-reasoning", is_flag=True, help="Print the reasoning of thinking models too.")
-def chat(prompt, system, max_new_tokens, show_reasoning, **kw):
+@quiet_option
+def chat(prompt, system, max_new_tokens, show_reasoning, quiet, **kw):
     """Answer prompts with greedy decoding (the first thing to try on a new model)."""
     from r1probe.models.chat import split_reasoning
     from r1probe.models.generate import generate_texts
 
     lm = load_from_options(kw)
+    from r1probe.models.limits import check_prompt_lengths
+
     texts = [lm.chat.format(p, system=system) for p in prompt]
-    outs = generate_texts(lm, texts, max_new_tokens=max_new_tokens, batch_size=len(texts))
+    check_prompt_lengths(lm, texts, [f"--prompt {i + 1}" for i in range(len(texts))], reserve=max_new_tokens)
+    outs = generate_texts(lm, texts, max_new_tokens=max_new_tokens, batch_size=len(texts), progress=not quiet,
+                          desc="chat")
     for p, o in zip(prompt, outs):
         sp = split_reasoning(o, prompt_opened_think=lm.chat.thinks)
         click.echo(f"### {p}")

@@ -167,7 +167,10 @@ def load_model(spec: str | ModelSpec, *, revision: str | None = None, dtype: str
     (accelerate). ``trust_remote_code`` is never set unless asked for.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    if os.environ.get("R1PROBE_VERBOSE", "0") in ("", "0"):
+        hf_logging.disable_progress_bar()  # the per-load "Loading weights" bar; R1PROBE_VERBOSE=1 keeps it
     if not isinstance(spec, ModelSpec):
         spec = parse_spec(spec, revision)
     device = resolve_device(device)

@@ -4,24 +4,55 @@ from __future__ import annotations
 
 import click
 
-from r1probe.cli_options import model_options, pop_model_options, settings_from_flags, settings_options, stderr_progress
+from r1probe.cli_options import (ProgressBars, model_options, pop_model_options, quiet_option, settings_from_flags,
+                                 settings_options)
 from r1probe.probes.select import SelectConfig
 
 
-def _ints(text: str | None):
+def _ints(text: str | None, flag: str = "--layers"):
     if text in (None, "", "all"):
         return None
     out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if part == "embed":
-            out.append(-1)
-        elif "-" in part[1:]:
-            a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if part == "embed":
+                out.append(-1)
+            elif "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except (TypeError, ValueError):
+        from r1probe.errors import R1ProbeError
+
+        raise R1ProbeError(f"{flag} {text!r}: expected all, N, A-B or a comma list of them") from None
     return out
+
+
+def _check_selection(store_path: str, layers, positions, site: str, estimators: list[str]) -> None:
+    """One-line errors, before any work, for a selection the store cannot serve (nothing would be fitted)."""
+    from r1probe.errors import R1ProbeError
+    from r1probe.extract.store import ActivationStore
+
+    store = ActivationStore(store_path)
+    if not estimators:
+        raise R1ProbeError("--estimators: give at least one estimator")
+    if site not in store.sites:
+        raise R1ProbeError(f"--site {site}: the store holds {', '.join(store.sites)}")
+
+    def span(xs):
+        return ", ".join(map(str, xs)) if len(xs) <= 8 else f"{xs[0]}..{xs[-1]} ({len(xs)})"
+
+    missing = [x for x in (layers or []) if x not in store.layers]
+    if missing:
+        raise R1ProbeError(f"--layers: the store has no layer {span(missing)} (it holds layers {span(store.layers)})")
+    have = [p for p in store.positions if isinstance(p, int)]
+    missing = [x for x in (positions or []) if x not in have]
+    if missing:
+        raise R1ProbeError(f"--positions: the store has no position {span(missing)} (it holds {span(have)})")
+    if not have and positions is None:
+        raise R1ProbeError(f"{store_path}: the store has no offset positions to probe (it holds {span(store.positions)})")
 
 
 @click.group(invoke_without_command=True)
@@ -42,6 +73,7 @@ def _ints(text: str | None):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--no-select", is_flag=True, help="Only fit and cross-validate probes (no model needed).")
 @click.option("--report/--no-report", default=False, show_default=True, help="Also draw the figures.")
+@quiet_option
 @click.pass_context
 def probe(ctx, **kw):
     """Find the refusal direction: probes per (layer, position), then causal selection.
@@ -59,19 +91,26 @@ def probe(ctx, **kw):
     from r1probe.cli_options import load_from_options
     from r1probe.errors import R1ProbeError
     from r1probe.probes.api import run_probe
+    from r1probe.provenance import check_writable_dir
+
     if not kw.get("store") or not kw.get("out"):
         raise R1ProbeError("r1probe probe needs --store DIR and --out DIR (or: r1probe probe report DIR)")
     t0 = time.time()
     mopts = pop_model_options(kw)
     cfg = SelectConfig(**settings_from_flags(kw, SelectConfig))
+    positions = None if kw["positions"] in ("all", "", None) else _ints(kw["positions"], "--positions")
+    estimators = [e.strip() for e in kw["estimators"].split(",") if e.strip()]
+    _check_selection(kw["store"], _ints(kw["layers"]), positions, kw["site"], estimators)
+    check_writable_dir(kw["out"])
     lm = None if kw["no_select"] else load_from_options(dict(mopts))
-    positions = None if kw["positions"] in ("all", "", None) else _ints(kw["positions"])
+    bars = ProgressBars(quiet=kw["quiet"], unit="cand")
     split = None if kw["val_split"] in ("none", "") else kw["val_split"]
     meta = run_probe(kw["store"], lm, kw["out"], harmful_val=kw["harmful_val"], harmless_val=kw["harmless_val"],
-                     val_split=split, cfg=cfg, estimators=[e.strip() for e in kw["estimators"].split(",") if e.strip()],
+                     val_split=split, cfg=cfg, estimators=estimators,
                      layers=_ints(kw["layers"]), positions=positions, site=kw["site"], folds=kw["folds"],
-                     seed=kw["seed"], select=not kw["no_select"], progress=stderr_progress,
+                     seed=kw["seed"], select=not kw["no_select"], progress=bars,
                      candidates=kw["candidates"])
+    bars.close()
     if kw["report"]:
         from r1probe.analysis.probe_report import draw_report
 
