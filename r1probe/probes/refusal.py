@@ -23,6 +23,7 @@ sliced ``[B, 1, d]`` view makes torch 2.13 expand ``lm_head`` to ``[B, d, V]``, 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -145,43 +146,155 @@ class Scorer:
                 res[i] = float(rows.gather(-1, tgt[:, None]).sum())
         return res
 
+    # -- several plans per forward pass (per-row steering) --------------------------------------
     @torch.inference_mode()
-    def generate(self, texts: Sequence[str], max_new_tokens: int = 24) -> list[str]:
-        """Greedy continuations (KV cache, early stop on EOS), decoded, input order."""
-        from transformers import DynamicCache
+    def forward_many(self, b: Batch, plans: Sequence, cols: int = 1, *, start: int = 0,
+                     resid: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Logits ``[B, cols, V]`` (float32) of batch ``b`` under each plan: the batch is stacked once per
+        plan and every block of rows gets its own plan (``steering`` with a list). ``start > 0`` runs only
+        blocks ``start..`` on ``resid`` ``[B, T, d]``, the unsteered residual at block ``start``'s input
+        (exact when every plan acts at blocks ``>= start``; see :func:`from_block`)."""
+        from r1probe.steering.runtime import steering
 
+        k, n = len(plans), len(b.idx)
+        t = b.ids.shape[1]
+        keep = torch.arange(t - cols, t, device=b.ids.device)
+        kw = dict(attention_mask=b.mask.repeat(k, 1), position_ids=b.pos.repeat(k, 1), logits_to_keep=keep,
+                  use_cache=False)
+        with steering(self.lm, list(plans) if k > 1 else plans[0]):
+            if start:
+                with from_block(self.lm, start):
+                    out = self.lm.model(inputs_embeds=resid.repeat(k, 1, 1), **kw)
+            else:
+                out = self.lm.model(input_ids=b.ids.repeat(k, 1), **kw)
+        return [x.float() for x in out.logits.split(n)]
+
+    @torch.inference_mode()
+    def residuals(self, b: Batch, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Unsteered residual stream ``[B, T, d]`` at the input of each block in ``layers`` (one forward
+        that stops after the last of them)."""
+        from r1probe.steering.runtime import StopForward
+
+        out: dict[int, torch.Tensor] = {}
+        blocks = self.lm.layout.layers(self.lm.model)
+        last = max(layers)
+
+        def keep(li):
+            def hook(module, args, kwargs):
+                out[li] = (args[0] if args else kwargs["hidden_states"]).detach()
+                if li == last:
+                    raise StopForward
+            return hook
+        hooks = [blocks[li].register_forward_pre_hook(keep(li), with_kwargs=True) for li in sorted(set(layers))]
+        try:
+            self.lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, use_cache=False,
+                          logits_to_keep=1)
+        except StopForward:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+        return out
+
+    @torch.inference_mode()
+    def generate(self, texts: Sequence[str], max_new_tokens: int = 24, plans: Sequence | None = None):
+        """Greedy continuations (KV cache, early stop on EOS), decoded, input order.
+
+        With ``plans`` the prompts are stacked once per plan (per-row steering, see :meth:`forward_many`)
+        and the result is one list of continuations per plan."""
         tok = self.lm.tokenizer
         cfg_eos = getattr(getattr(self.lm.model, "generation_config", None), "eos_token_id", None)
         eos = {tok.eos_token_id} | set(cfg_eos if isinstance(cfg_eos, (list, tuple)) else [cfg_eos])
         eos.discard(None)
         eos_t = torch.tensor(sorted(eos), device=self.lm.device) if eos else None
         seqs = [self.lm.chat.encode(t) for t in texts]
+        if plans is not None:
+            from r1probe.steering.runtime import steering
+
+            k = len(plans)
+            outs: list[list[str]] = [[""] * len(seqs) for _ in plans]
+            for b in self.batches(seqs):
+                kb = Batch(b.idx * k, b.ids.repeat(k, 1), b.mask.repeat(k, 1), b.pos.repeat(k, 1))
+                with steering(self.lm, list(plans) if k > 1 else plans[0]):
+                    texts_b = self._generate_batch(kb, max_new_tokens, eos, eos_t)
+                n = len(b.idx)
+                for j in range(k):
+                    for r, i in enumerate(b.idx):
+                        outs[j][i] = texts_b[j * n + r]
+            return outs
         out: list[str] = [""] * len(seqs)
         for b in self.batches(seqs):
-            cache = DynamicCache()
-            t = b.ids.shape[1]
-            o = self.lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, cache=cache,
-                              use_cache=True, logits_to_keep=torch.arange(t - 1, t, device=b.ids.device))
-            mask, pos = b.mask, b.pos[:, -1:]
-            done = torch.zeros(len(b.idx), dtype=torch.bool, device=b.ids.device)
-            gen = []
-            for _ in range(max_new_tokens):
-                nxt = o.logits[:, -1].argmax(-1)
-                nxt = torch.where(done, torch.full_like(nxt, self.pad), nxt)
-                gen.append(nxt)
-                if eos_t is not None:
-                    done = done | torch.isin(nxt, eos_t)
-                if bool(done.all()):
-                    break
-                mask = torch.cat([mask, (~done).long()[:, None]], 1)
-                pos = pos + 1
-                o = self.lm.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                                  cache=cache, use_cache=True, logits_to_keep=1)
-            g = torch.stack(gen, 1).cpu()
-            for r, i in enumerate(b.idx):
-                row = [int(x) for x in g[r] if int(x) not in eos and int(x) != self.pad]
-                out[i] = tok.decode(row, skip_special_tokens=True)
+            for r, txt in zip(b.idx, self._generate_batch(b, max_new_tokens, eos, eos_t)):
+                out[r] = txt
         return out
+
+    def _generate_batch(self, b: Batch, max_new_tokens: int, eos: set, eos_t) -> list[str]:
+        from transformers import DynamicCache
+
+        tok = self.lm.tokenizer
+        cache = DynamicCache()
+        t = b.ids.shape[1]
+        o = self.lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, cache=cache,
+                          use_cache=True, logits_to_keep=torch.arange(t - 1, t, device=b.ids.device))
+        mask, pos = b.mask, b.pos[:, -1:]
+        done = torch.zeros(len(b.idx), dtype=torch.bool, device=b.ids.device)
+        gen = []
+        for _ in range(max_new_tokens):
+            nxt = o.logits[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad), nxt)
+            gen.append(nxt)
+            if eos_t is not None:
+                done = done | torch.isin(nxt, eos_t)
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, (~done).long()[:, None]], 1)
+            pos = pos + 1
+            o = self.lm.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                              cache=cache, use_cache=True, logits_to_keep=1)
+        g = torch.stack(gen, 1).cpu()
+        res = []
+        for r in range(g.shape[0]):
+            row = [int(x) for x in g[r] if int(x) not in eos and int(x) != self.pad]
+            res.append(tok.decode(row, skip_special_tokens=True))
+        return res
+
+
+@contextmanager
+def from_block(lm, start: int):
+    """Inside the block, the model's forward runs only decoder blocks ``start..`` (pass the residual at
+    block ``start``'s input as ``inputs_embeds``). Exact for models whose forward feeds
+    ``inputs_embeds`` unchanged to the first block and whose blocks share one attention type
+    (:func:`from_block_ok` checks a model once)."""
+    layout = lm.layout
+    parent_path, _, name = layout.layers_path.rpartition(".")
+    parent = layout._get(lm.model, parent_path) if parent_path else lm.model
+    full = getattr(parent, name)
+    setattr(parent, name, torch.nn.ModuleList(list(full)[start:]))
+    try:
+        yield
+    finally:
+        setattr(parent, name, full)
+
+
+@torch.inference_mode()
+def from_block_ok(scorer: "Scorer", b: Batch, start: int, atol: float = 1e-3) -> bool:
+    """True when a forward from block ``start`` on the recorded residual gives the full forward's
+    last logits (so the unsteered prefix of a plan can be computed once)."""
+    cfg = getattr(scorer.lm.model, "config", None)
+    types = getattr(cfg, "layer_types", None)
+    if types and len(set(types)) > 1:
+        return False
+    try:
+        full = scorer._logits(b, 1).float()
+        resid = scorer.residuals(b, [start])[start]
+        with from_block(scorer.lm, start):
+            t = b.ids.shape[1]
+            part = scorer.lm.model(inputs_embeds=resid, attention_mask=b.mask, position_ids=b.pos, use_cache=False,
+                                   logits_to_keep=torch.arange(t - 1, t, device=b.ids.device)).logits.float()
+    except Exception:  # noqa: BLE001 - any failure means: run the full forward
+        return False
+    scale = float(full.abs().max()) or 1.0
+    return bool(torch.isfinite(part).all()) and float((part - full).abs().max()) <= atol * max(scale, 1.0)
 
 
 def judge(texts: Sequence[str], *, prompt_opened_think: bool = False) -> torch.Tensor:

@@ -233,14 +233,216 @@ class CausalSearch:
                 "examples": {"bypass": b[:3], "induce": i[:3]}}
 
 
+def plan_start(plan, n_layers: int) -> int:
+    """First block a plan acts at (its steps' lowest layer): the blocks before it see unsteered states."""
+    lay = [li + n_layers if li < 0 else li for st in plan.steps for li in st.layers]
+    return min(lay) if lay else 0
+
+
+class FastSearch(CausalSearch):
+    """``CausalSearch``'s scores, several candidates per forward pass.
+
+    - per-row plans: the validation prompts are stacked once per candidate (up to ``max_rows`` rows a
+      forward) and every block of rows carries its own candidate's plan;
+    - the unsteered prefix is computed once: a plan that acts from block ``s`` on (``affine-downstream``
+      bypass, induce at layer ``s``) runs only blocks ``s..`` on the recorded residual at block ``s``'s
+      input (used when :func:`r1probe.probes.refusal.from_block_ok` confirms the model allows it);
+    - the unsteered harmless logits, lookahead targets and reference means come from ``CausalSearch``.
+    """
+
+    def __init__(self, lm, harmful, harmless, cfg: SelectConfig, progress=None, reference=None,
+                 max_rows: int = 64):
+        super().__init__(lm, harmful, harmless, cfg, progress=progress, reference=reference)
+        sc = self.scorer
+        enc = lm.chat.encode
+        self.max_rows = max(1, int(max_rows))
+        self.n_layers = lm.layout.n_layers
+        self._hl = sc.batches([enc(t) for t in self.harmless])
+        self._hf = sc.batches([enc(t) for t in self.harmful])
+        self._la = []
+        if cfg.score == "lookahead":
+            self._la_conts = list(self.look.phrases)
+            self._la = sc.batches([enc(t) + list(p) + list(c) for t, p, c in
+                                   zip(self.look.texts, self.look.prefixes, self.look.phrases)])
+        self._resid: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
+        self._prefix = R.from_block_ok(sc, self._hl[0], max(1, self.n_layers // 2))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _groups(self, items: list, rows: int) -> list[list]:
+        k = max(1, self.max_rows // max(1, rows))
+        return [items[i:i + k] for i in range(0, len(items), k)]
+
+    def _run(self, which: str, j: int, b, plans: list, cols: int) -> list[torch.Tensor]:
+        """Logits of batch ``j`` of ``which`` under each plan, from the latest block all plans leave alone."""
+        start = min(plan_start(p, self.n_layers) for p in plans) if self._prefix else 0
+        resid = None
+        if start:
+            cache = self._resid.setdefault((which, j), {})
+            if start not in cache:
+                cache.update(self.scorer.residuals(b, [start]))
+            resid = cache[start]
+        return self.scorer.forward_many(b, plans, cols, start=start, resid=resid)
+
+    def _bypass_plans(self, cands):
+        return [self.bypass_plan(d, layer, site) for _, d, layer, site in cands]
+
+    def _induce_plans(self, cands):
+        return [self.induce_plan(d, layer, site) for _, d, layer, site in cands]
+
+    def _sorted(self, cands, plans_of):
+        plans = plans_of(cands)
+        order = sorted(range(len(cands)), key=lambda i: plan_start(plans[i], self.n_layers))
+        return [cands[i] for i in order], [plans[i] for i in order]
+
+    # -- scores ------------------------------------------------------------------------------------
+    def kl_many(self, cands: list, prune: bool = False) -> dict[str, tuple[float, bool]]:
+        """Mean ``KL(p‖p_ablated)`` on the harmless prompts per candidate: ``key -> (value, complete)``.
+        With ``prune`` a candidate whose partial sum already exceeds ``kl_max · N`` (KL rows are
+        non-negative) is not run on later batches (``complete`` False, ``value`` a lower bound)."""
+        n = len(self.harmless)
+        tot = {c[0]: 0.0 for c in cands}
+        out_early: set[str] = set()
+        cands, plans = self._sorted(cands, self._bypass_plans)
+        for j, b in enumerate(self._hl):
+            live = [i for i, c in enumerate(cands) if c[0] not in out_early]
+            for grp in self._groups(live, len(b.idx)):
+                lgs = self._run("hl", j, b, [plans[i] for i in grp], 1)
+                for i, lg in zip(grp, lgs):
+                    tot[cands[i][0]] += float(R.kl_rows(self.base_logits[b.idx], lg[:, -1].cpu()).double().sum())
+            if prune:
+                out_early |= {k for k, v in tot.items() if math.isfinite(v) and v / n > self.cfg.kl_max}
+        last = len(self._hl) - 1
+        return {k: (v / n, k not in out_early or last == 0) for k, v in tot.items()}
+
+    def bypass_many(self, cands: list) -> dict[str, float]:
+        cfg, sc = self.cfg, self.scorer
+        res: dict[str, float] = {}
+        if cfg.score == "generation":
+            for grp in self._groups(cands, sc.batch_size):
+                outs = sc.generate(self.harmful, cfg.gen_tokens, plans=self._bypass_plans(grp))
+                res.update({c[0]: float(R.judge(o).mean()) for c, o in zip(grp, outs)})
+            return res
+        cands, plans = self._sorted(cands, self._bypass_plans)
+        if cfg.score == "first_token":
+            vals = {c[0]: torch.zeros(len(self.harmful)) for c in cands}
+            for j, b in enumerate(self._hf):
+                for grp in self._groups(list(range(len(cands))), len(b.idx)):
+                    for i, lg in zip(grp, self._run("hf", j, b, [plans[i] for i in grp], 1)):
+                        vals[cands[i][0]][b.idx] = R.first_token_log_odds(lg[:, -1].cpu(), sc.refusal_ids)
+            return {k: R.nanmean(v) for k, v in vals.items()}
+        vals = {c[0]: torch.zeros(len(self.look.texts)) for c in cands}
+        for j, b in enumerate(self._la):
+            m = max(len(self._la_conts[i]) for i in b.idx)
+            for grp in self._groups(list(range(len(cands))), len(b.idx)):
+                for i, lg in zip(grp, self._run("la", j, b, [plans[i] for i in grp], m + 1)):
+                    lp = torch.log_softmax(lg[:, :-1], -1)
+                    v = vals[cands[i][0]]
+                    for r, q in enumerate(b.idx):
+                        c = self._la_conts[q]
+                        tgt = torch.tensor(c, device=lp.device)
+                        v[q] = float(lp[r, m - len(c):].gather(-1, tgt[:, None]).sum()) if c else float("nan")
+        return {k: R.nanmean(R.log_odds(v)) for k, v in vals.items()}
+
+    def induce_many(self, cands: list) -> dict[str, float]:
+        cfg, sc = self.cfg, self.scorer
+        res: dict[str, float] = {}
+        if self._induce_by_generation:
+            for grp in self._groups(cands, sc.batch_size):
+                outs = sc.generate(self.harmless, cfg.gen_tokens, plans=self._induce_plans(grp))
+                res.update({c[0]: float(R.judge(o).mean()) for c, o in zip(grp, outs)})
+            return res
+        cands, plans = self._sorted(cands, self._induce_plans)
+        vals = {c[0]: torch.zeros(len(self.harmless)) for c in cands}
+        for j, b in enumerate(self._hl):
+            for grp in self._groups(list(range(len(cands))), len(b.idx)):
+                for i, lg in zip(grp, self._run("hl", j, b, [plans[i] for i in grp], 1)):
+                    vals[cands[i][0]][b.idx] = R.first_token_log_odds(lg[:, -1].cpu(), sc.refusal_ids)
+        return {k: R.nanmean(v) for k, v in vals.items()}
+
+
+def _per_group(fn, cands: list, scores: dict) -> dict:
+    """``fn(cands)``; when it fails, one candidate at a time, recording each one's error in ``scores``."""
+    try:
+        return fn(cands)
+    except Exception:  # noqa: BLE001 - one bad candidate must not end the search
+        out = {}
+        for c in cands:
+            try:
+                out.update(fn([c]))
+            except Exception as e:  # noqa: BLE001
+                scores[c[0]]["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return out
+
+
+def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, scores: dict, prune: bool,
+                 say) -> None:
+    """Fill ``scores`` like the per-candidate loop: KL first, then induce for candidates still in, then
+    bypass for those passing the filters (for all of them when none passes: the fallback needs it).
+    With ``prune=False`` every score of every candidate is computed."""
+    cfg = search.cfg
+    cands = [(k, candidates[k]["direction"], int(candidates[k]["layer"]), site) for k in live]
+    for k in live:
+        scores[k]["status"] = "scored"
+    ok = lambda k: scores[k]["status"] == "scored"  # noqa: E731
+    kl = _per_group(lambda cs: search.kl_many(cs, prune=prune), cands, scores)
+    for k, (v, complete) in kl.items():
+        scores[k]["kl" if complete else "kl_at_least"] = v
+    need = [c for c in cands if ok(c[0]) and (not prune or ("kl" in scores[c[0]]
+                                                             and _finite(scores[c[0]]["kl"])
+                                                             and scores[c[0]]["kl"] <= cfg.kl_max))]
+    for k, v in _per_group(search.induce_many, need, scores).items():
+        scores[k]["induce"] = v
+
+    def passes(k):
+        r = scores[k]
+        return (ok(k) and all(_finite(r.get(x)) for x in ("induce", "kl")) and r["kl"] <= cfg.kl_max
+                and r["induce"] > cfg.induce_min)
+    need = [c for c in cands if ok(c[0]) and (not prune or passes(c[0]))]
+    for k, v in _per_group(search.bypass_many, need, scores).items():
+        scores[k]["bypass"] = v
+    if prune and not any(passes(c[0]) and _finite(scores[c[0]].get("bypass")) for c in cands):
+        rest = [c for c in cands if ok(c[0]) and "bypass" not in scores[c[0]]]
+        for k, v in _per_group(search.bypass_many, rest, scores).items():
+            scores[k]["bypass"] = v
+    for j, k in enumerate(live):
+        r = scores[k]
+        if not ok(k):
+            continue
+        why = []
+        if "kl_at_least" in r:
+            why.append(f"kl>{cfg.kl_max}")
+        elif not _finite(r.get("kl")) or (not _finite(r.get("induce")) and "induce" in r) or \
+                ("bypass" in r and not _finite(r["bypass"])):
+            why.append("non-finite score")
+        else:
+            if r["kl"] > cfg.kl_max:
+                why.append(f"kl>{cfg.kl_max}")
+            if "induce" in r and r["induce"] <= cfg.induce_min:
+                why.append(f"induce<={cfg.induce_min}")
+        if why:
+            r["filtered"] = ", ".join(why)
+        skipped = [x for x in ("bypass", "induce", "kl") if x not in r]
+        if skipped:
+            r["skipped"] = skipped
+        say(f"probe: [{j + 1}/{len(live)}] {k}: " + " ".join(
+            f"{x} {r[x]:.4f}" for x in ("bypass", "induce", "kl") if _finite(r.get(x)))
+            + (f" (dropped: {r['filtered']})" if why else ""))
+
+
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmless: Sequence,
                      cfg: SelectConfig | None = None, *, site: str = "resid_post",
-                     progress: Callable[[str], None] | None = None, reference: Sequence | None = None) -> dict:
+                     progress: Callable[[str], None] | None = None, reference: Sequence | None = None,
+                     fast: bool = True, prune: bool = True, max_rows: int = 64) -> dict:
     """Score every candidate and pick the refusal direction.
+
+    ``fast`` (default) scores several candidates per forward pass (:class:`FastSearch`); with ``prune``
+    it skips the scores that cannot change the chosen cell (induce and bypass of candidates already
+    out on KL, bypass of candidates out on induce while another passes: ``skipped`` lists them).
+    ``fast=False`` is the one-candidate-at-a-time loop; both choose the same cell.
 
     ``candidates``: key -> ``{"layer": int, "pos": int|str, "direction": Tensor[d], "rank": float, "auroc": float}``
     (``rank``: optional pre-ranking, higher first, used with ``max_candidates``; ``auroc``: the cell's
@@ -276,8 +478,12 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
     if not live:
         raise R1ProbeError("no candidate direction to score (all degenerate or above the layer cut-off)")
     say(f"probe: causal search over {len(live)} candidates ({cfg.score} score, {cfg.n_val} prompts per side)")
-    search = CausalSearch(lm, harmful, harmless, cfg, progress=say, reference=reference)
-    for j, k in enumerate(live):
+    if fast:
+        search = FastSearch(lm, harmful, harmless, cfg, progress=say, reference=reference, max_rows=max_rows)
+        _fast_scores(search, live, candidates, site, scores, prune, say)
+    else:
+        search = CausalSearch(lm, harmful, harmless, cfg, progress=say, reference=reference)
+    for j, k in enumerate([] if fast else live):
         c = candidates[k]
         try:
             r = search.score(c["direction"], int(c["layer"]), site)

@@ -63,6 +63,7 @@ class _Step:
     params: dict  # the transform's parameters (floats), from the plan step
     tokens: str
     cond: int | None  # index into handle.conditions
+    block: tuple[int, int] | None = None  # (k, n): acts on the k-th of n equal row blocks (per-row plans)
 
 
 @dataclass
@@ -162,6 +163,17 @@ class SteeringHandle:
             self.gates[i] = T.gate(s, c.threshold, c.above)
 
     def _apply(self, h: torch.Tensor, steps: list[_Step]) -> torch.Tensor:
+        if steps and steps[0].block is not None:  # per-row plans: each block of rows gets its own steps
+            n = steps[0].block[1]
+            if h.shape[0] % n:
+                raise R1ProbeError(f"per-row steering: {n} plans but a batch of {h.shape[0]} rows")
+            parts = list(h.split(h.shape[0] // n))
+            for s in steps:
+                parts[s.block[0]] = self._apply_steps(parts[s.block[0]], [s])
+            return torch.cat(parts)
+        return self._apply_steps(h, steps)
+
+    def _apply_steps(self, h: torch.Tensor, steps: list[_Step]) -> torch.Tensor:
         for s in steps:
             tm = self._token_mask(s.tokens)
             if tm is False:
@@ -194,17 +206,31 @@ def _unpack(lm_or_model, layout: Layout | None):
 
 
 @contextmanager
-def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
+def steering(lm_or_model, plan: SteeringPlan | list[SteeringPlan], *, layout: Layout | None = None,
              directions: str | None = None) -> Iterator[SteeringHandle]:
     """Apply ``plan`` to every forward pass of the model inside the ``with`` block.
 
     ``lm_or_model``: a ``LoadedModel`` or an HF causal LM (``layout`` detected if not given).
     Named directions resolve from ``directions`` or the plan's own ``directions`` file; sizes
     are checked against the model. Yields a ``SteeringHandle`` (gates, scores, ``generated_from``).
+
+    Per-row plans: with a list of ``n`` plans every batch is read as ``n`` equal blocks of rows (the
+    same prompts stacked once per plan) and plan ``k`` acts on block ``k`` only, so ``n`` variants
+    share one forward pass. Conditional steps need a single plan.
     """
     model, layout = _unpack(lm_or_model, layout)
     n = layout.n_layers
-    plan = plan.resolve(layout.d_model, directions)
+    if isinstance(plan, (list, tuple)):
+        plans = [p.resolve(layout.d_model, directions) for p in plan]
+        if not plans:
+            raise R1ProbeError("per-row steering needs at least one plan")
+        if any(st.condition is not None for p in plans for st in p.steps):
+            raise R1ProbeError("per-row steering: conditional steps need a single plan")
+        plan = SteeringPlan([st for p in plans for st in p.steps], name="per-row plans")
+        blocks = [(k, len(plans)) for k, p in enumerate(plans) for _ in p.steps]
+    else:
+        plan = plan.resolve(layout.d_model, directions)
+        blocks = [None] * len(plan.steps)
     try:
         dev = next(model.parameters()).device
     except StopIteration:  # pragma: no cover
@@ -232,7 +258,7 @@ def steering(lm_or_model, plan: SteeringPlan, *, layout: Layout | None = None,
                     li < handle.conditions[ci].layer):
                 raise R1ProbeError(f"step {k}: a conditional step on prompt tokens acts at layer {li}, "
                                    f"before its condition layer {handle.conditions[ci].layer}")
-            by_site.setdefault((li, st.site), []).append(_Step(transform, u, params, st.tokens, ci))
+            by_site.setdefault((li, st.site), []).append(_Step(transform, u, params, st.tokens, ci, blocks[k]))
     handle.gates = [None] * len(handle.conditions)
     handle.scores = [None] * len(handle.conditions)
     cond_layers = {c.layer for c in handle.conditions}
