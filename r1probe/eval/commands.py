@@ -48,6 +48,15 @@ def _bench_help() -> str:
               help="Folder holding the benchmark data (default $R1PROBE_DATA or ../shared/data).")
 @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True),
               help="Compare two run folders A B: metric differences B-A with paired bootstrap CIs.")
+@click.option("--temperature", type=float, default=None,
+              help="Sampling temperature; 0 is greedy. Default: 0.6 for R1-family models (DeepSeek's "
+                   "recommendation, with top-p 0.95), greedy otherwise; the choice is recorded in the manifest.")
+@click.option("--top-p", "top_p", type=float, default=None, help="Nucleus sampling mass (default 0.95 R1-family, else 1).")
+@click.option("--samples", type=click.IntRange(1), default=1, show_default=True,
+              help="Generations per item: one record each, plus mean / majority / pass@k aggregates.")
+@click.option("--sample-seed", type=int, default=0, show_default=True,
+              help="Seed of the sampled generations (sample k uses seed + k).")
+@click.option("--system", default=None, help="System prompt for every item (a dialogue's own system message wins).")
 @quiet_option
 def eval_cmd(**kw):
     """Evaluate safety (CHiSafetyBench, SafetyBench-zh), reasoning (GSM8K, MATH-500, CMATH) and over-refusal."""
@@ -82,15 +91,29 @@ def eval_cmd(**kw):
             raise R1ProbeError("--plan applies to the hf engine (serve the plan with `r1probe serve --plan`)")
         from r1probe.eval.engines import OpenAIEngine
 
+        from r1probe.eval.engines import parse_endpoint
+        from r1probe.eval.sampling import resolve_sampling
+
+        sampling = resolve_sampling(kw["temperature"], kw["top_p"], name=parse_endpoint(kw["url"])[1])
         engine = OpenAIEngine(kw["url"], max_new_tokens=kw["max_new_tokens"] or 256, concurrency=kw["concurrency"],
-                              api_key=kw["api_key"], thinks=kw["thinks"])
+                              api_key=kw["api_key"], thinks=kw["thinks"], temperature=sampling["temperature"],
+                              top_p=sampling["top_p"], seed=kw["sample_seed"], system=kw["system"])
         lm = None
     else:
         from r1probe.eval.engines import HFEngine
 
+        from r1probe.eval.sampling import resolve_sampling
+
+        resolve_sampling(kw["temperature"], kw["top_p"])  # bad values fail before the model loads
         lm = load_from_options(kw)
+        sampling = resolve_sampling(kw["temperature"], kw["top_p"], lm=lm, name=kw.get("model"))
         engine = HFEngine(lm, max_new_tokens=kw["max_new_tokens"] or 256, batch_size=kw["batch_size"],
-                          plan=kw["plan"])
+                          plan=kw["plan"], temperature=sampling["temperature"], top_p=sampling["top_p"],
+                          seed=kw["sample_seed"], system=kw["system"])
+    sampling.update(samples=kw["samples"], seed=kw["sample_seed"], system=kw["system"])
+    if sampling["temperature"] > 0 or kw["samples"] > 1:
+        stderr_progress(f"sampling: temperature {sampling['temperature']:g}, top-p {sampling['top_p']:g}, "
+                        f"{kw['samples']} sample(s) per item ({sampling['source']})")
     judge = None
     from r1probe.eval.kinds import get_kind
 
@@ -107,11 +130,16 @@ def eval_cmd(**kw):
     summary = runner.evaluate(
         benches, engine, judge, kw["out"], limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],
         max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
-        answers=answers, progress=bars,
+        answers=answers, progress=bars, samples=kw["samples"],
         manifest={"benches": [b.name for b in benches], "limit": kw["limit"],
-                  "seed": None if kw["first"] else kw["seed"]})
+                  "seed": None if kw["first"] else kw["seed"], "sampling": sampling})
     bars.close()
     click.echo(runner.summary_markdown({k: v for k, v in summary.items() if k in {b.name for b in benches}}), nl=False)
+    for b in benches:
+        agg = summary.get(b.name, {}).get("samples")
+        if agg:
+            vals = ", ".join(f"{k} {v:.3f}" for k, v in agg.items() if isinstance(v, float))
+            click.echo(f"{b.name}: {agg['k']} samples of {agg['items']} items: {vals}")
     if kw["out"]:
         stderr_progress(f"wrote {kw['out']}/summary.json")
 
