@@ -274,3 +274,21 @@ def test_serve_cli_starts_and_answers(tiny_qwen2):
     finally:
         p.kill()
         p.wait()
+
+
+def test_steering_plan_applies_to_every_request(tiny_lm):
+    import torch
+
+    from r1probe.steering import SteeringPlan
+
+    torch.manual_seed(0)
+    plan = SteeringPlan.add_at(1, torch.randn(tiny_lm.layout.d_model), 40.0)
+    srv = serve(tiny_lm, "127.0.0.1", 0, model_name="tiny", plan=plan).start()
+    try:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=60)
+        got = c.chat.completions.create(model="tiny", messages=MSGS, max_tokens=8).choices[0].message.content
+    finally:
+        srv.stop()
+    steered = HFEngine(tiny_lm, max_new_tokens=8, plan=plan).generate([(MSGS[0]["content"], None)])[0]
+    plain = HFEngine(tiny_lm, max_new_tokens=8).generate([(MSGS[0]["content"], None)])[0]
+    assert got == steered and steered != plain
