@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from r1probe.cli_options import load_from_options, model_options, stderr_progress
+from r1probe.cli_options import ProgressBars, load_from_options, model_options, quiet_option, stderr_progress
 from r1probe.errors import R1ProbeError
 from r1probe.steering.edits import ALIASES, EDITS
 from r1probe.steering.fit_data import read_prompts
@@ -121,16 +121,18 @@ def with_strength(plan, alpha: float):
     return replace(plan, steps=steps)
 
 
-def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size: int, system=None) -> list[dict]:
+def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size: int, system=None,
+                progress: bool = False, desc: str = "generate") -> list[dict]:
     from r1probe.models.generate import generate_texts
     from r1probe.steering.runtime import steering
 
     texts = [lm.chat.format(p, system=system) for p in prompts]
+    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc=desc)
     if plan is None:
-        outs = generate_texts(lm, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        outs = generate_texts(lm, texts, **gen)
     else:
         with steering(lm, plan):
-            outs = generate_texts(lm, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            outs = generate_texts(lm, texts, **gen)
     return [{"prompt": p, "completion": o, **verdict_fields(o, lm.chat.thinks)} for p, o in zip(prompts, outs)]
 
 
@@ -162,16 +164,30 @@ def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size
 @click.option("--max-new-tokens", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--save-plan", type=click.Path(dir_okay=False), default=None, help="Save the plan built from flags as JSON.")
+@quiet_option
 def steer(directions, direction_key, plan_path, op, layer, alpha, value, tokens, site, condition_layer, threshold,
           condition_position, prompt, data, harmless, limit, out, sweep_alpha, system, max_new_tokens, batch_size,
-          save_plan, **kw):
+          save_plan, quiet, **kw):
     """Generate with a steering plan active (one prompt, a prompt set, or a strength sweep)."""
     from r1probe.models import model_provenance
-    from r1probe.provenance import atomic_write_json, atomic_write_text, base_manifest, sha256_file
+    from r1probe.models.limits import check_prompt_lengths
+    from r1probe.provenance import atomic_write_json, atomic_write_text, base_manifest, check_writable_file, sha256_file
 
     if not prompt and not data:
         raise R1ProbeError("give --prompt TEXT or --data FILE")
+    for path, flag in ((out, "--out"), (save_plan, "--save-plan")):
+        if path:
+            check_writable_file(path, flag)
+    rows = [{"id": f"prompt/{i}", "prompt": p} for i, p in enumerate(prompt)]
+    names = [f"--prompt {i + 1}" for i in range(len(prompt))]
+    if data:
+        rows += read_prompts(data, limit)
+        names += [f"{data}: prompt {r['id']}" for r in rows[len(prompt):]]
+    harmless_rows = read_prompts(harmless, limit) if sweep_alpha and harmless else []
+    names += [f"{harmless}: prompt {r['id']}" for r in harmless_rows]
     lm = load_from_options(kw)
+    check_prompt_lengths(lm, [lm.chat.format(r["prompt"], system=system) for r in rows + harmless_rows], names,
+                         reserve=max_new_tokens)
     if sweep_alpha and alpha is None:
         alpha = 0.0  # replaced per strength
     plan = build_plan(lm, plan_path=plan_path, op=op, layer=layer, alpha=alpha, value=value, tokens=tokens, site=site,
@@ -180,21 +196,18 @@ def steer(directions, direction_key, plan_path, op, layer, alpha, value, tokens,
     plan.resolve(lm.layout.d_model)  # fail early on names and sizes
     if save_plan:
         plan.save(save_plan)
-    rows = [{"id": f"prompt/{i}", "prompt": p} for i, p in enumerate(prompt)]
-    if data:
-        rows += read_prompts(data, limit)
-    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system)
+    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, progress=not quiet)
     if sweep_alpha:
         try:
             alphas = [float(a) for a in sweep_alpha.split(",") if a.strip()]
         except ValueError as e:
             raise R1ProbeError(f"--sweep-alpha {sweep_alpha!r}: comma-separated numbers") from e
-        harmless_rows = read_prompts(harmless, limit) if harmless else []
         table = []
         for a in alphas:
             p = with_strength(plan, a)
-            res_h = run_prompts(lm, p, [r["prompt"] for r in rows], **gen)
-            res_b = run_prompts(lm, p, [r["prompt"] for r in harmless_rows], **gen) if harmless_rows else []
+            res_h = run_prompts(lm, p, [r["prompt"] for r in rows], desc=f"alpha={a:g} harmful", **gen)
+            res_b = run_prompts(lm, p, [r["prompt"] for r in harmless_rows], desc=f"alpha={a:g} harmless",
+                                **gen) if harmless_rows else []
             rec = {"alpha": a, "harmful_refusal": sum(r["refused"] for r in res_h) / len(res_h),
                    "harmless_refusal": (sum(r["refused"] for r in res_b) / len(res_b)) if res_b else None}
             table.append(rec)
@@ -207,7 +220,7 @@ def steer(directions, direction_key, plan_path, op, layer, alpha, value, tokens,
         if out:
             atomic_write_json(out, {"sweep": table, "plan": plan.to_dict(), **base_manifest(model=model_provenance(lm))})
         return
-    results = run_prompts(lm, plan, [r["prompt"] for r in rows], **gen)
+    results = run_prompts(lm, plan, [r["prompt"] for r in rows], desc="steer", **gen)
     for r, res in zip(rows, results):
         res["id"] = r["id"]
     if out:
@@ -232,6 +245,18 @@ def _dir_sha(path):
     from r1probe.steering.directions import directions_path
 
     return sha256_file(directions_path(path))
+
+
+def refusal_metric(results: list[dict]) -> dict:
+    """The refusal rate of ``run_prompts`` results with its 95% Wilson interval (``scipy.stats.binomtest``), over
+    the judged replies (unterminated reasoning has no verdict): ``{"value", "ci", "n", "unit", "judge"}``."""
+    from scipy.stats import binomtest
+
+    judged = [r for r in results if r.get("refused") is not None]
+    k, n = sum(bool(r["refused"]) for r in judged), len(judged)
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson") if n else None
+    return {"value": k / n if n else None, "ci": [float(ci.low), float(ci.high)] if ci else None, "n": n,
+            "unit": "rate", "judge": "keyword refusal rule", "unterminated": len(results) - n}
 
 
 #: edit flags -> the settings field they set (the first of the names the chosen edit's Settings has)
@@ -302,26 +327,36 @@ def edit_settings(op: str, flags: dict, sets: tuple[str, ...] = ()) -> tuple[str
                    "(recorded in the model card).")
 @click.option("--measure-limit", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--max-shard-size", default="400MB", show_default=True)
+@quiet_option
 def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, benign, data_root, borderline, benign_limit,
-         null_energy, sets, out, overwrite, measure, measure_limit, max_shard_size, **kw):
+         null_energy, sets, out, overwrite, measure, measure_limit, max_shard_size, quiet, **kw):
     """Edit the weights along the refusal direction and export a standard checkpoint folder."""
+    from r1probe.models.limits import check_prompt_lengths
+    from r1probe.provenance import check_writable_dir
     from r1probe.steering.edits import run_edit
     from r1probe.steering.export import export_checkpoint
 
     if Path(out).exists() and not overwrite:
         raise R1ProbeError(f"{out} already exists (pass --overwrite to replace it)")
+    check_writable_dir(out)
+    measured = [(f, read_prompts(f, measure_limit)) for f in measure]
     flags = dict(direction_key=direction_key, layer=layer, beta=beta, lam=lam, harmful=harmful, benign=benign,
                  data_root=data_root, borderline=borderline, benign_limit=benign_limit, null_energy=null_energy,
                  writers=[w.strip() for w in writers.split(",") if w.strip()] if writers is not None else None)
     name, settings = edit_settings(op, flags, sets)
     lm = load_from_options(kw)
+    for f, rows in measured:
+        check_prompt_lengths(lm, [lm.chat.format(r["prompt"]) for r in rows], [f"{f}: prompt {r['id']}" for r in rows],
+                             reserve=64)
     records = run_edit(name, lm, directions, settings, log=stderr_progress)
     metrics = {}
-    for f in measure:
-        rows = read_prompts(f, measure_limit)
-        res = run_prompts(lm, None, [r["prompt"] for r in rows], max_new_tokens=64, batch_size=8)
-        metrics[f"keyword refusal on {Path(f).name} (first {len(rows)})"] = f"{sum(r['refused'] for r in res) / len(res):.1%}"
-        stderr_progress(f"{Path(f).name}: refusal {sum(r['refused'] for r in res) / len(res):.1%}")
+    for f, rows in measured:
+        res = run_prompts(lm, None, [r["prompt"] for r in rows], max_new_tokens=64, batch_size=8, progress=not quiet,
+                          desc=f"measure {Path(f).name}")
+        metrics[f"keyword refusal on {Path(f).name} (first {len(rows)})"] = m = refusal_metric(res)
+        if not quiet:
+            stderr_progress(f"{Path(f).name}: refusal {m['value']:.1%} (95% CI {m['ci'][0]:.1%}-{m['ci'][1]:.1%}, "
+                            f"n={m['n']})" if m["n"] else f"{Path(f).name}: no reply could be judged")
     key = getattr(settings, "direction_key", None) or "chosen"
     path = export_checkpoint(lm, out, edits=records, directions_file=directions, direction_key=key, metrics=metrics,
                              overwrite=overwrite, max_shard_size=max_shard_size)
