@@ -8,9 +8,12 @@ or ``rank1-gate:LAYER:LAMBDA[:bN]`` (``enhance:`` is the same): the registered `
 vector fitted on the built-in harmful *train* split against benign tokens: the harmless train prompts and
 200 GSM8K train question + solution texts, plus N CValues borderline contrast prompts with ``:bN``;
 direction from ``--enhance-directions``) it runs the edit through ``r1probe.steering.edits.run_edit``,
-measures refusal (``r1probe.eval.judges.refusal``) on the first ``n`` CHiSafetyBench must-refuse
-questions and on ``n`` held-out harmless prompts (built-in test split, seed 0), then restores the
-weights. Each result goes to ``OUT/screen.jsonl`` as soon as it is measured (a rerun skips measured edits).
+measures refusal (``r1probe.eval.judges.refusal``) on dev data only (``r1probe.data.partitions``: screening is
+tuning): ``harmful-val`` (the first ``n`` of the built-in zh-harmful val split, seed 0), ``harmless-val`` (the
+zh-harmless val split), ``cvalues-search`` (the CValues search part), or any registered bench's dev part
+(a report-only bench such as CHiSafetyBench is refused), then restores the weights. Each result goes to
+``OUT/screen.jsonl`` as soon as it is measured (a rerun skips measured edits); every item read, the fits'
+data included, is recorded in ``OUT/tuning_reads.json``.
 ``--export`` applies one edit exactly as screened and exports it; measure that checkpoint with ``r1probe eval``.
 """
 
@@ -46,8 +49,8 @@ def main(argv=None):
     ap.add_argument("--edits", required=True)
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("--benches", default="chisafety-refusal,zh-harmless",
-                    help="eval benches, and cvalues-report (the first n of the borderline report split)")
+    ap.add_argument("--benches", default="harmful-val,harmless-val",
+                    help="harmful-val, harmless-val, cvalues-search, or registered benches (their dev part)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="runs/enh5")
     ap.add_argument("--export", default=None,
@@ -64,6 +67,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     log = out / "screen.jsonl"
     done = {json.loads(line)["edit"] for line in log.read_text().splitlines()} if log.exists() else set()
+    from r1probe.data.partitions import load_tuning_reads, merge_reads, write_tuning_reads
+
+    reads = load_tuning_reads(out) if (out / "tuning_reads.json").exists() else {}
     lm = load_model(a.model)
     for spec in ["none:0-0:0"] + [e for e in a.edits.split(",") if e]:
         if spec in done:
@@ -75,25 +81,27 @@ def main(argv=None):
             e = parse_edit(spec)
             saved = {n: (p, p.detach().clone()) for n, p in lm.model.named_parameters()}
             rec = apply_edit(lm, e, a)
+            reads = merge_reads(reads, rec.get("tuning_reads") or {})
             if e["op"] == "rank1-gate":
                 row["fit"] = {k: rec[k] for k in ("fit_harmful_mean", "fit_benign_rms", "n_benign_tokens")}
         try:
             for b in a.benches.split(","):
-                if b == "cvalues-report":  # the borderline report split: disjoint from any fit data
-                    from r1probe.data.borderline import borderline_splits
-                    from r1probe.eval.judges.refusal import refusal_flags
-                    from r1probe.models.generate import generate_texts
+                prompts, ids = dev_prompts(b, a)
+                if prompts is not None:
+                    from r1probe.eval.api import refusal_rate
 
-                    items = borderline_splits(a.data_root, english_contrast=False)["report"][:a.n]
-                    outs = generate_texts(lm, [lm.chat.format(it.text) for it in items], max_new_tokens=a.tokens,
-                                          batch_size=8)
-                    flags = refusal_flags(outs, prompt_opened_think=bool(lm.chat.thinks))
-                    row[b] = sum(flags) / len(flags)
+                    row[b] = refusal_rate(lm, prompts, max_new_tokens=a.tokens, batch_size=8)["rate"]
+                    reads = merge_reads(reads, ids)
                     continue
-                res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, batch_size=8,
+                res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, batch_size=8, split="dev",
                             out_dir=out / spec.replace(":", "_") / b)
                 m = res["metrics"]
                 row[b] = m.get("RR-1", m.get("refusal_rate"))
+                from r1probe.eval.runner import ResultsFile
+
+                got = ResultsFile(out / spec.replace(":", "_") / b / f"{b}.jsonl").load()
+                reads = merge_reads(reads, _bench_reads(b, got))
+            write_tuning_reads(out, reads)
         finally:
             with torch.no_grad():
                 for p, w in saved.values():
@@ -102,6 +110,34 @@ def main(argv=None):
         with open(log, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+
+
+def dev_prompts(name: str, a):
+    """``(prompts, {set: [ids]})`` of a named dev list, or ``(None, None)`` for a registered bench."""
+    from r1probe.data.partitions import prompt_reads
+
+    if name in ("harmful-val", "harmless-val"):
+        from r1probe.data.prompts import load_prompt_set
+
+        spec = "builtin:zh-harmful" if name == "harmful-val" else "builtin:zh-harmless"
+        ps = load_prompt_set(spec, split="val", seed=0).prompts[:a.n]
+        return ps, prompt_reads(spec, [p.id for p in ps])
+    if name == "cvalues-search":
+        from r1probe.data.borderline import borderline_splits
+
+        items = borderline_splits(a.data_root, english_contrast=False)["search"][:a.n]
+        return [it.text for it in items], {"cvalues": [it.id for it in items]}
+    from r1probe.data.partitions import BENCH_SETS, get_set
+
+    if name in BENCH_SETS and "dev" not in get_set(BENCH_SETS[name]).parts:
+        raise SystemExit(f"{name} is report-only: screening reads dev data only")
+    return None, None
+
+
+def _bench_reads(bench: str, recs: dict) -> dict:
+    from r1probe.data.partitions import canonical, reads_of
+
+    return reads_of((canonical(bench, i) or (None, i))[1] for i in recs)
 
 
 def apply_edit(lm, e: dict, a) -> dict:

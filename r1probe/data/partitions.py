@@ -282,6 +282,23 @@ def set_of_id(item_id: str) -> str:
     return BENCH_SETS.get(head, head)
 
 
+def spec_set(spec: str | os.PathLike) -> str:
+    """The set name of a prompt-set spec: ``builtin:zh-harmful:val`` -> ``zh-harmful``; a file -> its stem."""
+    s = str(spec).split("[", 1)[0]
+    for tail in (":train", ":val", ":test"):
+        if s.endswith(tail):
+            s = s[: -len(tail)]
+    if s.startswith("builtin:"):
+        return s.split(":", 2)[1]
+    return Path(s).stem
+
+
+def prompt_reads(spec: str | os.PathLike, ids: Iterable[str]) -> dict[str, list[str]]:
+    """``{set: ["<set>/<prompt id>", ...]}`` for prompts of the prompt set ``spec`` (ids as the loader gives them)."""
+    name = spec_set(spec)
+    return {name: sorted({f"{name}/{i}" for i in ids})}
+
+
 def reads_of(ids: Iterable[str]) -> dict[str, list[str]]:
     """``{set: [ids]}`` of canonical ids (sorted, unique)."""
     out: dict[str, set] = {}
@@ -362,4 +379,4 @@ def check_overlap(reads: Mapping[str, Iterable[str]], reported: Mapping[str, Ite
 __all__ = ["SALT", "PARTS", "DEV_FRACTIONS", "TUNING_READS", "SETS", "BENCH_SETS", "PartitionedSet", "register_set",
            "get_set", "hash_unit", "hash_part", "partition_ids", "part_of", "canonical", "filter_items", "reads_of",
            "merge_reads", "write_tuning_reads", "load_tuning_reads", "overlap", "overlap_line", "check_overlap",
-           "TuningOverlapError", "set_of_id"]
+           "TuningOverlapError", "set_of_id", "spec_set", "prompt_reads"]

@@ -57,6 +57,12 @@ def _bench_help() -> str:
 @click.option("--sample-seed", type=int, default=0, show_default=True,
               help="Seed of the sampled generations (sample k uses seed + k).")
 @click.option("--system", default=None, help="System prompt for every item (a dialogue's own system message wins).")
+@click.option("--split", type=click.Choice(["report", "dev", "all"]), default="report", show_default=True,
+              help="Partition evaluated (r1probe.data.partitions; before --limit): report for reported numbers, "
+                   "dev for tuning.")
+@click.option("--tuning-record", "tuning_record", multiple=True, type=click.Path(exists=True),
+              help="A tuning_reads.json (or a folder holding one) whose items must not be reported; repeatable. "
+                   "The evaluated export's manifest and a plan's directions folder are checked too.")
 @quiet_option
 def eval_cmd(**kw):
     """Evaluate safety (CHiSafetyBench, SafetyBench-zh), reasoning (GSM8K, MATH-500, CMATH) and over-refusal."""
@@ -75,6 +81,13 @@ def eval_cmd(**kw):
         click.echo(bench_table(kw["data_root"]), nl=False)
         return
     benches = parse_benches(kw["bench"])
+    reads, sources = runner.find_tuning_reads(kw.get("model") if kw["engine"] == "hf" else None, kw["plan"],
+                                              kw["tuning_record"])
+    if kw["split"] == "dev":
+        overlap = "tuning/report overlap: not checked (--split dev)"
+    else:  # refuses (exit 2, naming the items) before any model loads
+        overlap = runner.tuning_overlap(benches, reads, limit=kw["limit"], seed=None if kw["first"] else kw["seed"],
+                                        data_root=kw["data_root"], split=kw["split"], split_seed=kw["seed"])
     if kw["out"]:
         from r1probe.provenance import check_writable_dir
 
@@ -130,9 +143,10 @@ def eval_cmd(**kw):
     summary = runner.evaluate(
         benches, engine, judge, kw["out"], limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],
         max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
-        answers=answers, progress=bars, samples=kw["samples"],
+        answers=answers, progress=bars, samples=kw["samples"], split=kw["split"], split_seed=kw["seed"],
         manifest={"benches": [b.name for b in benches], "limit": kw["limit"],
-                  "seed": None if kw["first"] else kw["seed"], "sampling": sampling})
+                  "seed": None if kw["first"] else kw["seed"], "sampling": sampling, "split": kw["split"],
+                  "tuning_records": sources, "tuning_overlap": overlap})
     bars.close()
     click.echo(runner.summary_markdown({k: v for k, v in summary.items() if k in {b.name for b in benches}}), nl=False)
     for b in benches:
@@ -140,6 +154,7 @@ def eval_cmd(**kw):
         if agg:
             vals = ", ".join(f"{k} {v:.3f}" for k, v in agg.items() if isinstance(v, float))
             click.echo(f"{b.name}: {agg['k']} samples of {agg['items']} items: {vals}")
+    click.echo(overlap + (f" (records: {', '.join(sources)})" if sources else " (no tuning records found)"))
     if kw["out"]:
         stderr_progress(f"wrote {kw['out']}/summary.json")
 

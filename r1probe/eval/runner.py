@@ -160,6 +160,63 @@ def _same_but_weights(old: dict, new: dict) -> bool:
     return strip(old.get("engine")) == strip(new.get("engine"))
 
 
+def bench_items(bench: Bench, *, limit: int | None = None, seed: int | None = 0, data_root: str | None = None,
+                split: str | None = None, split_seed: int | None = None, items: list | None = None) -> list:
+    """The items :func:`run_bench` evaluates: the bench's items (``items`` overrides the loader; a seeded bench
+    loads the split of ``split_seed``), those of partition ``split``, then the ``limit`` sample of ``seed``."""
+    from r1probe.data.partitions import filter_items
+
+    split_seed = split_seed if split_seed is not None else (seed or 0)
+    if items is None:
+        items = bench.load(data_root, seed=split_seed) if getattr(bench, "seeded", False) else bench.load(data_root)
+        items = filter_items(bench.name, items, split, root=data_root, seed=split_seed)
+    return select(items, limit, seed)
+
+
+def find_tuning_reads(model: str | None = None, plan: str | None = None,
+                      records: Sequence[str] = ()) -> tuple[dict[str, list[str]], list[str]]:
+    """The tuning-read records behind an evaluation and where they came from: the evaluated export's manifest
+    (``r1probe_manifest.json`` ``tuning_reads``, or its ``tuning_reads.json``), the record beside a plan's
+    directions, and ``records`` (files or folders). Returns ``(merged {set: [ids]}, sources)``."""
+    from r1probe.data.partitions import TUNING_READS, load_tuning_reads, merge_reads
+
+    found, sources = [], []
+    if model and Path(model).is_dir():
+        man = Path(model) / "r1probe_manifest.json"
+        if (Path(model) / TUNING_READS).exists():
+            found.append(load_tuning_reads(Path(model) / TUNING_READS))
+            sources.append(str(Path(model) / TUNING_READS))
+        elif man.exists():
+            reads = json.loads(man.read_text("utf-8")).get("tuning_reads")
+            if isinstance(reads, dict):
+                found.append(reads)
+                sources.append(str(man))
+    if plan:
+        try:
+            d = json.loads(Path(plan).read_text("utf-8")).get("directions")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            d = None
+        if d:
+            rec = (Path(d) if Path(d).is_dir() else Path(d).parent) / TUNING_READS
+            if rec.exists():
+                found.append(load_tuning_reads(rec))
+                sources.append(str(rec))
+    for r in records:
+        found.append(load_tuning_reads(r))
+        sources.append(str(r))
+    return merge_reads(*found), sources
+
+
+def tuning_overlap(benches: Sequence[Bench], reads: dict, **item_kw) -> str:
+    """Check the items ``benches`` would report (:func:`bench_items` with ``item_kw``) against the tuning
+    record ``reads``: returns ``tuning/report overlap: 0 items``, or raises
+    :class:`r1probe.data.partitions.TuningOverlapError` naming the overlapping items."""
+    from r1probe.data.partitions import check_overlap
+
+    reported = {b.name: [it.id for it in bench_items(b, **item_kw)] for b in benches}
+    return check_overlap(reads, reported)
+
+
 def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | None = None, *,
               limit: int | None = None, seed: int | None = 0, data_root: str | None = None,
               max_new_tokens: int | None = None, chunk_size: int = 16, judge_reasoning: bool = False,
@@ -181,13 +238,9 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
 
         judge = default_judge()
     t_start = time.perf_counter()
-    from r1probe.data.partitions import filter_items
-
     split_seed = split_seed if split_seed is not None else (seed or 0)
-    if items is None:
-        items = bench.load(data_root, seed=split_seed) if getattr(bench, "seeded", False) else bench.load(data_root)
-        items = filter_items(bench.name, items, split, root=data_root, seed=split_seed)
-    all_items = select(items, limit, seed)
+    all_items = bench_items(bench, limit=limit, seed=seed, data_root=data_root, split=split, split_seed=split_seed,
+                            items=items)
     if not all_items:
         raise DataError(f"{bench.name}: no items")
     all_items = S.expand_samples(all_items, samples)

@@ -7,6 +7,7 @@ Output folder::
                                  "chosen": the selected difference-in-means direction
     OUT/probe.json               metrics per cell, selection scores, chosen layer/position, the
                                  store's manifest, the run's manifest
+    OUT/tuning_reads.json        {set: [ids]} of every prompt the probes and the selection read
 """
 
 from __future__ import annotations
@@ -189,6 +190,13 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
             named = [dc_replace(st, direction="chosen") for st in plan.steps]
             dc_replace(plan, steps=named, directions=str(out.resolve())).save(tmp / f"{name}.plan.json")
     atomic_write_json(tmp / "probe.json", _json_safe(meta))
+    from r1probe.data.partitions import merge_reads, prompt_reads, write_tuning_reads
+
+    read = [_store_reads(store)]  # the probes' training rows and the selection's validation/reference prompts
+    if selection is not None:
+        read += [prompt_reads(harmful_val, [p.id for p in hv]), prompt_reads(harmless_val, [p.id for p in nv]),
+                 prompt_reads(harmless_val, [p.id for p in ref or []])]
+    write_tuning_reads(tmp, merge_reads(*read))
     if out.exists():
         import shutil
 
@@ -200,6 +208,20 @@ def run_probe(store_path: str | os.PathLike, lm, out: str | os.PathLike, *,
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
     return meta
+
+
+def _store_reads(store) -> dict:
+    """``{set: [ids]}`` of a store's rows (each row's set: the prompt set holding its label)."""
+    from r1probe.data.partitions import merge_reads, prompt_reads
+
+    by_label: dict[str, str] = {}
+    for s in store.manifest.get("prompt_sets", []):
+        for lab in s.get("label_counts") or {}:
+            by_label.setdefault(lab, s["name"])
+    groups: dict[str, list] = {}
+    for i, lab in zip(store.ids, store.labels):
+        groups.setdefault(by_label.get(lab, "store"), []).append(i)
+    return merge_reads(*(prompt_reads(spec, ids) for spec, ids in groups.items()))
 
 
 def load_probe(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -180,7 +180,8 @@ def export_checkpoint(lm, out: str | os.PathLike, *, edits: list[dict], directio
         raise R1ProbeError(f"{out} already exists (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     prov = getattr(lm, "provenance", {}) or {}
-    manifest = base_manifest(
+    reads, edits = _tuning_reads(edits, directions_file)
+    manifest = base_manifest(tuning_reads=reads,
         kind="r1probe.export/1", base_model=lm.spec.raw,
         base_revision=prov.get("revision") or prov.get("gguf_sha256") or lm.source,
         directions_file=str(directions_file) if directions_file else None,
@@ -200,6 +201,7 @@ def export_checkpoint(lm, out: str | os.PathLike, *, edits: list[dict], directio
             tok.chat_template = old_tpl
         if getattr(lm.model, "generation_config", None) is not None and not (tmp / "generation_config.json").exists():
             lm.model.generation_config.save_pretrained(tmp)
+        (tmp / "tuning_reads.json").write_text(json.dumps(reads, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "r1probe_manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2, default=str) + "\n",
                                                    encoding="utf-8")
         (tmp / "README.md").write_text(model_card(out.name, manifest), encoding="utf-8")
@@ -209,6 +211,20 @@ def export_checkpoint(lm, out: str | os.PathLike, *, edits: list[dict], directio
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _tuning_reads(edits: list[dict], directions_file) -> tuple[dict, list[dict]]:
+    """The ids every tuning step behind this checkpoint read (``{set: [ids]}``: the edits' fit data and the
+    ``tuning_reads.json`` beside the directions, e.g. the probe selection's), and the edit records without them."""
+    from r1probe.data.partitions import TUNING_READS, load_tuning_reads, merge_reads
+
+    found = [e.get("tuning_reads") or {} for e in edits]
+    if directions_file:
+        p = Path(directions_file)
+        rec = (p if p.is_dir() else p.parent) / TUNING_READS
+        if rec.exists():
+            found.append(load_tuning_reads(rec))
+    return merge_reads(*found), [{k: v for k, v in e.items() if k != "tuning_reads"} for e in edits]
 
 
 def _dir_file(path) -> str:

@@ -19,7 +19,7 @@ followed by their answer when they have one).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -27,6 +27,7 @@ class FitData:
     harmful: list[str]               # raw prompts (the edit chat-formats them)
     benign: list[list[int]]          # token ids, chat-formatted
     description: str                 # for the model card
+    ids: dict = field(default_factory=dict)  # {set: [ids]} of every item read (r1probe.data.partitions)
 
     def summary(self) -> dict:
         return {"n_harmful": len(self.harmful), "n_benign_texts": len(self.benign), "fit_data": self.description}
@@ -40,11 +41,17 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
     from r1probe.data.benchmarks import load_gsm8k
     from r1probe.data.prompts import load_prompt_set
 
-    harm = [p.text for p in load_prompt_set(harmful, split="train", seed=seed).prompts]
-    benign = [lm.chat.encode(lm.chat.format(p.text))
-              for p in load_prompt_set(harmless, split="train", seed=seed).prompts]
+    from r1probe.data.partitions import merge_reads, prompt_reads
+
+    harm_ps = load_prompt_set(harmful, split="train", seed=seed).prompts
+    safe_ps = load_prompt_set(harmless, split="train", seed=seed).prompts
+    harm = [p.text for p in harm_ps]
+    benign = [lm.chat.encode(lm.chat.format(p.text)) for p in safe_ps]
     n_safe = len(benign)
     gsm = load_gsm8k(data_root, "train")[:n_gsm] if n_gsm else []
+    read_ids = merge_reads(prompt_reads(harmful, [p.id for p in harm_ps]),
+                           prompt_reads(harmless, [p.id for p in safe_ps]),
+                           {"gsm8k": [f"gsm8k-train/{it.id.split('/')[-1]}" for it in gsm]})
     for it in gsm:
         ids = lm.chat.encode(lm.chat.format(it.meta["question"]))
         benign.append(ids + lm.tokenizer(it.solution, add_special_tokens=False)["input_ids"][:gsm_tokens])
@@ -56,7 +63,8 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
         border = borderline_splits(data_root, english_contrast=False)["contrast"][:borderline]
         benign += [lm.chat.encode(lm.chat.format(it.text)) for it in border]
         desc += f" + CValues borderline contrast split 1-{len(border)} (prompts)"
-    return FitData(harm, benign, desc)
+        read_ids = merge_reads(read_ids, {"cvalues": [it.id for it in border]})
+    return FitData(harm, benign, desc, read_ids)
 
 
 def read_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
@@ -77,13 +85,19 @@ def file_fit_data(lm, harmful: str | os.PathLike, benign, benign_limit: int = 15
                   answer_tokens: int = 96) -> FitData:
     """Harmful prompts of one file vs benign token lists of files: the first ``benign_limit`` prompts of each,
     chat-formatted, followed by their answer (cut at ``answer_tokens`` tokens) when the row has one."""
-    harm = [r["prompt"] for r in read_prompts(harmful)]
+    from r1probe.data.partitions import merge_reads, prompt_reads
+
+    rows = read_prompts(harmful)
+    harm = [r["prompt"] for r in rows]
+    read_ids = prompt_reads(harmful, [r["id"] for r in rows])
     texts = []
     for f in benign:
-        for r in read_prompts(f, benign_limit):
+        brows = read_prompts(f, benign_limit)
+        read_ids = merge_reads(read_ids, prompt_reads(f, [r["id"] for r in brows]))
+        for r in brows:
             ids = lm.chat.encode(lm.chat.format(r["prompt"]))
             if r.get("answer"):
                 ids = ids + lm.tokenizer(r["answer"], add_special_tokens=False)["input_ids"][:answer_tokens]
             texts.append(ids)
     desc = f"harmful: {harmful}; benign: {', '.join(map(str, benign))} (first {benign_limit} each)"
-    return FitData(harm, texts, desc)
+    return FitData(harm, texts, desc, read_ids)

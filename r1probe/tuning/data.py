@@ -43,19 +43,39 @@ class SearchData:
     def summary(self) -> dict:
         return {k: len(v) for k, v in asdict(self).items()}
 
+    def tuning_reads(self) -> dict[str, list[str]]:
+        """``{set: [ids]}`` of every item the directions and the search read (``r1probe.data.partitions``)."""
+        from r1probe.data.partitions import reads_of
+
+        return reads_of(it.id for it in self.harmful_train + self.harmless_train + self.border_contrast
+                        + self.harmful_search + self.border_search + self.nll_search)
+
+
+def _harmless_dev(n: int) -> list:
+    """The built-in zh-harmless dev part (train + val splits, seed 0) in hash order: the BELLE questions that
+    are never in the zh-harmless report (test) split."""
+    from r1probe.data import borderline as BL
+    from r1probe.data.prompts import load_prompt_set
+
+    ps = load_prompt_set("builtin:zh-harmless")
+    items = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless", category=p.category or "")
+             for split in ("train", "val") for p in ps.split(split, seed=0).prompts]
+    return BL.hash_order(items)[:n]
+
 
 def load_search_data(settings: EditSearchSettings, root=None, chisafety_root=None) -> SearchData:
-    """The splits of ``r1probe.data.borderline`` cut to the sizes of ``settings``."""
+    """The splits of ``r1probe.data.borderline`` cut to the sizes of ``settings``; every tuning list is dev
+    data (``r1probe.data.partitions``): the harmful objective is PolyRefuse-zh val only (CHiSafetyBench is
+    report-only), the harmless direction prompts the zh-harmless dev part."""
     from r1probe.data import borderline as BL
 
     s = settings
     b = BL.borderline_splits(root)
     h = BL.harmful_splits(root, chisafety_root)
     g = BL.gsm8k_splits(root)
-    n_val = min(len(h["val"]), s.n_harmful // 2)
-    harmful_search = h["val"][:n_val] + h["chisafety_search"][:s.n_harmful - n_val]
+    harmful_search = h["val"][:s.n_harmful]
     contrast = BL.hash_order(b["contrast"])[:s.n_direction]
-    d = SearchData(harmful_train=h["train"][:s.n_direction], harmless_train=BL.harmless_train(root, s.n_direction),
+    d = SearchData(harmful_train=h["train"][:s.n_direction], harmless_train=_harmless_dev(s.n_direction),
                    border_contrast=contrast, harmful_search=harmful_search,
                    border_search=b["search"][:s.n_borderline], nll_search=g["search"][:s.n_nll],
                    harmful_report=h["report"][:s.report_harmful], border_report=b["report"][:s.report_borderline],

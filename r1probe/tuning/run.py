@@ -74,6 +74,9 @@ def edit_search(lm, settings: EditSearchSettings, *, out: str | os.PathLike | No
     data = load_search_data(cfg, data_root, chisafety_root)
     atomic_write_json(work / "splits.json", {"sizes": data.summary(), "search_ids": sorted(data.search_ids()),
                                               "report_ids": sorted(data.report_ids())})
+    from r1probe.data.partitions import write_tuning_reads
+
+    write_tuning_reads(work, data.tuning_reads())  # the export beside these directions carries it
     dfile = work / "directions.safetensors"
     if dfile.exists():
         dirs = load_directions(dfile)

@@ -89,6 +89,7 @@ class Rank1Gate:
                     "n_benign_tokens": f["n_benign_tokens"], "ridge": s.ridge, "null_energy": s.null_energy,
                     "fit_harmful_mean": f["fit_harmful_mean"], "fit_benign_rms": f["fit_benign_rms"]})
         rec["fit_data"] = f["fit_data"]
+        rec["tuning_reads"] = f.get("fit_ids") or {}  # the export moves it to its manifest's tuning_reads
         return rec
 
 
@@ -112,4 +113,4 @@ def fit_read(lm, direction: torch.Tensor, fit: FitData, settings) -> Fitted:
     gn = max(0.0, float((a.double() @ G @ a.double()) / max(n, 1))) ** 0.5  # G is PSD up to rounding
     return Fitted(s, direction, {"read": a, "n_harmful": len(fit.harmful), "post_tokens": post_tokens,
                                  "n_benign_tokens": n, "fit_harmful_mean": float((pos @ a).mean()),
-                                 "fit_benign_rms": gn, "fit_data": fit.description})
+                                 "fit_benign_rms": gn, "fit_data": fit.description, "fit_ids": fit.ids})
