@@ -126,8 +126,11 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         click.echo("r1probe: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # one line, like every other error (usage errors name the --help to read)
+        msg = " ".join(e.format_message().split())
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx is not None else ""
+        click.echo(f"r1probe: error: {msg}{hint}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

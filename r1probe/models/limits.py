@@ -37,13 +37,33 @@ def check_prompt_lengths(lm, texts: Sequence[str], names: Sequence[str], *, rese
     if ctx is None:
         return
     for i, (text, name) in enumerate(zip(texts, names)):
+        at_least = ""
         if encoded is not None:
             n = len(encoded[i])
-        elif len(text.encode("utf-8")) + 2 <= ctx - reserve:
-            continue  # a token covers at least one byte (byte-level BPE, byte fallback); +2 for added specials
         else:
-            n = len(lm.chat.encode(text))
+            size = len(text.encode("utf-8"))
+            if size + 2 <= ctx - reserve:
+                continue  # a token covers at least one byte (byte-level BPE, byte fallback); +2 for added specials
+            n = -(-size // max_token_bytes(lm.tokenizer))
+            if n + reserve > ctx:
+                at_least = "at least "  # refused without tokenizing (a very long text can take minutes to tokenize)
+            else:
+                n = len(lm.chat.encode(text))
         if n + reserve > ctx:
             more = f" plus {reserve} new tokens" if reserve else ""
-            raise PromptTooLongError(f"{name}: {n:,} tokens with the chat template{more}, over the model's context "
-                                     f"of {ctx:,} (max_position_embeddings); shorten or drop this prompt")
+            raise PromptTooLongError(f"{name}: {at_least}{n:,} tokens with the chat template{more}, over the model's "
+                                     f"context of {ctx:,} (max_position_embeddings); shorten or drop this prompt")
+
+
+def max_token_bytes(tokenizer) -> int:
+    """An upper bound on the bytes of text one token covers: the longest vocabulary entry in UTF-8 bytes (the
+    entries' own spellings, e.g. byte-level ``Ġ`` or SentencePiece ``▁``, are never shorter than the text they
+    stand for), so a text of ``b`` bytes has at least ``ceil(b / max_token_bytes)`` tokens. Cached per tokenizer."""
+    cached = getattr(tokenizer, "_r1probe_max_token_bytes", None)
+    if cached is None:
+        cached = max((len(t.encode("utf-8")) for t in tokenizer.get_vocab()), default=1) or 1
+        try:
+            tokenizer._r1probe_max_token_bytes = cached
+        except AttributeError:
+            pass
+    return cached
