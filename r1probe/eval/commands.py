@@ -107,7 +107,8 @@ def eval_cmd(**kw):
         from r1probe.eval.engines import parse_endpoint
         from r1probe.eval.sampling import resolve_sampling
 
-        sampling = resolve_sampling(kw["temperature"], kw["top_p"], name=parse_endpoint(kw["url"])[1])
+        sampling = resolve_sampling(kw["temperature"], kw["top_p"], name=parse_endpoint(kw["url"])[1],
+                                    r1=kw["thinks"])
         engine = OpenAIEngine(kw["url"], max_new_tokens=kw["max_new_tokens"] or 256, concurrency=kw["concurrency"],
                               api_key=kw["api_key"], thinks=kw["thinks"], temperature=sampling["temperature"],
                               top_p=sampling["top_p"], seed=kw["sample_seed"], system=kw["system"])

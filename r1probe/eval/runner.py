@@ -230,7 +230,8 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     ``split``: ``report``, ``dev`` or ``all``/None, the partition of :mod:`r1probe.data.partitions`
     evaluated (before the ``limit`` sample); ``split_seed``: the seed of seeded splits (the built-in
     prompt sets' train/val/test; default ``seed``, else 0). ``samples``: generations per item, each its
-    own record (:mod:`r1probe.eval.sampling`), with per-item aggregates in the entry's ``samples``.
+    own record (:mod:`r1probe.eval.sampling`), with per-item aggregates in the entry's ``samples``
+    (generating kinds only).
     """
     kind = get_kind(bench.kind)
     if kind.needs_judge and judge is None:
@@ -243,6 +244,7 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
                             items=items)
     if not all_items:
         raise DataError(f"{bench.name}: no items")
+    samples = samples if kind.generates else 1  # a scored kind (MCQ log-likelihood, NLL) gives one answer
     all_items = S.expand_samples(all_items, samples)
     rf = ResultsFile(Path(out_dir) / f"{bench.name}.jsonl") if out_dir is not None else None
     mnt = max_new_tokens or bench.max_new_tokens

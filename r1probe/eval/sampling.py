@@ -38,13 +38,15 @@ def is_r1_family(lm=None, name: str | None = None) -> bool:
     return any("deepseek-r1" in str(n).lower().replace("_", "-") for n in names if n)
 
 
-def resolve_sampling(temperature: float | None, top_p: float | None, *, lm=None, name: str | None = None) -> dict:
-    """``{"temperature", "top_p", "source"}`` for a run (see the module docstring)."""
+def resolve_sampling(temperature: float | None, top_p: float | None, *, lm=None, name: str | None = None,
+                     r1: bool = False) -> dict:
+    """``{"temperature", "top_p", "source"}`` for a run (see the module docstring); ``r1``: the caller
+    knows the model is R1-family (a served model declared R1-style)."""
     if temperature is not None and temperature < 0:
         raise R1ProbeError(f"--temperature must be >= 0, not {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise R1ProbeError(f"--top-p must be in (0, 1], not {top_p}")
-    if temperature is None and is_r1_family(lm, name):
+    if temperature is None and (r1 or is_r1_family(lm, name)):
         return {"temperature": R1_TEMPERATURE, "top_p": top_p if top_p is not None else R1_TOP_P,
                 "source": "R1-family default (DeepSeek's recommended temperature 0.6, top-p 0.95)"}
     if temperature is None:
