@@ -113,35 +113,43 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
+def _nearest_existing(p: Path) -> Path:
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return p
+
+
 def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Fail early, in one line, when folder ``path`` cannot be created or written (before any work starts).
 
     Creates nothing: the nearest existing ancestor must be a writable folder. Raises ``R1ProbeError``.
     """
     p = Path(path)
-    probe = p
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
     if p.exists() and not p.is_dir():
         raise R1ProbeError(f"{flag} {path}: exists and is not a folder")
-    if not probe.is_dir():
-        raise R1ProbeError(f"{flag} {path}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise R1ProbeError(f"{flag} {path}: {probe} is not writable")
+    _check_creatable(p, path, flag)
     return p
 
 
 def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Like :func:`check_writable_dir` for a file to be written: its folder must be creatable and writable."""
+    """Like :func:`check_writable_dir` for a file to be written: not a folder, writable if it exists, and its
+    folder creatable and writable."""
     p = Path(path)
     if p.is_dir():
         raise R1ProbeError(f"{flag} {path}: is a folder, expected a file name")
     if p.exists() and not os.access(p, os.W_OK):
         raise R1ProbeError(f"{flag} {path}: is not writable")
-    check_writable_dir(p.parent if str(p.parent) else ".", flag=flag)
+    _check_creatable(p.parent, path, flag)
     return p
+
+
+def _check_creatable(folder: Path, shown, flag: str) -> None:
+    probe = _nearest_existing(folder.absolute())
+    name = os.path.relpath(probe) if not Path(shown).is_absolute() else str(probe)
+    if not probe.is_dir():
+        raise R1ProbeError(f"{flag} {shown}: {name} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise R1ProbeError(f"{flag} {shown}: {name} is not writable")
 
 
 def cache_dir() -> Path:
