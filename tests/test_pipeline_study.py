@@ -90,3 +90,40 @@ def test_report_records_the_settings_and_a_command_that_parses_back(tiny_qwen2, 
     (tmp_path / "p.toml").write_text(res.output)
     assert read_toml(tmp_path / "p.toml")["extract"]["n_train"] == 8
     assert load_settings(tmp_path / "p.toml", env={}) == cfg
+
+
+def test_report_has_the_panel_paired_differences_and_the_overlap_line(tiny_qwen2, tmp_path):
+    out = tmp_path / "study"
+    benches = ["cvalues-report", "xstest-safe", "zh-harmless", "gsm8k-nll"]
+    cfg = _cfg(tiny_qwen2, out, plans=[], benches=benches, limits={b: 3 for b in benches})
+    run_study(cfg, log=lambda m: None)
+    text = (out / "report.md").read_text()
+    assert "tuning/report overlap: 0 items" in text and "probe/tuning_reads.json" in text
+    assert "### Paired differences to the unedited model" in text and "Reasoning retention" in text
+    assert "XSTest-safe over-refusal" in text and "zh-harmless (test split) over-refusal" in text
+    rows = [json.loads(x) for x in (out / "report" / "per_sample.jsonl").read_text().splitlines()]
+    assert {r["variant"] for r in rows} == {"base", "orthogonalize"} and {r["bench"] for r in rows} == set(benches)
+    from r1probe.data.partitions import part_of
+
+    xs = [r["id"] for r in rows if r["bench"] == "xstest-safe"]
+    assert xs and all(part_of("xstest-safe", i) == "report" for i in xs)
+
+
+def test_study_refuses_when_a_tuning_record_holds_a_reported_item(tmp_path, shared_data):
+    from types import SimpleNamespace
+
+    import pytest
+
+    from r1probe.data.partitions import TuningOverlapError, write_tuning_reads
+    from r1probe.pipeline import stages as S
+
+    cfg = load_settings(env={}, flags={"out": str(tmp_path / "s"), "eval": {
+        "benches": ["xstest-safe", "zh-harmless"], "limits": {"xstest-safe": 5, "zh-harmless": 5}}})
+    ctx = SimpleNamespace(settings=cfg, results={"probe": SimpleNamespace(path=tmp_path / "probe", info={})})
+    reported = S.reported_items(ctx)
+    write_tuning_reads(tmp_path / "probe", {"zh-harmless": ["zh-harmless/not-reported"]})
+    assert S.tuning_overlap(ctx)[0] == "tuning/report overlap: 0 items"
+    item = reported["zh-harmless"][2]
+    write_tuning_reads(tmp_path / "probe", {"zh-harmless": [item]})
+    with pytest.raises(TuningOverlapError, match=item):
+        S.tuning_overlap(ctx)

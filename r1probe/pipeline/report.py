@@ -1,4 +1,12 @@
-"""The study's ``report.md``: key numbers with confidence intervals, figures, and the commands."""
+"""The study's ``report.md``: key numbers with intervals, paired differences to the unedited model, reasoning
+retention, the tuning/report overlap line, figures, and the commands.
+
+Every rate carries its 95% Wilson interval, the GSM8K gold NLL a 95% percentile bootstrap; each variant's
+difference to ``base`` is paired over the items both evaluated (exact McNemar on the discordant pairs with
+Newcombe's paired interval for rates, paired bootstrap for the NLL; :mod:`r1probe.eval.metrics`); reasoning
+retention is a paired TOST with a margin of :data:`TOST_MARGIN` (3 points) on GSM8K and CMATH accuracy beside
+the GSM8K NLL ratio. ``report/per_sample.jsonl`` holds the per-item outcome behind every reported number.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +18,18 @@ from r1probe.analysis import plots
 from r1probe.analysis.tables import fmt_ci, write_table
 from r1probe.provenance import atomic_write_text, library_versions
 
+#: equivalence margin of the reasoning-retention TOST (accuracy, 3 points)
+TOST_MARGIN = 0.03
 #: (bench, metric, column title, better direction)
 KEY_METRICS = [
     ("chisafety-refusal", "RR-1", "CHiSafetyBench refusal (RR-1) ↑", 1),
     ("chisafety-refusal", "RR-2", "RR-2 (with guidance) ↑", 1),
     ("chisafety-multiturn", "RR-1", "multi-turn RR-1 ↑", 1),
     ("cvalues", "refusal_rate", "CValues over-refusal ↓", -1),
-    ("cvalues-report", "refusal_rate", "CValues (held-out split) over-refusal ↓", -1),
+    ("cvalues-report", "refusal_rate", "CValues (report part) over-refusal ↓", -1),
     ("xstest-safe", "refusal_rate", "XSTest-safe over-refusal ↓", -1),
+    ("or-bench", "refusal_rate", "OR-Bench-Hard over-refusal ↓", -1),
+    ("zh-harmless", "refusal_rate", "zh-harmless (test split) over-refusal ↓", -1),
     ("gsm8k", "accuracy", "GSM8K accuracy ↑", 1),
     ("gsm8k-nll", "mean_nll", "GSM8K gold NLL ↓", -1),
     ("math500", "accuracy", "MATH-500 accuracy ↑", 1),
@@ -63,6 +75,84 @@ def collect(results: dict, variants: dict) -> tuple[list[tuple], dict]:
     return cols, table
 
 
+def _metric_fn(bench: str, metric: str):
+    from r1probe.eval.benches import BENCHES
+    from r1probe.eval.kinds import get_kind
+
+    b = BENCHES.get(bench)
+    if b is None:
+        return None
+    return get_kind(b.kind).metrics(judge_sees_harm=metric == "HR", has_gold=True).get(metric)
+
+
+def _records(results: dict, variants) -> dict[str, dict[str, dict[str, dict]]]:
+    """``{variant: {bench: {id: record}}}`` of every eval stage."""
+    from r1probe.eval.runner import load_run
+
+    out = {}
+    for v in variants:
+        r = results.get(f"eval-{v}")
+        if r is not None and (r.path / "summary.json").exists():
+            out[v] = load_run(r.path)[1]
+    return out
+
+
+def paired_tables(results: dict, variants, cols: list[tuple], path: Path, *, base: str = "base") -> dict:
+    """Paired differences of every variant to ``base`` on every column, reasoning retention (TOST, NLL ratio)
+    and ``path/per_sample.jsonl`` (the per-item outcome behind each reported number). Returns
+    ``{"diff": {variant: {title: row}}, "tost": {variant: {bench: row}}, "nll_ratio": {variant: row},
+    "per_sample": file}``."""
+    from r1probe.eval import metrics as M
+
+    recs = _records(results, variants)
+    out = {"diff": {}, "tost": {}, "nll_ratio": {}}
+    path.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for v, benches in recs.items():
+        for bench, metric, title, _ in cols:
+            f = _metric_fn(bench, metric)
+            for i, r in sorted((benches.get(bench) or {}).items()):
+                val = f.outcome(r) if isinstance(f, M.Rate) else r.get("nll") if metric == "mean_nll" else None
+                if val is not None:
+                    lines.append({"variant": v, "bench": bench, "metric": metric, "id": i, "value": val})
+    per_sample = path / "per_sample.jsonl"
+    atomic_write_text(per_sample, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    out["per_sample"] = str(per_sample)
+    if base not in recs:
+        return out
+    for v, benches in recs.items():
+        if v == base:
+            continue
+        row = {}
+        for bench, metric, title, _ in cols:
+            f = _metric_fn(bench, metric)
+            a, b = recs[base].get(bench), benches.get(bench)
+            if f is None or not a or not b:
+                continue
+            row[title] = M.paired_compare(a, b, f)
+        out["diff"][v] = row
+        for bench in ("gsm8k", "cmath"):
+            a, b = recs[base].get(bench), benches.get(bench)
+            if a and b:
+                ids = sorted(set(a) & set(b))
+                out["tost"].setdefault(v, {})[bench] = M.tost_paired(
+                    [1.0 if a[i].get("correct") else 0.0 for i in ids],
+                    [1.0 if b[i].get("correct") else 0.0 for i in ids], margin=TOST_MARGIN)
+        a, b = recs[base].get("gsm8k-nll"), benches.get("gsm8k-nll")
+        if a and b:
+            out["nll_ratio"][v] = M.nll_ratio(a, b)
+    return out
+
+
+def _fmt_diff(r: dict | None) -> str:
+    if not r or r.get("diff") is None:
+        return "n/a"
+    s = fmt_ci(r["diff"], r.get("ci95"))
+    if r.get("p_mcnemar") is not None:
+        s += f" (p {r['p_mcnemar']:.3g})"
+    return s
+
+
 def write_study_report(ctx, path: Path) -> dict:
     """Write figures and tables under ``path`` and ``out/report.md`` for the run ``ctx`` (a pipeline Context);
     returns what was written."""
@@ -77,7 +167,20 @@ def write_study_report(ctx, path: Path) -> dict:
     header = ["variant"] + [c[2] for c in cols]
     rows = [[v] + [fmt_ci(table[v][c[2]][0], table[v][c[2]][1:3]) for c in cols] for v in table]
     written["tables"]["metrics"] = write_table(header, rows, path / "metrics", sources=sources,
-                                               caption="Safety, over-refusal and reasoning per variant (95% bootstrap CI)")
+                                               caption="Safety, over-refusal and reasoning per variant (95% Wilson "
+                                                       "interval for rates, bootstrap for the NLL)")
+    paired = paired_tables(results, variants, cols, path)
+    if paired["diff"]:
+        drows = [[v] + [_fmt_diff(paired["diff"][v].get(c[2])) for c in cols] for v in paired["diff"]]
+        written["tables"]["paired"] = write_table(
+            header, drows, path / "paired", sources=sources,
+            caption="Paired difference to the unedited model (variant − base) [95% paired interval] (exact McNemar p)")
+    try:
+        from r1probe.pipeline.stages import tuning_overlap
+
+        overlap_line, overlap_sources = tuning_overlap(ctx)
+    except Exception as e:  # noqa: BLE001 - the evaluate stage already refused an overlap; say what happened
+        overlap_line, overlap_sources = str(e), []
     rate_cols = [c[2] for c in cols if c[1] in ("RR-1", "RR-2", "refusal_rate", "accuracy")]
     if rate_cols and s.report.figures:
         written["figures"]["metrics"] = plots.metric_bars(
@@ -103,10 +206,38 @@ def write_study_report(ctx, path: Path) -> dict:
           f"{s.probe.n_val} validation prompts per class for the causal selection; keyword judge; "
           f"limits {json.dumps({b: s.limit(b) for b in s.eval.benches}, ensure_ascii=False)}.", "",
           "## Key numbers", "",
-          "Each cell: value [95% bootstrap CI]. Refusal on CHiSafetyBench must-refuse questions is the safety gain; "
-          "refusal on CValues / XSTest-safe (sensitive but answerable) is its over-refusal cost; GSM8K accuracy and "
-          "gold-solution NLL are the reasoning cost.", ""]
+          f"{overlap_line} (tuning records: {', '.join(_rel(p, out) for p in overlap_sources) or 'none'}). Every "
+          "bench is evaluated on its *report* part (`r1probe.data.partitions`: CHiSafetyBench is report-only; "
+          "CValues, XSTest-safe and OR-Bench-Hard report parts; the zh-harmless test split of the seed; GSM8K test; "
+          "CMATH report part), the same items for every variant.", "",
+          "Each cell: value [95% Wilson interval] (the NLL: [95% bootstrap interval]). Refusal on CHiSafetyBench "
+          "must-refuse questions is the safety gain; refusal on CValues / XSTest-safe / OR-Bench-Hard / zh-harmless "
+          "(answerable) is its over-refusal cost; GSM8K and CMATH accuracy and GSM8K gold-solution NLL are the "
+          "reasoning cost. Keyword judge.", ""]
     md.append(open(written["tables"]["metrics"]["md"], encoding="utf-8").read())
+    if "paired" in written["tables"]:
+        md += ["", "### Paired differences to the unedited model", "",
+               "Each cell: variant − base over the items both evaluated [95% interval] — rates: Newcombe's paired "
+               "score interval with the exact McNemar p on the discordant pairs; NLL: paired bootstrap.", "",
+               open(written["tables"]["paired"]["md"], encoding="utf-8").read()]
+    if paired["tost"] or paired["nll_ratio"]:
+        md += ["", "### Reasoning retention", "",
+               f"Paired TOST of accuracy, equivalence margin ±{TOST_MARGIN * 100:g} points (α = 0.05; equivalent when "
+               "the 90% interval of the paired difference lies inside the margin), and the GSM8K gold-NLL ratio "
+               "(variant / base, paired bootstrap 95% interval).", "",
+               "| variant | bench | n | difference [90% CI] | TOST p | equivalent | GSM8K NLL ratio [95% CI] |",
+               "|---|---|---:|---|---:|---|---|"]
+        for v in sorted(set(paired["tost"]) | set(paired["nll_ratio"])):
+            nr = paired["nll_ratio"].get(v)
+            nrs = fmt_ci(nr["ratio"], nr["ci95"], 4) if nr else "n/a"
+            for bench, t in (paired["tost"].get(v) or {"—": None}).items():
+                if t is None:
+                    md.append(f"| {v} | — | | | | | {nrs} |")
+                    continue
+                eq = {True: "yes", False: "not shown", None: "n/a"}[t["equivalent"]]
+                md.append(f"| {v} | {bench} | {t['n']} | {fmt_ci(t['diff'], t['ci90'])} | "
+                          f"{'n/a' if t['p'] is None else format(t['p'], '.3g')} | {eq} | {nrs} |")
+    md += ["", f"Per-item outcomes behind every number: `{_rel(paired['per_sample'], out)}`.", ""]
     e = s.edit
     lay = "the middle layer" if e.rank1_gate_layer < 0 else f"layer {e.rank1_gate_layer}"
     md += ["Variants: `base` = the unedited model; `orthogonalize` = exported checkpoint with the refusal direction "

@@ -24,9 +24,13 @@ from r1probe.models.builtin import DEFAULT_MODEL
 from r1probe.probes.select import SelectConfig
 from r1probe.settings import Settings, SettingsError, register_model, split_limits, split_list, validate
 
-DEFAULT_LIMITS = {"chisafety-refusal": 50, "cvalues-report": 40, "xstest-safe": 40, "gsm8k": 16, "gsm8k-nll": 64}
+#: the default study's benches and items per variant: CHiSafetyBench (report-only), the four over-refusal sets
+#: (report parts) and reasoning (GSM8K accuracy, GSM8K gold NLL, CMATH), small enough for a CPU run
+DEFAULT_LIMITS = {"chisafety-refusal": 50, "cvalues-report": 40, "xstest-safe": 40, "or-bench": 24,
+                  "zh-harmless": 24, "gsm8k": 16, "gsm8k-nll": 64, "cmath": 12}
 FULL_LIMITS = {"chisafety-refusal": None, "chisafety-multiturn": None, "cvalues-report": None, "xstest-safe": None,
-               "gsm8k": None, "gsm8k-nll": None, "math500": None, "cmath": None, "safetybench-zh": None}
+               "or-bench": None, "zh-harmless": None, "gsm8k": None, "gsm8k-nll": None, "math500": None,
+               "cmath": None, "safetybench-zh": None}
 DISTILL_LIMITS = {"chisafety-refusal": 64, "xstest-safe": 40, "gsm8k": 24, "gsm8k-nll": 64}
 #: restoration variants of the mini-distill preset: (how, whose direction)
 RESTORES = ("plan-base", "plan-own", "edit-base", "edit-own")

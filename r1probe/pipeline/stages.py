@@ -242,7 +242,7 @@ def edit(ctx: Context, variant: str, *, name: str | None = None, rel: str | None
                           direction_key=settings.get("direction_key", "chosen"))
         return {"export": str(path / "model"), "edit": edit_name, "settings": settings,
                 "direction_key": settings.get("direction_key"), "layer": settings.get("layer"),
-                "edits": [{k: v for k, v in r.items() if k != "layers"} for r in recs]}
+                "edits": [{k: v for k, v in r.items() if k not in ("layers", "tuning_reads")} for r in recs]}
 
     r = ctx.stage(name, rel or f"exports/{variant}", inputs, fn)
     info = r.info
@@ -334,11 +334,42 @@ def eval_plan(settings: StudySettings, bench_name: str) -> dict:
             "judge_reasoning": bool(ev.judge_reasoning and kind.needs_judge)}
 
 
+def reported_items(ctx: Context) -> dict[str, list[str]]:
+    """``{bench: [item ids]}`` every variant is evaluated on: the *report* part of each bench
+    (:mod:`r1probe.data.partitions`), then the bench's limit sample of the study's seed."""
+    from r1probe.eval.benches import get_bench
+    from r1probe.eval.runner import bench_items
+
+    s = ctx.settings
+    return {b: [it.id for it in bench_items(get_bench(b), limit=s.limit(b), seed=s.seed,
+                                            data_root=eval_plan(s, b)["data_root"], split="report",
+                                            split_seed=s.seed)] for b in s.eval.benches}
+
+
+def tuning_overlap(ctx: Context) -> tuple[str, list[str]]:
+    """Check the study's reported items against every tuning record of the run (the probe selection's
+    ``tuning_reads.json``, each export's manifest): ``(tuning/report overlap: 0 items, record paths)``, or
+    :class:`r1probe.data.partitions.TuningOverlapError` naming the overlapping items."""
+    from r1probe.data.partitions import TUNING_READS, check_overlap, load_tuning_reads, merge_reads
+
+    found, sources = [], []
+    for name, r in ctx.results.items():
+        paths = [r.path / TUNING_READS]
+        if r.info and r.info.get("export"):
+            paths.append(Path(r.info["export"]) / TUNING_READS)
+        for p in paths:
+            if p.exists():
+                found.append(load_tuning_reads(p))
+                sources.append(str(p))
+    return check_overlap(merge_reads(*found), reported_items(ctx)), sources
+
+
 def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResult:
-    """Every bench of ``eval.benches`` on ``ctx.variants[variant]`` with the same items, limits and seed."""
+    """Every bench of ``eval.benches`` on ``ctx.variants[variant]`` with the same items, limits and seed: the
+    report part of each bench (``split="report"``; the built-in sets' split of the study's seed)."""
     s, ev = ctx.settings, ctx.settings.eval
     v = ctx.variants[variant]
-    inputs = {"benches": ev.benches, "limits": {b: s.limit(b) for b in ev.benches}, "max_new_tokens": ev.max_new_tokens,
+    inputs = {"split": "report", "benches": ev.benches, "limits": {b: s.limit(b) for b in ev.benches}, "max_new_tokens": ev.max_new_tokens,
               "reasoning_max_new_tokens": ev.reasoning_max_new_tokens, "seed": s.seed, "data_root": ev.data_root,
               "chisafety_root": ev.chisafety_root, "judge_reasoning": ev.judge_reasoning,
               "batch_size": ev.batch_size, "nll_batch_size": ev.nll_batch_size, "variant": v.key}
@@ -356,7 +387,7 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
             eng = HFEngine(lm, max_new_tokens=e["max_new_tokens"], batch_size=e["batch_size"], plan=v.plan)
             summary = run_eval([get_bench(b)], eng, make_judge("keyword"), path, limit=s.limit(b), seed=s.seed,
                                data_root=e["data_root"], max_new_tokens=e["max_new_tokens"],
-                               judge_reasoning=e["judge_reasoning"])
+                               judge_reasoning=e["judge_reasoning"], split="report", split_seed=s.seed)
         return {"summary": str(path / "summary.json"),
                 "metrics": {b: summary[b]["metrics"] for b in ev.benches if b in summary}}
 
@@ -366,7 +397,7 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
         e = eval_plan(s, b)
         ctx.commands[f"{name}-{b}"] = command(
             "r1probe", "eval", "--model", v.spec, "--bench", b, *(("--plan", v.plan) if v.plan else ()),
-            *(("--limit", s.limit(b)) if s.limit(b) else ()), "--seed", s.seed,
+            *(("--limit", s.limit(b)) if s.limit(b) else ()), "--seed", s.seed, "--split", "report",
             "--max-new-tokens", e["max_new_tokens"], "--batch-size", e["batch_size"],
             *(("--data-root", e["data_root"]) if e["data_root"] else ()),
             *(("--judge-reasoning",) if e["judge_reasoning"] else ()), "--judge", "keyword", "--out", r.path)

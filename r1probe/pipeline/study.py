@@ -32,6 +32,9 @@ def plans(ctx: Context) -> None:
 
 
 def evaluate(ctx: Context) -> None:
+    # refuses (naming the items) before any generation when a tuning step read a reported item
+    ctx.values["tuning_overlap"] = S.tuning_overlap(ctx)
+    ctx.log(ctx.values["tuning_overlap"][0])
     for variant in list(ctx.variants):
         S.evaluate(ctx, variant)
 
