@@ -167,3 +167,44 @@ def test_distill_card_is_a_hub_card_without_local_paths(tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert str(tmp_path) not in text and "./" not in text and "r1probe distill x" not in text
     assert "traces.jsonl" in text and "ab" * 32 in text
+
+
+def test_atomic_writes_and_store_shards_get_ordinary_modes(tiny_lm, tmp_path):
+    from r1probe.data.prompts import Prompt, PromptSet
+    from r1probe.extract.api import extract_activations
+    from r1probe.provenance import atomic_write_json
+
+    mask = os.umask(0)
+    os.umask(mask)
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    ps = PromptSet("s", [Prompt(f"p{i}", f"hello {i}", "harmful") for i in range(2)])
+    extract_activations(tiny_lm, ps, layers="0", positions="-1", out_dir=tmp_path / "acts", progress=False)
+    files = [p for p in (tmp_path / "acts").rglob("*") if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o777 == 0o666 & ~mask for p in files), \
+        [(p.name, oct(p.stat().st_mode)) for p in files]
+
+
+def test_edit_measure_puts_the_rate_with_its_interval_in_the_card(tiny_qwen2, tmp_path):
+    from click.testing import CliRunner
+    from huggingface_hub import ModelCard
+
+    from r1probe.cli import cli
+
+    save_directions(tmp_path / "dirs" / "directions.safetensors",
+                    {"chosen": torch.randn(64, generator=torch.Generator().manual_seed(1))})
+    prompts = tmp_path / "m.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"hello {i}"}) + "\n" for i in range(3)))
+    out = tmp_path / "exp"
+    r = CliRunner().invoke(cli, ["edit", "--model", str(tiny_qwen2), "--dtype", "float32", "--device", "cpu",
+                                 "--directions", str(tmp_path / "dirs"), "--op", "orthogonalize", "--out", str(out),
+                                 "--measure", str(prompts), "--quiet"])
+    assert r.exit_code == 0, r.output
+    man = json.loads((out / "r1probe_manifest.json").read_text())
+    (m,) = man["metrics"].values()
+    assert m["n"] + m["unterminated"] == 3 and m["unit"] == "rate"
+    if m["n"]:
+        assert 0 <= m["ci"][0] <= m["value"] <= m["ci"][1] <= 1
+    text = (out / "README.md").read_text()
+    assert "m.jsonl" in text and "95% interval" in text and str(tmp_path) not in text
+    assert ModelCard.load(out / "README.md").data.license is None  # a local model without a card: no licence claimed

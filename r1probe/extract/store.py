@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from r1probe.errors import DataError
-from r1probe.provenance import atomic_write_json, atomic_write_text
+from r1probe.provenance import atomic_write_json, atomic_write_text, publish_mode
 
 MANIFEST, ROWS = "manifest.json", "rows.jsonl"
 SHARD_FMT = "shard-{:05d}.safetensors"
@@ -293,6 +293,7 @@ class StoreWriter:
             if generated is not None:
                 meta["generated"] = json.dumps(generated, ensure_ascii=False)
             save_file(data, tmp, metadata=meta)
+            publish_mode(tmp)  # mkstemp files are private (0600)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.shard_path(i))
