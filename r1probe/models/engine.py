@@ -10,9 +10,12 @@ flight in one left-padded KV cache (a ``transformers`` ``DynamicCache``):
   length; padding is masked out of attention);
 - the rows in flight are also bounded by a token budget (rows x cache length), so memory stays bounded.
 
-Every forward pass is the model's own (``model(input_ids, attention_mask, position_ids,
-past_key_values, cache_position)``), with the position ids and masks ``model.generate`` uses
-under left padding, so greedy rows follow the same computation as ``generate``.
+Every forward pass is the model's own (``model(input_ids, attention_mask, position_ids, cache,
+cache_position)``), with the position ids and masks ``model.generate`` uses under left padding,
+so greedy rows follow the same computation as ``generate``: the same tokens for the same batch,
+and in float32 whatever the batch. In bfloat16 a row's logits can differ in the last bits with
+the batch it shares (kernels of other shapes round differently), as they do between ``generate``
+calls at different batch sizes, so a near-tie can go the other way.
 
 Steering: ``plan`` (a ``SteeringPlan`` or its path) is applied around the whole run by the
 function :mod:`r1probe.steering` registers (:func:`register_plan_context`: its ``steering`` hooks); the per-row gates of conditional
@@ -70,7 +73,7 @@ class Completion:
 
 
 #: default rows in flight (``batch_size=None``) per device kind
-DEFAULT_ROWS = {"cpu": 32, "cuda": 128}
+DEFAULT_ROWS = {"cpu": 64, "cuda": 256}
 #: default bound on rows x cache length (tokens held in the KV cache)
 DEFAULT_MAX_TOKENS = 1 << 16
 
