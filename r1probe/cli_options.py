@@ -60,12 +60,17 @@ class ProgressBars:
     A message ``NAME: N/TOTAL`` or ``NAME: [N/TOTAL] detail`` moves the bar named NAME (created on first
     sight, closed at TOTAL; the detail is shown beside it); any other message is printed on stderr above
     the bars. ``quiet``: nothing is shown. :meth:`counter` gives the ``progress(n_done, n_total)`` form.
+    A bar's clock starts when the previous bar closed (or at construction): the first message of a step
+    comes after its first chunk, and the rate and ETA count that chunk's time too.
     """
 
     _STEP = re.compile(r"^(?P<name>[^:\[\]]+?): \[?(?P<n>\d+)/(?P<total>\d+)\]?(?P<rest>.*)$")
 
     def __init__(self, quiet: bool = False, unit: str = "item"):
+        import time
+
         self.quiet, self.unit, self.bars = quiet, unit, {}
+        self._since = time.time()
 
     def __call__(self, msg: str) -> None:
         if self.quiet:
@@ -89,12 +94,16 @@ class ProgressBars:
             if bar is not None:
                 bar.close()
             bar = self.bars[name] = tqdm(total=total, desc=name, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+            bar.start_t = bar.last_print_t = min(bar.start_t, self._since)
         if detail:
             bar.set_postfix_str(detail, refresh=False)
         bar.update(max(0, n - bar.n))
         if n >= total:
+            import time
+
             bar.close()
             del self.bars[name]
+            self._since = time.time()
 
     def counter(self, name: str):
         """A ``progress(n_done, n_total)`` callable moving bar ``name``."""
