@@ -77,3 +77,39 @@ def test_pinned_threshold_maps_large_blocks_on_glibc():
         assert grown >= size and after_free == 0
     finally:
         heap.pin_mmap_threshold()
+
+
+def test_extraction_heap_pins_inside_and_releases_on_exit(monkeypatch):
+    libc = FakeLibc()
+    monkeypatch.setattr(heap, "_libc", lambda: libc)
+    with heap.extraction_heap() as pinned:
+        assert pinned and libc.calls == [("mallopt", heap.M_MMAP_THRESHOLD, 1 << 20)]
+    assert libc.calls[1:] == [("malloc_trim", 0), ("mallopt", heap.M_MMAP_THRESHOLD, 32 << 20),
+                              ("mallopt", heap.M_TRIM_THRESHOLD, 64 << 20)]
+    libc.calls.clear()
+    with pytest.raises(KeyError):  # released on errors too
+        with heap.extraction_heap():
+            raise KeyError("x")
+    assert libc.calls[-1] == ("mallopt", heap.M_TRIM_THRESHOLD, 64 << 20)
+    monkeypatch.setattr(heap, "_libc", lambda: None)
+    with heap.extraction_heap() as pinned:  # no glibc: a no-op
+        assert pinned is False
+
+
+def test_released_threshold_takes_large_blocks_from_the_heap_again():
+    libc = heap._libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    libc.mallinfo2.restype = _Mallinfo2
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    try:
+        with heap.extraction_heap():
+            pass
+        before = libc.mallinfo2().hblkhd
+        p = libc.malloc(8 << 20)
+        grown = libc.mallinfo2().hblkhd - before
+        libc.free(p)
+        assert grown == 0  # below the released 32 MiB threshold: from the heap
+    finally:
+        heap.release_threshold()

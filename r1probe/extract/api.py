@@ -152,7 +152,6 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
     n_pending = sum(len(shards[i]) for i in pending)
     t0 = time.perf_counter()
     bar = tqdm(total=n_pending, unit="prompt", desc=f"extract ({backend})", disable=not progress)
-    heap.pin_mmap_threshold()  # shards must not fragment the heap (see r1probe.extract.heap)
 
     def extend(rows, ids, mask):  # --generate: the batch grows by its greedy continuation
         new, gen_lens = _generate(lm, ids, mask, generate, eos, pad)
@@ -160,7 +159,8 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
         gen_texts.extend(tok.decode(new[r, :g], skip_special_tokens=True) for r, g in enumerate(gen_lens))
         return torch.cat([ids, new.to(device)], 1), torch.cat([mask, gmask.to(device)], 1), gen_lens
 
-    with get_backend(backend)(lm, keys) as be:
+    # shards must not fragment the heap; the pin ends with the loop (see r1probe.extract.heap)
+    with heap.extraction_heap(), get_backend(backend)(lm, keys) as be:
         for si in pending:
             parts: dict[tuple[str, int], list[torch.Tensor]] = {k: [] for k in keys}
             gen_texts: list[str] | None = [] if generate else None
