@@ -174,6 +174,7 @@ def eval_cmd(**kw):
               help="Requests arriving within this window are generated together.")
 @click.option("--batch-size", type=int, default=None, help="Rows in flight in the engine (default by device).")
 @click.option("--verbose", is_flag=True, help="Log each request.")
+@quiet_option
 def serve(**kw):
     """Serve the model (optionally steered) behind an OpenAI-compatible HTTP API (FastAPI + uvicorn)."""
     from r1probe.eval.server import serve as make_server
@@ -183,9 +184,13 @@ def serve(**kw):
     api_key, window, bs = kw.pop("api_key"), kw.pop("batch_window_ms"), kw.pop("batch_size")
     if mt <= 0:
         raise R1ProbeError(f"--max-tokens must be positive, not {mt}")
+    bars = ProgressBars(quiet=kw.pop("quiet"), unit="step")
+    bars(f"serve start-up: [0/2] loading {kw['model']}")
     lm = load_from_options(kw)
+    bars("serve start-up: [1/2] starting the server")
     srv = make_server(lm, host, port, model_name=name, plan=plan, default_max_tokens=mt, api_key=api_key,
                       verbose=verbose, window_s=max(0.0, window) / 1000.0, batch_size=bs)
+    bars("serve start-up: [2/2] ready")
     click.echo(json.dumps({"listening": srv.url, "model": name}), err=False)
     sys.stdout.flush()
     try:
