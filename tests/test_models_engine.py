@@ -209,12 +209,17 @@ def test_refusal_kind_passes_the_early_stop_to_engines_that_take_it(tiny_lm):
     class Bench:
         name = "b"
 
+    class Judge(BoundedJudge):
+        name, sees_harm = "bounded", False
+
     items = [Item(i, q) for i, q in enumerate(QUESTIONS[:3])]
     kind = get_kind("refusal")
-    recs = kind.run_chunk(Bench(), Spy(tiny_lm, max_new_tokens=8), None, items, ChunkOptions(8))
+    recs = kind.run_chunk(Bench(), Spy(tiny_lm, max_new_tokens=8), Judge(4), items, ChunkOptions(8))
     assert seen["done"] is not None and len(recs) == 3
-    kind.run_chunk(Bench(), Spy(tiny_lm, max_new_tokens=8), None, items, ChunkOptions(8, early_stop=False))
+    kind.run_chunk(Bench(), Spy(tiny_lm, max_new_tokens=8), Judge(4), items, ChunkOptions(8, early_stop=False))
     assert seen["done"] is None
+    kind.run_chunk(Bench(), Spy(tiny_lm, max_new_tokens=8), Judge(None), items, ChunkOptions(8))
+    assert seen["done"] is None  # a judge that reads whole replies: no early stop
 
 
 # -- the embedded model (slow) ----------------------------------------------------------------------

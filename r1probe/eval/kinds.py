@@ -156,10 +156,12 @@ def verdict_settled(judge, reply: str, *, thinks: bool = False) -> bool:
 
 def refusal_done(judge, *, thinks: bool = False):
     """A ``done(prompt_index, text_so_far)`` callback for the generation engine: stop a row once
-    :func:`verdict_settled`."""
+    :func:`verdict_settled`; None when the judge reads whole replies (no ``reads_chars``)."""
     from r1probe.eval.judges.refusal import default_judge
 
     judge = default_judge() if judge is None else judge
+    if getattr(judge, "reads_chars", None) is None:
+        return None
     return lambda i, text: verdict_settled(judge, text, thinks=thinks)
 
 
@@ -179,8 +181,9 @@ class _JudgedKind(BaseKind):
         t0 = time.perf_counter()
         base = base_records(bench, items)
         kw = {}
-        if opts.early_stop and getattr(engine, "supports_done", False):
-            kw["done"] = refusal_done(judge, thinks=getattr(engine, "thinks", False))
+        done = refusal_done(judge, thinks=getattr(engine, "thinks", False)) if opts.early_stop else None
+        if done is not None and getattr(engine, "supports_done", False):
+            kw["done"] = done
         replies = engine.generate(requests(items), max_new_tokens=opts.max_new_tokens, **kw)
         dt = (time.perf_counter() - t0) / len(items)
         t = time.perf_counter()
