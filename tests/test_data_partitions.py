@@ -89,3 +89,19 @@ def test_tuning_reads_round_trip(tmp_path):
     P.write_tuning_reads(tmp_path, {"cvalues": ["cvalues/2", "cvalues/1"]})
     assert P.load_tuning_reads(tmp_path) == {"cvalues": ["cvalues/1", "cvalues/2"]}
     assert P.load_tuning_reads(tmp_path / P.TUNING_READS) == {"cvalues": ["cvalues/1", "cvalues/2"]}
+
+
+def test_edit_search_reads_dev_data_only(shared_data):
+    from r1probe.tuning.data import load_search_data
+    from r1probe.tuning.settings import EditSearchSettings
+
+    if not (shared_data / "chisafetybench").exists():
+        pytest.skip("no CHiSafetyBench")
+    reads = load_search_data(EditSearchSettings(), shared_data).tuning_reads()
+    assert "chisafety-refusal" not in reads and reads["polyrefuse"] and reads["zh-harmless"]
+    reported = {"cvalues-report": P.partition_ids("cvalues", "report", root=shared_data),
+                "xstest-safe": P.partition_ids("xstest-safe", "report", root=shared_data),
+                "zh-harmless": P.partition_ids("zh-harmless", "report"),
+                "gsm8k": P.partition_ids("gsm8k", "report", root=shared_data),
+                "chisafety-refusal": P.partition_ids("chisafety-refusal", "report")}
+    assert P.overlap(reads, reported) == []

@@ -4,9 +4,9 @@ Sources (all read from the shared data root, never copied into the repository):
 
 - **CValues responsibility prompts** (664, Chinese, Apache-2.0): questions on sensitive topics that
   should be answered responsibly, the closest public Chinese over-refusal set;
-- **XSTest v2 safe prompts** (their *dev* part, ``r1probe.data.partitions``; English, CC-BY-4.0) and
-  **OR-Bench-Hard** train (1,055, English): used only for the *contrast* direction (topic sensitivity),
-  never for an objective or the report.
+- **XSTest v2 safe prompts** (250, English, CC-BY-4.0) and **OR-Bench-Hard** train (1,055, English):
+  used only for the *contrast* direction (topic sensitivity), never for an objective or the report
+  (the edit search keeps only XSTest's *dev* part, ``r1probe.data.partitions``).
 
 Splits are deterministic and disjoint: items are ordered by ``sha256(salt + id)`` and cut in that
 order, so a split never depends on file order, and adding sizes never moves an item from one split
@@ -85,12 +85,7 @@ def borderline_splits(root=None, *, report: int = CVALUES_REPORT, search: int = 
     parts = cut(cv, [("report", report), ("search", search), ("contrast", None)])
     contrast = list(parts["contrast"])
     if english_contrast:
-        def xstest_dev():
-            from r1probe.data.partitions import filter_items
-
-            return filter_items("xstest-safe", B.load_xstest(root, "safe"), "dev", root=root)
-
-        for loader, src in ((xstest_dev, "xstest-safe"),
+        for loader, src in ((lambda: B.load_xstest(root, "safe"), "xstest-safe"),
                             (lambda: B.load_or_bench(root, "train"), "or-bench-train")):
             try:
                 contrast += _from_bench(loader(), src)

@@ -74,7 +74,10 @@ def load_search_data(settings: EditSearchSettings, root=None, chisafety_root=Non
     h = BL.harmful_splits(root, chisafety_root)
     g = BL.gsm8k_splits(root)
     harmful_search = h["val"][:s.n_harmful]
-    contrast = BL.hash_order(b["contrast"])[:s.n_direction]
+    from r1probe.data.partitions import part_of
+
+    dev = [it for it in b["contrast"] if it.source != "xstest-safe" or part_of("xstest-safe", it.id, root=root) == "dev"]
+    contrast = BL.hash_order(dev)[:s.n_direction]
     d = SearchData(harmful_train=h["train"][:s.n_direction], harmless_train=_harmless_dev(s.n_direction),
                    border_contrast=contrast, harmful_search=harmful_search,
                    border_search=b["search"][:s.n_borderline], nll_search=g["search"][:s.n_nll],
