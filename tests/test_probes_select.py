@@ -161,8 +161,9 @@ def test_fast_search_scores_and_choice_equal_the_loop(tiny_lm, kw, monkeypatch):
     assert pruned["chosen"] == old["chosen"]
 
 
-@pytest.mark.parametrize("kl_max,induce_min", [(0.0, -1e9), (1e9, 1e9), (1e9, -1e9)])
-def test_pruned_fast_search_chooses_the_same_cell(tiny_lm, kl_max, induce_min):
+@pytest.mark.parametrize("kl_max,induce_min,induce_score", [(0.0, -1e9, "first_token"), (1e9, 1e9, "first_token"),
+                                                         (1e9, -1e9, "first_token"), (1e9, 0.5, "generation")])
+def test_pruned_fast_search_chooses_the_same_cell(tiny_lm, kl_max, induce_min, induce_score):
     """KL over the threshold after the first batch, induce out, or nothing out: the same choice, and the
     reason says whether the filters were met."""
     g = torch.Generator().manual_seed(3)
@@ -170,7 +171,7 @@ def test_pruned_fast_search_chooses_the_same_cell(tiny_lm, kl_max, induce_min):
     cands = {f"layer{li}_pos{p}": {"layer": li, "pos": p, "direction": torch.randn(d, generator=g) * (1 + li)}
              for li in range(3) for p in (-1, -2)}
     cfg = SelectConfig(score="first_token", n_val=5, verify_top=0, kl_max=kl_max, induce_min=induce_min,
-                       max_layer_frac=1.0, batch_size=2)
+                       max_layer_frac=1.0, batch_size=2, induce_score=induce_score, gen_tokens=3)
     old = select_direction(tiny_lm, cands, HARMFUL, HARMLESS, cfg, fast=False)
     new = select_direction(tiny_lm, cands, HARMFUL, HARMLESS, cfg, fast=True, prune=True, max_rows=4)
     assert (new["chosen"], new["reason"]) == (old["chosen"], old["reason"])

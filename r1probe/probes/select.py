@@ -343,13 +343,29 @@ class FastSearch(CausalSearch):
                         v[q] = float(lp[r, m - len(c):].gather(-1, tgt[:, None]).sum()) if c else float("nan")
         return {k: R.nanmean(R.log_odds(v)) for k, v in vals.items()}
 
-    def induce_many(self, cands: list) -> dict[str, float]:
+    def induce_many(self, cands: list, prune: bool = False) -> dict[str, float]:
+        """Induce score per candidate. With ``prune`` and a generated induce rate, a candidate whose
+        refusals so far plus the prompts still to go cannot exceed ``induce_min`` stops early: its
+        value is then that upper bound, listed in ``self.induce_bounded``."""
         cfg, sc = self.cfg, self.scorer
         res: dict[str, float] = {}
+        self.induce_bounded: set[str] = set()
         if self._induce_by_generation:
-            for grp in self._groups(cands, sc.batch_size):
-                outs = sc.generate(self.harmless, cfg.gen_tokens, plans=self._induce_plans(grp))
-                res.update({c[0]: float(R.judge(o).mean()) for c, o in zip(grp, outs)})
+            n = len(self.harmless)
+            hits = {c[0]: 0.0 for c in cands}
+            seen = 0
+            for b in self._hl:
+                texts = [self.harmless[i] for i in b.idx]
+                live = [c for c in cands if c[0] not in self.induce_bounded]
+                for grp in self._groups(live, len(b.idx)):
+                    outs = sc.generate(texts, cfg.gen_tokens, plans=self._induce_plans(grp))
+                    for c, o in zip(grp, outs):
+                        hits[c[0]] += float(R.judge(o).sum())
+                seen += len(b.idx)
+                if prune and seen < n:
+                    self.induce_bounded |= {k for k, h in hits.items() if (h + n - seen) / n <= cfg.induce_min}
+            for k, h in hits.items():
+                res[k] = (h + n - seen) / n if k in self.induce_bounded else h / n
             return res
         cands, plans = self._sorted(cands, self._induce_plans)
         vals = {c[0]: torch.zeros(len(self.harmless)) for c in cands}
@@ -381,6 +397,7 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
     With ``prune=False`` every score of every candidate is computed."""
     cfg = search.cfg
     cands = [(k, candidates[k]["direction"], int(candidates[k]["layer"]), site) for k in live]
+    t0 = time.time()
     for k in live:
         scores[k]["status"] = "scored"
     ok = lambda k: scores[k]["status"] == "scored"  # noqa: E731
@@ -390,8 +407,12 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
     need = [c for c in cands if ok(c[0]) and (not prune or ("kl" in scores[c[0]]
                                                              and _finite(scores[c[0]]["kl"])
                                                              and scores[c[0]]["kl"] <= cfg.kl_max))]
-    for k, v in _per_group(search.induce_many, need, scores).items():
-        scores[k]["induce"] = v
+    t = time.time()
+    say(f"probe: KL of {len(cands)} candidates ({time.time() - t0:.0f} s)")
+    for k, v in _per_group(lambda cs: search.induce_many(cs, prune=prune), need, scores).items():
+        scores[k]["induce_at_most" if k in getattr(search, "induce_bounded", ()) else "induce"] = v
+    say(f"probe: induce of {len(need)} candidates ({time.time() - t:.0f} s)")
+    t = time.time()
 
     def passes(k):
         r = scores[k]
@@ -404,6 +425,7 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
         rest = [c for c in cands if ok(c[0]) and "bypass" not in scores[c[0]]]
         for k, v in _per_group(search.bypass_many, rest, scores).items():
             scores[k]["bypass"] = v
+    say(f"probe: bypass ({time.time() - t:.0f} s)")
     for j, k in enumerate(live):
         r = scores[k]
         if not ok(k):
@@ -411,6 +433,8 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
         why = []
         if "kl_at_least" in r:
             why.append(f"kl>{cfg.kl_max}")
+        elif "induce_at_most" in r:
+            why.append(f"induce<={cfg.induce_min}")
         elif not _finite(r.get("kl")) or (not _finite(r.get("induce")) and "induce" in r) or \
                 ("bypass" in r and not _finite(r["bypass"])):
             why.append("non-finite score")
