@@ -12,6 +12,19 @@ from r1probe.errors import R1ProbeError
 from r1probe.steering.commands import RegistryOption as HelpFnOption
 
 
+def _check_user_bench_lengths(lm, benches, system) -> None:
+    """Prompts of user benches (``file:PATH:KIND``) against the model's context, before any generation."""
+    from r1probe.eval.benches import BENCHES
+    from r1probe.models.limits import check_prompt_lengths
+
+    for b in benches:
+        if BENCHES.get(b.name) is b:
+            continue
+        items = b.load(None)
+        check_prompt_lengths(lm, [lm.chat.format(it.text, system=system, history=it.history) for it in items],
+                             [f"{b.source}: prompt {it.id.split('/', 1)[1]}" for it in items])
+
+
 def _bench_help() -> str:
     from r1probe.eval.benches import bench_help
 
@@ -120,6 +133,7 @@ def eval_cmd(**kw):
 
         resolve_sampling(kw["temperature"], kw["top_p"])  # bad values fail before the model loads
         lm = load_from_options(kw)
+        _check_user_bench_lengths(lm, benches, kw["system"])
         sampling = resolve_sampling(kw["temperature"], kw["top_p"], lm=lm, name=kw.get("model"))
         engine = HFEngine(lm, max_new_tokens=kw["max_new_tokens"] or 256, batch_size=kw["batch_size"],
                           plan=kw["plan"], temperature=sampling["temperature"], top_p=sampling["top_p"],

@@ -72,7 +72,7 @@ def extract(harmful, harmless, others, field, split, seed, limit, layers, positi
     lm = load_from_options(kw)
     for (spec, _), ps in zip(specs, sets):
         check_prompt_lengths(lm, [lm.chat.format(p.text, system=system, close_think=close_think) for p in ps.prompts],
-                             [f"{spec}: prompt {p.id!r} (#{k + 1})" for k, p in enumerate(ps.prompts)], reserve=generate)
+                             [f"{spec}: prompt {p.id!r} (#{k + 1})" for k, p in enumerate(ps.prompts)])
     store = extract_activations(lm, sets, layers=layers, positions=positions, out_dir=out, backend=backend,
                                 batch_size=batch_size, sites=sites, generate=generate, progress=not quiet,
                                 system=system, close_think=close_think, store_dtype=store_dtype,

@@ -55,7 +55,7 @@ def chat(prompt, system, max_new_tokens, show_reasoning, quiet, **kw):
     from r1probe.models.limits import check_prompt_lengths
 
     texts = [lm.chat.format(p, system=system) for p in prompt]
-    check_prompt_lengths(lm, texts, [f"--prompt {i + 1}" for i in range(len(texts))], reserve=max_new_tokens)
+    check_prompt_lengths(lm, texts, [f"--prompt {i + 1}" for i in range(len(texts))])
     outs = generate_texts(lm, texts, max_new_tokens=max_new_tokens, batch_size=len(texts), progress=not quiet,
                           desc="chat")
     for p, o in zip(prompt, outs):

@@ -203,8 +203,7 @@ def steer(directions, direction_key, plan_path, op, layer, alpha, value, tokens,
     harmless_rows = read_prompts(harmless, limit) if sweep_alpha and harmless else []
     names += [f"{harmless}: prompt {r['id']}" for r in harmless_rows]
     lm = load_from_options(kw)
-    check_prompt_lengths(lm, [lm.chat.format(r["prompt"], system=system) for r in rows + harmless_rows], names,
-                         reserve=max_new_tokens)
+    check_prompt_lengths(lm, [lm.chat.format(r["prompt"], system=system) for r in rows + harmless_rows], names)
     if sweep_alpha and alpha is None:
         alpha = 0.0  # replaced per strength
     plan = build_plan(lm, plan_path=plan_path, op=op, layer=layer, alpha=alpha, value=value, tokens=tokens, site=site,
@@ -375,8 +374,7 @@ def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, beni
     name, settings = edit_settings(op, flags, sets)
     lm = load_from_options(kw)
     for f, rows in measured:
-        check_prompt_lengths(lm, [lm.chat.format(r["prompt"]) for r in rows], [f"{f}: prompt {r['id']}" for r in rows],
-                             reserve=64)
+        check_prompt_lengths(lm, [lm.chat.format(r["prompt"]) for r in rows], [f"{f}: prompt {r['id']}" for r in rows])
     records = run_edit(name, lm, directions, settings, log=stderr_progress)
     metrics = {}
     for f, rows in measured:
