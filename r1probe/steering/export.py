@@ -120,6 +120,16 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _reads_txt(reads: dict) -> list[str]:
+    """The model card's line on the items tuning read (``tuning_reads.json``; ids only, never prompt text)."""
+    if not reads:
+        return []
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in sorted(reads.items()))
+    return [f"Tuning (direction selection and edit fit) read {sum(len(v) for v in reads.values())} items ({sizes}); "
+            "their ids are in `tuning_reads.json`, and `r1probe eval --split report` checks them against the "
+            "items it reports (`tuning/report overlap: N items`).", ""]
+
+
 def model_card(name: str, manifest: dict) -> str:
     """The README.md text of an exported checkpoint: a hub model card (YAML metadata through
     ``huggingface_hub.ModelCardData``) naming the base model by hub id and carrying its licence, the edit and
@@ -161,7 +171,7 @@ def model_card(name: str, manifest: dict) -> str:
         f"(**{'+'.join(ops)}**; no training, same architecture). It loads in stock `transformers` and vLLM: "
         f"`AutoModelForCausalLM.from_pretrained(\"{public_text(name)}\")`. {lic_txt}", "",
         "## Edit", "", *("\n\n".join(edit_txt) or "No edit.",), "",
-        "## Data", "", *fit, "",
+        "## Data", "", *fit, "", *_reads_txt(manifest.get("tuning_reads") or {}),
         "## Metrics measured at export", "", metrics_table(_public(manifest.get("metrics") or {})), "",
         "## Provenance", "", _table(prov), "",
         "`r1probe_manifest.json` in this folder records the full provenance (inputs, hashes, library versions).", "",
