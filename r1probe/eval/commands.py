@@ -60,7 +60,8 @@ def _bench_help() -> str:
 @click.option("--data-root", default=None, type=click.Path(file_okay=False),
               help="Folder holding the benchmark data (default $R1PROBE_DATA or ../shared/data).")
 @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True),
-              help="Compare two run folders A B: metric differences B-A with paired bootstrap CIs.")
+              help="Compare two run folders A B: metric differences B-A paired over shared items (rates: exact "
+                   "McNemar with Newcombe's interval; means: paired bootstrap).")
 @click.option("--temperature", type=float, default=None,
               help="Sampling temperature; 0 is greedy. Default: 0.6 for R1-family models (DeepSeek's "
                    "recommendation, with top-p 0.95), greedy otherwise; the choice is recorded in the manifest.")
