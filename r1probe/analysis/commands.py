@@ -30,7 +30,9 @@ def compare(base, distilled, harmful, harmless, n_train, position, directions, e
             transfer_n, dtype, seed, out):
     """Compare the refusal representation of two models (probe curves, cosine, CKA, transfer)."""
     from r1probe.analysis.compare_models import compare_models
+    from r1probe.provenance import check_writable_dir
 
+    check_writable_dir(out)
     res = compare_models(base, distilled, out=out, harmful=harmful, harmless=harmless, n_train=n_train,
                          position=int(position) if position.lstrip("-").isdigit() else position,
                          directions=directions, eval_base=eval_base, eval_distilled=eval_distilled,

@@ -68,6 +68,9 @@ def distill(student, traces_arg, teacher, prompts, teacher_max_new_tokens, save_
     """
     from r1probe.distill.sft import SFTConfig, train_full
     from r1probe.distill.traces import gsm8k_r1_traces, read_traces, teacher_traces, traces_sha256, write_traces
+    from r1probe.provenance import check_writable_dir
+
+    check_writable_dir(out)
 
     cfg = SFTConfig(lr=lr if lr is not None else (2e-4 if lora else 1e-5), epochs=epochs, max_steps=max_steps,
                     batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, seed=seed, lora=lora,

@@ -34,6 +34,9 @@ def run(config, print_config, force, **kw):
 
         click.echo(to_toml(settings, "study"), nl=False)
         return
+    from r1probe.provenance import check_writable_dir
+
+    check_writable_dir(settings.out)
     if settings.threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
     from r1probe.pipeline.presets import run_preset

@@ -21,6 +21,11 @@ def _run(directions, direction_key, out, work, threads, data_root, overwrite, kw
 
     values = {k: kw.pop(k) for k in EditSearchSettings.model_fields if k in kw}
     settings = search_settings(**{k: v for k, v in values.items() if v is not None})
+    from r1probe.provenance import check_writable_dir
+
+    check_writable_dir(out)
+    if work:
+        check_writable_dir(work, "--work")
     if threads:
         import torch
 
