@@ -172,29 +172,21 @@ class Scorer:
     @torch.inference_mode()
     def residuals(self, b: Batch, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """Unsteered residual stream ``[B, T, d]`` at the input of each block in ``layers`` (one forward
-        that stops after the last of them)."""
-        from r1probe.steering.runtime import StopForward
+        that stops after the last of them; hooks from ``r1probe.steering.runtime.recording``)."""
+        from contextlib import ExitStack
 
-        out: dict[int, torch.Tensor] = {}
+        from r1probe.steering.runtime import StopForward, recording
+
         blocks = self.lm.layout.layers(self.lm.model)
-        last = max(layers)
-
-        def keep(li):
-            def hook(module, args, kwargs):
-                out[li] = (args[0] if args else kwargs["hidden_states"]).detach()
-                if li == last:
-                    raise StopForward
-            return hook
-        hooks = [blocks[li].register_forward_pre_hook(keep(li), with_kwargs=True) for li in sorted(set(layers))]
-        try:
-            self.lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, use_cache=False,
-                          logits_to_keep=1)
-        except StopForward:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
-        return out
+        wanted = sorted(set(layers))
+        with ExitStack() as stack:
+            seen = {li: stack.enter_context(recording(blocks[li], stop=li == wanted[-1])) for li in wanted}
+            try:
+                self.lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, use_cache=False,
+                              logits_to_keep=1)
+            except StopForward:
+                pass
+        return {li: v[0] for li, v in seen.items()}
 
     @torch.inference_mode()
     def generate(self, texts: Sequence[str], max_new_tokens: int = 24, plans: Sequence | None = None):
