@@ -2,7 +2,8 @@
 and produces the same per-sample replies as the recorded reference (``tests/fixtures/study_reference.json``).
 
 The fixture holds item ids, replies and verdicts only (no benchmark prompt text: CHiSafetyBench has no
-licence and is never vendored). Rebuild it from a run folder with
+licence and is never vendored), and the hardware it was recorded on: greedy replies depend on the dtype and the
+CPU's bfloat16 kernels, so on other hardware the test is skipped. Rebuild it from a run folder with
 ``python tests/test_pipeline_reference.py RUN_DIR``.
 """
 
@@ -33,7 +34,16 @@ def record(run_dir: str | Path) -> dict:
             evals.setdefault(d.name, {})[f.stem] = [
                 {"id": r["id"], "reply": r.get("reply"), **{k: r[k] for k in VERDICTS if k in r}}
                 for r in sorted(rows, key=lambda r: r["id"])]
-    return {"argv": ARGV, "chosen": {k: chosen[k] for k in ("key", "layer", "pos")}, "evals": evals}
+    return {"argv": ARGV, "hardware": hardware(), "chosen": {k: chosen[k] for k in ("key", "layer", "pos")},
+            "evals": evals}
+
+
+def hardware() -> dict:
+    """What decides the replies' floating-point rounding: the auto dtype and the CPU flags behind it."""
+    from r1probe.models.loader import auto_dtype
+
+    dtype, why = auto_dtype("cpu")
+    return {"dtype": str(dtype).removeprefix("torch."), "why": why}
 
 
 @pytest.mark.slow
@@ -41,6 +51,9 @@ def test_study_reproduces_the_reference(tmp_path, shared_data):
     from r1probe.cli import main
 
     ref = json.loads(FIXTURE.read_text("utf-8"))
+    if hardware() != ref["hardware"]:
+        pytest.skip(f"the reference was recorded with {ref['hardware']}; this machine runs {hardware()} "
+                    "(greedy replies depend on the dtype and the CPU's bfloat16 kernels)")
     if not (Path(shared_data) / "chisafetybench").exists() and "chisafety-refusal" in ref["evals"].get("base", {}):
         pytest.skip("CHiSafetyBench is not in the shared data folder")
     main(["run", *ARGV, "--out", str(tmp_path / "study")])

@@ -51,10 +51,13 @@ def _refusals(lm, prompts, plan=None, n=40):
 
 
 def test_ablation_bypasses_and_addition_induces_refusal(real_lm, direction):
-    base, _ = _refusals(real_lm, HARMFUL[:1])
-    assert base == [True]
-    abl, outs = _refusals(real_lm, HARMFUL[:1], SteeringPlan.ablate_everywhere(direction, real_lm.layout.n_layers))
-    assert abl == [False], outs
+    # which harmful prompts the unsteered model refuses depends on the CPU's bfloat16 kernels (AMX and
+    # AVX512-BF16 round differently), so ablation is checked on the ones it refuses here
+    base, outs = _refusals(real_lm, HARMFUL)
+    refused = [p for p, r in zip(HARMFUL, base) if r]
+    assert refused, outs
+    abl, outs = _refusals(real_lm, refused, SteeringPlan.ablate_everywhere(direction, real_lm.layout.n_layers))
+    assert not any(abl), outs
     # Adding the direction pushes harmless prompts towards a refusal opening. (On this model a
     # greedy *generated* refusal is not reliably induced: 29% of 24 harmless val prompts at
     # alpha = |d|, measured; so the test checks the refusal log-probability, which must rise.)
