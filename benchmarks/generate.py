@@ -6,20 +6,20 @@ questions read from ``--chisafety PATH``), greedy, ``--max-new-tokens`` new toke
 
   (a) plain ``model.generate``: length-sorted, left-padded batches of ``--plain-batch`` (8),
       r1probe's previous generation path;
-  (b) the engine (:func:`r1probe.models.engine.generate`) at ``--batch-size`` rows in flight,
-      rows retired as they finish, waiting prompts admitted in their place;
-  (c) the engine as the evaluation runs it: (b) plus the exact early stop of the refusal kinds
-      (a row stops once the keyword judge's verdict on its answer cannot change);
-  (d) optional (``--llama-cpp``): llama.cpp through ``llama-cpp-python`` on the embedded GGUF as
+  (b) the engine (:func:`r1probe.models.engine.generate`) at ``--batch-size`` rows in flight
+      (default: the engine's), rows retired as they finish, waiting prompts admitted in their place,
+      with the refusal kinds' early stop (``eval.kinds.refusal_done``: a row stops once the default
+      judge's verdict on it cannot change; none when that judge reads whole replies);
+  (c) optional (``--llama-cpp``): llama.cpp through ``llama-cpp-python`` on the embedded GGUF as
       shipped, one stream, the same chat-formatted prompts.
 
-New tokens/s counts the tokens each row really generated (up to and including its end-of-sequence
-token). Prints the ratios b/a (throughput) and a/c (time for the evaluation's verdicts), how many
-greedy texts of (b) equal (a)'s, and whether the verdicts of (c)'s texts equal the verdicts of
-(a)'s texts.
+(a) and (b) run in ``--rounds`` interleaved rounds (the load of a shared machine changes over
+minutes). New tokens/s counts the tokens each row really generated (through its end-of-sequence
+token). Prints the ratio b/a of new tokens/s and of time, how many greedy token sequences of (b)
+equal (a)'s, and whether the verdicts of (b)'s texts equal the verdicts of (a)'s.
 
     python benchmarks/generate.py                          # 256 prompts, 64 new tokens
-    python benchmarks/generate.py --n 32 --max-new-tokens 32 --batch-sizes 16,32,64   # quick look
+    python benchmarks/generate.py --n 32 --max-new-tokens 32 --batch-sizes 16,32,64 --rounds 1  # quick look
 """
 
 from __future__ import annotations
@@ -91,8 +91,6 @@ def run_engine(lm, texts, max_new, batch, done=None):
 def run_llama_cpp(lm, texts, max_new, threads):
     from llama_cpp import Llama
 
-    from r1probe.models.builtin import BUILTINS  # noqa: F401
-
     path = gguf_path()
     llm = Llama(model_path=path, n_ctx=1024, n_threads=threads, n_batch=512, verbose=False, logits_all=False)
     n_tok = 0
@@ -107,9 +105,9 @@ def run_llama_cpp(lm, texts, max_new, threads):
 
 
 def gguf_path() -> str:
-    from r1probe.models.builtin import BUILTINS, builtin_path  # type: ignore[attr-defined]
+    from r1probe.models.builtin import assemble
 
-    return str(builtin_path(BUILTINS["qwen2.5-coder-0.5b-instruct"]))
+    return str(assemble("qwen2.5-coder-0.5b-instruct"))
 
 
 def verdicts(lm, texts: list[str]) -> list[str]:
@@ -203,10 +201,10 @@ def main(argv=None) -> int:
     if a.llama_cpp:
         try:
             outs, n_tok, dt = run_llama_cpp(lm, texts, a.max_new_tokens, a.threads or torch.get_num_threads())
-            print(f"(d) llama.cpp one stream: {n_tok} new tokens in {dt:.1f} s = {n_tok / dt:.1f} tokens/s")
+            print(f"(c) llama.cpp one stream: {n_tok} new tokens in {dt:.1f} s = {n_tok / dt:.1f} tokens/s")
             res.update(llama_cpp_tps=n_tok / dt, llama_cpp_s=dt)
         except Exception as e:  # noqa: BLE001 - optional comparison
-            print(f"(d) llama.cpp: not run ({type(e).__name__}: {e})")
+            print(f"(c) llama.cpp: not run ({type(e).__name__}: {e})")
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:
             json.dump(res, f, indent=1)
