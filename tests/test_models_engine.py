@@ -262,3 +262,14 @@ def test_real_model_early_stop_keeps_the_verdicts(real_lm):
     vf = [j.verdict for j in judge_replies([c[0].text for c in full], judge=judge)]
     ve = [j.verdict for j in judge_replies([c[0].text for c in early], judge=judge)]
     assert vf == ve and any(v.refused for v in vf) and not all(v.refused for v in vf)
+
+
+def test_prefill_in_length_groups_gives_the_same_tokens(tiny_lm, monkeypatch):
+    import r1probe.models.engine as E
+
+    texts = _texts(tiny_lm) + [tiny_lm.chat.format("春天 " * 30)]
+    ref = [_plain(tiny_lm, t, 5) for t in texts]
+    for budget in (1, 64, 1 << 20):
+        monkeypatch.setattr(E, "PREFILL_TOKENS", budget)
+        out = generate(tiny_lm, texts, SamplingParams(max_new_tokens=5), batch_size=16)
+        assert [c[0].token_ids for c in out] == ref

@@ -76,6 +76,9 @@ class Completion:
 DEFAULT_ROWS = {"cpu": 64, "cuda": 256}
 #: default bound on rows x cache length (tokens held in the KV cache)
 DEFAULT_MAX_TOKENS = 1 << 16
+#: prompts are prefilled in groups of similar length of at most this many padded tokens (padding in
+#: a prompt pass is computed in full, so one group for prompts of very different lengths wastes work)
+PREFILL_TOKENS = 2048
 
 
 @dataclass
@@ -161,9 +164,24 @@ class _Batch:
         return 0 if self.mask is None else int(self.mask.shape[1])
 
     # -- prefill and merge -------------------------------------------------------------------
-    def prefill(self, rows: list[_Row], pad: int) -> torch.Tensor:
-        """Run the prompts of ``rows`` in a fresh cache, merge it into the batch; returns their
-        last-position logits [b, V]."""
+    def prefill(self, rows: list[_Row], pad: int, budget: int = 0) -> torch.Tensor:
+        """Prefill ``rows`` in groups of similar length (at most ``budget`` padded tokens a group, or
+        one row), merging each into the batch; returns their last-position logits [b, V]."""
+        order = sorted(range(len(rows)), key=lambda j: -len(rows[j].ids))
+        groups: list[list[int]] = []
+        for j in order:
+            if groups and (len(groups[-1]) + 1) * len(rows[groups[-1][0]].ids) <= budget:
+                groups[-1].append(j)
+            else:
+                groups.append([j])
+        logits: list[torch.Tensor | None] = [None] * len(rows)
+        for g in groups:
+            out = self._prefill([rows[j] for j in g], pad)
+            for k, j in enumerate(g):
+                logits[j] = out[k]
+        return torch.stack(logits)  # type: ignore[arg-type]
+
+    def _prefill(self, rows: list[_Row], pad: int) -> torch.Tensor:
         from transformers import DynamicCache
 
         from r1probe.models.generate import left_pad
@@ -369,7 +387,8 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
                         break
                     group.append(pending.pop())
                 if group:
-                    logits = batch.prefill(group, pad)
+                    logits = batch.prefill(group, pad, PREFILL_TOKENS if merge_ok else 1 << 62)
+                    # rows are now in prefill order within the batch: pick and check by row object
                     toks = pick(logits, group)
                     for r, t in zip(group, toks):
                         check(r, t)
