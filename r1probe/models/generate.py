@@ -1,4 +1,8 @@
-"""Batched greedy/sampled generation with length-sorted, left-padded batches."""
+"""Batched greedy/sampled generation with length-sorted, left-padded batches (plain ``model.generate``).
+
+The evaluation and the server generate with :mod:`r1probe.models.engine` (rows retired as they end,
+waiting prompts admitted in their place); ``left_pad`` and ``length_sorted_batches`` serve both.
+"""
 
 from __future__ import annotations
 
