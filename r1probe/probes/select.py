@@ -266,6 +266,10 @@ class FastSearch(CausalSearch):
                                    zip(self.look.texts, self.look.prefixes, self.look.phrases)])
         self._resid: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
         self._prefix = R.from_block_ok(sc, self._hl[0], max(1, self.n_layers // 2))
+        #: candidates per induce round of the pruned search: one on CPU, where a forward pass is already
+        #: compute-bound at the search's batch size, so stacking gains nothing and rounds stop sooner
+        self.lazy_group = 1 if torch.device(lm.device).type == "cpu" else \
+            max(1, self.max_rows // max(1, min(cfg.batch_size, len(self.harmless))))
 
     # -- helpers ---------------------------------------------------------------------------------
     def _groups(self, items: list, rows: int) -> list[list]:
@@ -392,9 +396,10 @@ def _per_group(fn, cands: list, scores: dict) -> dict:
 
 def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, scores: dict, prune: bool,
                  say) -> None:
-    """Fill ``scores`` like the per-candidate loop: KL first, then induce for candidates still in, then
-    bypass for those passing the filters (for all of them when none passes: the fallback needs it).
-    With ``prune=False`` every score of every candidate is computed."""
+    """Fill ``scores`` like the per-candidate loop. With ``prune``: KL first (stopping early once over
+    ``kl_max``), bypass where KL passes, then induce in ascending bypass order until ``verify_top``
+    candidates pass (the lowest bypass among passing candidates is the choice); bypass of the rest only
+    when none passes (the fallback needs it). With ``prune=False`` every score of every candidate is computed."""
     cfg = search.cfg
     cands = [(k, candidates[k]["direction"], int(candidates[k]["layer"]), site) for k in live]
     t0 = time.time()
@@ -404,28 +409,40 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
     kl = _per_group(lambda cs: search.kl_many(cs, prune=prune), cands, scores)
     for k, (v, complete) in kl.items():
         scores[k]["kl" if complete else "kl_at_least"] = v
-    need = [c for c in cands if ok(c[0]) and (not prune or ("kl" in scores[c[0]]
-                                                             and _finite(scores[c[0]]["kl"])
-                                                             and scores[c[0]]["kl"] <= cfg.kl_max))]
-    t = time.time()
     say(f"probe: KL of {len(cands)} candidates ({time.time() - t0:.0f} s)")
-    for k, v in _per_group(lambda cs: search.induce_many(cs, prune=prune), need, scores).items():
-        scores[k]["induce_at_most" if k in getattr(search, "induce_bounded", ()) else "induce"] = v
-    say(f"probe: induce of {len(need)} candidates ({time.time() - t:.0f} s)")
-    t = time.time()
+
+    def induce(cs):
+        for k, v in _per_group(lambda g: search.induce_many(g, prune=prune), cs, scores).items():
+            scores[k]["induce_at_most" if k in getattr(search, "induce_bounded", ()) else "induce"] = v
+
+    def bypass(cs):
+        for k, v in _per_group(search.bypass_many, cs, scores).items():
+            scores[k]["bypass"] = v
 
     def passes(k):
         r = scores[k]
-        return (ok(k) and all(_finite(r.get(x)) for x in ("induce", "kl")) and r["kl"] <= cfg.kl_max
+        return (ok(k) and all(_finite(r.get(x)) for x in ("induce", "kl", "bypass")) and r["kl"] <= cfg.kl_max
                 and r["induce"] > cfg.induce_min)
-    need = [c for c in cands if ok(c[0]) and (not prune or passes(c[0]))]
-    for k, v in _per_group(search.bypass_many, need, scores).items():
-        scores[k]["bypass"] = v
-    if prune and not any(passes(c[0]) and _finite(scores[c[0]].get("bypass")) for c in cands):
-        rest = [c for c in cands if ok(c[0]) and "bypass" not in scores[c[0]]]
-        for k, v in _per_group(search.bypass_many, rest, scores).items():
-            scores[k]["bypass"] = v
-    say(f"probe: bypass ({time.time() - t:.0f} s)")
+    t = time.time()
+    if not prune:
+        bypass([c for c in cands if ok(c[0])])
+        induce([c for c in cands if ok(c[0])])
+    else:
+        # the choice is the lowest bypass among candidates passing KL and induce: score bypass where KL
+        # passes, then induce in ascending bypass order until verify_top (at least one) candidates pass
+        bypass([c for c in cands if ok(c[0]) and _finite(scores[c[0]].get("kl")) and scores[c[0]]["kl"] <= cfg.kl_max])
+        ranked = sorted([c for c in cands if ok(c[0]) and _finite(scores[c[0]].get("bypass"))],
+                        key=lambda c: scores[c[0]]["bypass"])
+        step = search.lazy_group
+        found, i = 0, 0
+        while i < len(ranked) and found < max(1, cfg.verify_top):
+            grp = ranked[i:i + step]
+            i += len(grp)
+            induce(grp)
+            found += sum(passes(c[0]) for c in grp)
+        if not found:  # the fallback chooses the lowest bypass of all scored candidates
+            bypass([c for c in cands if ok(c[0]) and "bypass" not in scores[c[0]]])
+    say(f"probe: bypass and induce ({time.time() - t:.0f} s)")
     for j, k in enumerate(live):
         r = scores[k]
         if not ok(k):
@@ -528,7 +545,8 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
             r["filtered"] = ", ".join(why)
         say(f"probe: [{j + 1}/{len(live)}] {k}: bypass {r['bypass']:.3f} induce {r['induce']:.3f} kl {r['kl']:.4f}"
             + (f" (dropped: {r['filtered']})" if why else ""))
-    ok = [k for k in live if scores[k].get("status") == "scored" and "filtered" not in scores[k]]
+    ok = [k for k in live if scores[k].get("status") == "scored" and "filtered" not in scores[k]
+          and not scores[k].get("skipped")]
     ok.sort(key=lambda k: scores[k]["bypass"])
     reason = "lowest bypass score among candidates passing the filters"
     chosen = ok[0] if ok else None
