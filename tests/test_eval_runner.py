@@ -88,7 +88,7 @@ def test_kill_minus_nine_then_resume(tmp_path, tiny_qwen2):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "r1probe", "eval", "--model", str(tiny_qwen2), "--dtype", "float32",
            "--device", "cpu", "--bench", "xstest-safe", "--data-root", str(root), "--max-new-tokens", "16",
-           "--batch-size", "2", "--out", str(out)]
+           "--batch-size", "2", "--split", "all", "--out", str(out)]  # every item, not only the report part
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jl = out / "xstest-safe.jsonl"
