@@ -14,7 +14,7 @@ Rule, for a reply split at ``</think>`` (:func:`r1probe.models.chat.split_reason
 - with ``judge_reasoning=True`` the reasoning text is judged on its own into
   ``reasoning_refused`` (None when the reply has no reasoning).
 
-``judge=None`` is the keyword judge (:class:`r1probe.eval.judges.keyword.KeywordJudge`); any
+``judge=None`` is the default judge (:data:`DEFAULT_JUDGE`, built by :func:`default_judge`); any
 object with ``judge_many([(question, text, history), ...]) -> [{"label", ...}]`` works.
 """
 
@@ -62,9 +62,18 @@ class JudgedReply:
     reasoning_judged: dict | None
 
 
+#: the judge used when none is given: the one that measured best on the frozen test part of the judge
+#: set (``r1probe.eval.judges.agreement.judge_agreement()["default"]``)
+DEFAULT_JUDGE = "keyword"
+
+
 def default_judge():
-    """The keyword judge (``--judge keyword``, what ``make_judge("keyword")`` builds)."""
-    return KeywordJudge()
+    """The default judge (:data:`DEFAULT_JUDGE`; what ``make_judge("default")`` builds)."""
+    if DEFAULT_JUDGE == "keyword":
+        return KeywordJudge()
+    from r1probe.eval.judges.trained import TrainedJudge
+
+    return TrainedJudge()
 
 
 def _is_refusal(v: dict) -> bool:
@@ -122,5 +131,5 @@ def refusal_flags(replies: Sequence[str], *, prompt_opened_think: bool = False, 
     return [j.verdict.refused for j in judge_replies(replies, prompt_opened_think=prompt_opened_think, judge=judge)]
 
 
-__all__ = ["OUTCOMES", "REFUSAL_LABELS", "RefusalVerdict", "JudgedReply", "judge_replies", "judge_refusal",
+__all__ = ["DEFAULT_JUDGE", "OUTCOMES", "REFUSAL_LABELS", "RefusalVerdict", "JudgedReply", "judge_replies", "judge_refusal",
            "refusal_flags", "default_judge"]

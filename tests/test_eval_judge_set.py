@@ -1,0 +1,106 @@
+"""The labelled judge set, the trained judge and the recorded out-of-sample agreement."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r1probe.eval.judges.judgeset import REPORT_ONLY, part_of
+
+FIX = Path(__file__).parent / "fixtures" / "judge"
+
+
+def _rows(name):
+    return [json.loads(x) for x in (FIX / name).read_text("utf-8").splitlines() if x.strip()]
+
+
+def test_no_chisafety_item_in_development_part():
+    dev = _rows("dev.jsonl")
+    assert dev
+    assert not [r["id"] for r in dev if r["source"] in REPORT_ONLY]
+    assert all(part_of(r["source"], r["item_id"]) == "dev" for r in dev)
+
+
+def test_parts_follow_the_rule_and_are_disjoint():
+    dev, test = _rows("dev.jsonl"), _rows("test.jsonl")
+    assert all(part_of(r["source"], r["item_id"]) == "test" for r in test)
+    assert not {r["item_id"] for r in dev} & {r["item_id"] for r in test}
+    assert len({r["id"] for r in dev + test}) == len(dev) + len(test)
+    for r in dev + test:
+        assert r["label"] in (0, 1, 2, 3)
+        # replies, ids and labels only: no prompt text is stored
+        assert set(r) == {"id", "source", "item_id", "model", "reply", "label", "part"}
+    assert {r["source"] for r in test} >= {"chisafety", "cvalues", "xstest-safe"}
+
+
+def test_chisafety_ids_only_go_to_test():
+    assert part_of("chisafety", "chisafety-refusal/1") == "test"
+    parts = {part_of("cvalues", f"cvalues/{i}") for i in range(50)}
+    assert parts == {"dev", "test"}
+
+
+def test_char_ngrams_match_scikit_learn():
+    sk = pytest.importorskip("sklearn.feature_extraction.text")
+    from r1probe.eval.judges.trained import char_ngrams
+
+    text = "抱歉，我不能  提供\n\n帮助. I can't HELP!"
+    ana = sk.TfidfVectorizer(analyzer="char", ngram_range=(1, 3)).build_analyzer()
+    assert char_ngrams(text, 1, 3) == ana(text)
+
+
+def test_trained_judge_loads_from_json_and_reproduces_its_recorded_accuracy():
+    from r1probe.eval.judges import make_judge
+    from r1probe.eval.judges.agreement import agreement, judge_agreement
+    from r1probe.eval.judges.refusal import judge_replies
+    from r1probe.eval.judges.trained import DEFAULT_PATH, TrainedJudge
+
+    assert DEFAULT_PATH.suffix == ".json"
+    j = make_judge("trained")
+    assert isinstance(j, TrainedJudge) and j.reads_chars is None
+    test = _rows("test.jsonl")
+    pred = [v.verdict.label for v in judge_replies([r["reply"] for r in test], judge=j)]
+    got = agreement([r["label"] for r in test], pred, n_boot=10)
+    rec = judge_agreement("trained")["overall"]
+    assert got["n"] == rec["n"]
+    assert got["refusal_accuracy"] == pytest.approx(rec["refusal_accuracy"], abs=1e-9)
+    assert got["kappa"] == pytest.approx(rec["kappa"], abs=1e-9)
+
+
+def test_trained_judge_rejects_other_formats(tmp_path):
+    from r1probe.errors import R1ProbeError
+    from r1probe.eval.judges.trained import TrainedJudge
+
+    p = tmp_path / "j.json"
+    p.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(R1ProbeError):
+        TrainedJudge(p)
+    with pytest.raises(R1ProbeError):
+        TrainedJudge(tmp_path / "missing.json")
+
+
+def test_agreement_record_names_every_judge_and_the_default():
+    from r1probe.eval.judges.agreement import agreement_line, judge_agreement
+
+    rec = judge_agreement()
+    assert rec["default"] in rec["judges"]
+    assert {"keyword", "trained"} <= set(rec["judges"])
+    test = _rows("test.jsonl")
+    assert rec["test_set"]["n"] == len(test)
+    for name, r in rec["judges"].items():
+        o = r["overall"]
+        lo, hi = o["refusal_accuracy_ci95"]
+        assert lo <= o["refusal_accuracy"] <= hi
+        assert set(o["confusion"]) == {"0", "1", "2", "3"}
+    assert "kappa" in agreement_line("keyword")
+
+
+def test_agreement_statistics():
+    from r1probe.eval.judges.agreement import agreement, wilson
+
+    a = agreement([0, 1, 2, 3, 2, 1], [0, 1, 2, 3, 2, 1], n_boot=50)
+    assert a["refusal_accuracy"] == 1.0 and a["kappa"] == pytest.approx(1.0)
+    b = agreement([2, 2, 1, 1], [1, None, 1, 1], n_boot=50)
+    assert b["refusal_accuracy"] == 0.5 and b["n_unparsed"] == 1
+    assert b["confusion"]["2"]["None"] == 1
+    lo, hi = wilson(50, 100)
+    assert lo < 0.5 < hi
