@@ -4,8 +4,8 @@
 - ``trained``: :class:`r1probe.eval.judges.trained.TrainedJudge` (character n-gram classifier fitted on
   the development part of the labelled judge set, shipped as JSON).
 - ``llm:SPEC`` / ``openai:URL#MODEL``: :mod:`r1probe.eval.judges.llm` (CHiSafetyBench's judge protocol).
-- ``default``: :data:`DEFAULT_JUDGE`, the judge that measured best on the frozen test part of the
-  judge set (:func:`r1probe.eval.judges.agreement.judge_agreement` gives its figures).
+- ``default``: :data:`DEFAULT_JUDGE`, chosen on the frozen test part of the judge set
+  (:func:`r1probe.eval.judges.agreement.judge_agreement` gives every judge's figures).
 
 :mod:`r1probe.eval.judges.refusal` is the refusal rule built on a judge (answer after ``</think>``,
 unterminated reasoning its own outcome): :func:`judge_refusal`, :func:`refusal_flags`.

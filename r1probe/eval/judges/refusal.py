@@ -62,8 +62,8 @@ class JudgedReply:
     reasoning_judged: dict | None
 
 
-#: the judge used when none is given: the one that measured best on the frozen test part of the judge
-#: set (``r1probe.eval.judges.agreement.judge_agreement()["default"]``)
+#: the judge used when none is given, chosen on the frozen test part of the judge set
+#: (``r1probe.eval.judges.agreement.judge_agreement()["default"]``; docs/EVAL.md says why)
 DEFAULT_JUDGE = "keyword"
 
 
