@@ -104,3 +104,11 @@ def test_agreement_statistics():
     assert b["confusion"]["2"]["None"] == 1
     lo, hi = wilson(50, 100)
     assert lo < 0.5 < hi
+
+
+def test_judge_agreement_default_and_unknown():
+    from r1probe.eval.judges.agreement import agreement_line, judge_agreement
+
+    assert judge_agreement("default") == judge_agreement(judge_agreement()["default"])
+    assert judge_agreement("no-such-judge") is None
+    assert "no out-of-sample agreement" in agreement_line("no-such-judge")

@@ -70,15 +70,17 @@ def agreement(gold: Sequence[int], pred: Sequence, *, n_boot: int = 2000, seed: 
 def judge_agreement(judge: str | None = None, path: str | Path | None = None) -> dict | None:
     """The recorded frozen-test agreement of ``judge`` (e.g. ``"keyword"``, ``"trained"``): a dict with
     ``overall`` (see :func:`agreement`), ``by_source`` and ``test_set`` (size, sha256); None when
-    nothing is recorded for it. ``judge=None``: the whole record (all judges, the default judge)."""
+    nothing is recorded for it (an ``llm:SPEC`` judge is looked up by its whole spec; ``"default"``: the
+    default judge). ``judge=None``: the whole record (all judges, the default judge)."""
     p = Path(path) if path is not None else AGREEMENT_PATH
     if not p.exists():
         return None
     d = json.loads(p.read_text("utf-8"))
     if judge is None:
         return d
-    name = judge.split(":", 1)[0] if judge.startswith("llm:") is False else judge
-    return d.get("judges", {}).get(name)
+    if judge == "default":
+        judge = d.get("default", "keyword")
+    return d.get("judges", {}).get(judge)
 
 
 def agreement_line(judge: str | None, path: str | Path | None = None) -> str:
