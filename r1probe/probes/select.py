@@ -268,13 +268,26 @@ class FastSearch(CausalSearch):
         self._prefix = R.from_block_ok(sc, self._hl[0], max(1, self.n_layers // 2))
         #: candidates per induce round of the pruned search: one on CPU, where a forward pass is already
         #: compute-bound at the search's batch size, so stacking gains nothing and rounds stop sooner
-        self.lazy_group = 1 if torch.device(lm.device).type == "cpu" else \
+        self._cpu = torch.device(lm.device).type == "cpu"
+        self.lazy_group = 1 if self._cpu else \
             max(1, self.max_rows // max(1, min(cfg.batch_size, len(self.harmless))))
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _groups(self, items: list, rows: int) -> list[list]:
+    def _groups(self, items: list, rows: int, plans: list | None = None) -> list[list]:
+        """Chunks of at most ``max_rows // rows`` items. With ``plans`` (indexed by the items, which come
+        sorted by start block) on a CPU, a chunk also keeps to one start block: there a forward pass is
+        compute-bound, and starting a candidate earlier than it needs costs more than stacking saves."""
         k = max(1, self.max_rows // max(1, rows))
-        return [items[i:i + k] for i in range(0, len(items), k)]
+        if plans is None or not self._cpu:
+            return [items[i:i + k] for i in range(0, len(items), k)]
+        out: list[list] = []
+        for i in items:
+            s = plan_start(plans[i], self.n_layers)
+            if out and len(out[-1]) < k and plan_start(plans[out[-1][0]], self.n_layers) == s:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
 
     def _run(self, which: str, j: int, b, plans: list, cols: int) -> list[torch.Tensor]:
         """Logits of batch ``j`` of ``which`` under each plan, from the latest block all plans leave alone."""
@@ -309,7 +322,7 @@ class FastSearch(CausalSearch):
         cands, plans = self._sorted(cands, self._bypass_plans)
         for j, b in enumerate(self._hl):
             live = [i for i, c in enumerate(cands) if c[0] not in out_early]
-            for grp in self._groups(live, len(b.idx)):
+            for grp in self._groups(live, len(b.idx), plans):
                 lgs = self._run("hl", j, b, [plans[i] for i in grp], 1)
                 for i, lg in zip(grp, lgs):
                     tot[cands[i][0]] += float(R.kl_rows(self.base_logits[b.idx], lg[:, -1].cpu()).double().sum())
@@ -330,14 +343,14 @@ class FastSearch(CausalSearch):
         if cfg.score == "first_token":
             vals = {c[0]: torch.zeros(len(self.harmful)) for c in cands}
             for j, b in enumerate(self._hf):
-                for grp in self._groups(list(range(len(cands))), len(b.idx)):
+                for grp in self._groups(list(range(len(cands))), len(b.idx), plans):
                     for i, lg in zip(grp, self._run("hf", j, b, [plans[i] for i in grp], 1)):
                         vals[cands[i][0]][b.idx] = R.first_token_log_odds(lg[:, -1].cpu(), sc.refusal_ids)
             return {k: R.nanmean(v) for k, v in vals.items()}
         vals = {c[0]: torch.zeros(len(self.look.texts)) for c in cands}
         for j, b in enumerate(self._la):
             m = max(len(self._la_conts[i]) for i in b.idx)
-            for grp in self._groups(list(range(len(cands))), len(b.idx)):
+            for grp in self._groups(list(range(len(cands))), len(b.idx), plans):
                 for i, lg in zip(grp, self._run("la", j, b, [plans[i] for i in grp], m + 1)):
                     lp = torch.log_softmax(lg[:, :-1], -1)
                     v = vals[cands[i][0]]
@@ -374,7 +387,7 @@ class FastSearch(CausalSearch):
         cands, plans = self._sorted(cands, self._induce_plans)
         vals = {c[0]: torch.zeros(len(self.harmless)) for c in cands}
         for j, b in enumerate(self._hl):
-            for grp in self._groups(list(range(len(cands))), len(b.idx)):
+            for grp in self._groups(list(range(len(cands))), len(b.idx), plans):
                 for i, lg in zip(grp, self._run("hl", j, b, [plans[i] for i in grp], 1)):
                     vals[cands[i][0]][b.idx] = R.first_token_log_odds(lg[:, -1].cpu(), sc.refusal_ids)
         return {k: R.nanmean(v) for k, v in vals.items()}
