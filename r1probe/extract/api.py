@@ -159,8 +159,7 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
         gen_texts.extend(tok.decode(new[r, :g], skip_special_tokens=True) for r, g in enumerate(gen_lens))
         return torch.cat([ids, new.to(device)], 1), torch.cat([mask, gmask.to(device)], 1), gen_lens
 
-    # shards must not fragment the heap; the pin ends with the loop (see r1probe.extract.heap)
-    with heap.extraction_heap(), get_backend(backend)(lm, keys) as be:
+    with get_backend(backend)(lm, keys) as be:
         for si in pending:
             parts: dict[tuple[str, int], list[torch.Tensor]] = {k: [] for k in keys}
             gen_texts: list[str] | None = [] if generate else None
@@ -172,9 +171,11 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
             # a batch of `generate` grows by the generated tokens: size the budget on the full width
             batches = plan_batches(shards[si], [lengths[i] + generate for i in range(len(lengths))], fixed, budget)
             read_batches(be, lm, encs, batches, names, keys, sink, generate=extend if generate else None)
-            writer.write(si, {tensor_key(*k): torch.cat(v, 0) for k, v in parts.items()}, generated=gen_texts)
-            del parts
-            heap.trim()
+            # the shard's large blocks are mapped and unmapped, so they never fragment the heap; the
+            # forward passes run at the default threshold (see r1probe.extract.heap)
+            with heap.extraction_heap():
+                writer.write(si, {tensor_key(*k): torch.cat(v, 0) for k, v in parts.items()}, generated=gen_texts)
+                del parts
     bar.close()
     secs = time.perf_counter() - t0
     writer.finish(rows=rows, run={"seconds": round(secs, 3), "rows_extracted": n_pending,

@@ -11,7 +11,8 @@ prompts; with both calls below +5%, the rest being oneDNN's per-shape kernel cac
   speed: every large tensor is then a fresh mapping, page-faulted in and unmapped again, which slows
   forward passes and, more, generation (``benchmarks/heap.py`` measures it).
 - :func:`trim` is ``malloc_trim(0)``: hand the free pages of the heap back to the system.
-- :func:`extraction_heap` scopes the pin to a block (the extraction loop). glibc cannot turn the
+- :func:`extraction_heap` scopes the pin to a block (extraction wraps the assembly and write of each
+  shard in it, so the forward passes run unpinned). glibc cannot turn the
   dynamic threshold back on, so on exit both thresholds are set to where the dynamic rule ends up on
   a 64-bit process that frees large blocks (mmap threshold 32 MiB, its ceiling; trim threshold twice
   that): large tensors come from the heap again, as in a process that never pinned.
