@@ -115,6 +115,28 @@ class ProgressBars:
         self.bars.clear()
 
 
+def sampling_options(samples_help: str):
+    """Decorator adding --temperature/--top-p/--samples/--sample-seed (``samples_help`` says what K gives)."""
+
+    def deco(f):
+        opts = [
+            click.option("--temperature", type=float, default=None,
+                         help="Sampling temperature; 0 is greedy. Default: 0.6 for R1-family models (DeepSeek's "
+                              "recommendation, with top-p 0.95), greedy otherwise; the choice is recorded in the "
+                              "manifest."),
+            click.option("--top-p", "top_p", type=float, default=None,
+                         help="Nucleus sampling mass (default 0.95 R1-family, else 1)."),
+            click.option("--samples", type=click.IntRange(1), default=1, show_default=True, help=samples_help),
+            click.option("--sample-seed", type=int, default=0, show_default=True,
+                         help="Seed of the sampled generations (sample k uses seed + k)."),
+        ]
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
 def quiet_option(f):
     """``--quiet``: no progress bars or progress lines (results and errors are still printed)."""
     return click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines.")(f)

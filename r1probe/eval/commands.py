@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from r1probe.cli_options import ProgressBars, load_from_options, model_options, quiet_option, stderr_progress
+from r1probe.cli_options import (ProgressBars, load_from_options, model_options, quiet_option, sampling_options,
+                                 stderr_progress)
 from r1probe.errors import R1ProbeError
 from r1probe.steering.commands import RegistryOption as HelpFnOption
 
@@ -62,14 +63,7 @@ def _bench_help() -> str:
 @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True),
               help="Compare two run folders A B: metric differences B-A paired over shared items (rates: exact "
                    "McNemar with Newcombe's interval; means: paired bootstrap).")
-@click.option("--temperature", type=float, default=None,
-              help="Sampling temperature; 0 is greedy. Default: 0.6 for R1-family models (DeepSeek's "
-                   "recommendation, with top-p 0.95), greedy otherwise; the choice is recorded in the manifest.")
-@click.option("--top-p", "top_p", type=float, default=None, help="Nucleus sampling mass (default 0.95 R1-family, else 1).")
-@click.option("--samples", type=click.IntRange(1), default=1, show_default=True,
-              help="Generations per item: one record each, plus mean / majority / pass@k aggregates.")
-@click.option("--sample-seed", type=int, default=0, show_default=True,
-              help="Seed of the sampled generations (sample k uses seed + k).")
+@sampling_options("Generations per item: one record each, plus mean / majority / pass@k aggregates.")
 @click.option("--system", default=None, help="System prompt for every item (a dialogue's own system message wins).")
 @click.option("--split", type=click.Choice(["report", "dev", "all"]), default="report", show_default=True,
               help="Partition evaluated (r1probe.data.partitions; before --limit): report for reported numbers, "

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from r1probe.cli_options import ProgressBars, load_from_options, model_options, quiet_option, stderr_progress
+from r1probe.cli_options import (ProgressBars, load_from_options, model_options, quiet_option, sampling_options,
+                                 stderr_progress)
 from r1probe.errors import R1ProbeError
 from r1probe.steering.edits import ALIASES, EDITS
 from r1probe.steering.fit_data import read_prompts
@@ -171,13 +172,7 @@ def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size
 @click.option("--max-new-tokens", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--save-plan", type=click.Path(dir_okay=False), default=None, help="Save the plan built from flags as JSON.")
-@click.option("--temperature", type=float, default=None,
-              help="Sampling temperature; 0 is greedy. Default: 0.6 for R1-family models (with top-p 0.95), "
-                   "greedy otherwise; recorded in the manifest.")
-@click.option("--top-p", "top_p", type=float, default=None, help="Nucleus sampling mass (default 0.95 R1-family, else 1).")
-@click.option("--samples", type=click.IntRange(1), default=1, show_default=True,
-              help="Replies per prompt (records <id>#s<k>; rates are means over the samples).")
-@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of sampled replies (sample k: seed + k).")
+@sampling_options("Replies per prompt (records <id>#s<k>; rates are means over the samples).")
 @quiet_option
 def steer(directions, direction_key, plan_path, op, layer, alpha, value, tokens, site, condition_layer, threshold,
           condition_position, prompt, data, harmless, limit, out, sweep_alpha, system, max_new_tokens, batch_size,
