@@ -154,9 +154,9 @@ def cmd_measure(a) -> None:
 
     rows = _rows(a.test)
     if a.limit:
-        from r1probe.eval.judges.judgeset import _h
+        from r1probe.eval.judges.judgeset import salted_hash
 
-        rows = sorted(rows, key=lambda r: _h("llm-subset:" + r["id"]))[:a.limit]
+        rows = sorted(rows, key=lambda r: salted_hash("llm-subset:" + r["id"]))[:a.limit]
         rows.sort(key=lambda r: r["id"])
     rec_path = Path(a.record)
     rec = json.loads(rec_path.read_text("utf-8")) if rec_path.exists() else {"judges": {}}

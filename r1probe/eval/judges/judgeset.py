@@ -36,7 +36,8 @@ SOURCES = {
 REPORT_ONLY = ("chisafety",)
 
 
-def _h(s: str) -> int:
+def salted_hash(s: str) -> int:
+    """int(sha256(f"{SALT}:{s}")): the stable hash behind the split and the measured subsets."""
     return int(hashlib.sha256(f"{SALT}:{s}".encode("utf-8")).hexdigest(), 16)
 
 
@@ -44,7 +45,7 @@ def part_of(source: str, item_id: str) -> str:
     """``"test"`` or ``"dev"`` for a reply to ``item_id`` from ``source`` (see the module docstring)."""
     if source in REPORT_ONLY:
         return "test"
-    return "test" if _h(item_id) % 100 < TEST_PERCENT else "dev"
+    return "test" if salted_hash(item_id) % 100 < TEST_PERCENT else "dev"
 
 
 def load_source_items(source: str, data_root: str | None = None) -> list:
