@@ -1,7 +1,6 @@
 """Heap hygiene during extraction (glibc's malloc on Linux; a no-op elsewhere). Its effect on peak RSS
 is measured in benchmarks/extract.py, not asserted here."""
 
-import ctypes
 
 import pytest
 
@@ -45,38 +44,55 @@ def test_without_a_c_library_both_are_no_ops(monkeypatch):
     assert heap.pin_mmap_threshold() is False and heap.trim() is False
 
 
-class _Mallinfo2(ctypes.Structure):
+#: glibc's state (free chunks, a raised trim threshold) carries over between tests in one process and decides
+#: whether a large malloc is served from the heap, so the real-glibc checks run in a fresh interpreter.
+_PROBE = """
+import ctypes, sys
+from r1probe.extract import heap
+
+class Mallinfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = heap._libc()
+if libc is None or not hasattr(libc, "mallinfo2"):
+    sys.exit(3)
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+SIZE = 8 << 20
+
+def mapped_growth():
+    before = libc.mallinfo2().hblkhd
+    p = libc.malloc(SIZE)
+    assert p
+    grown = libc.mallinfo2().hblkhd - before
+    libc.free(p)
+    return grown, libc.mallinfo2().hblkhd - before
+"""
+
+
+def _run_probe(body: str) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _PROBE + body], capture_output=True, text=True)
+    if r.returncode == 3:
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    assert r.returncode == 0, r.stderr
 
 
 def test_pinned_threshold_maps_large_blocks_on_glibc():
     """After pinning at 1 MiB an 8 MiB block is mmapped (counted in ``hblkhd``) and unmapped on free;
     with the threshold above 8 MiB the same block comes from the heap."""
-    libc = heap._libc()
-    if libc is None or not hasattr(libc, "mallinfo2"):
-        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
-    libc.mallinfo2.restype = _Mallinfo2
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    size = 8 << 20
-
-    def mapped_growth():
-        before = libc.mallinfo2().hblkhd
-        p = libc.malloc(size)
-        assert p
-        grown = libc.mallinfo2().hblkhd - before
-        libc.free(p)
-        return grown, libc.mallinfo2().hblkhd - before
-
-    try:
-        assert heap.pin_mmap_threshold(16 << 20)
-        assert mapped_growth()[0] == 0  # below the threshold: from the heap
-        assert heap.pin_mmap_threshold()
-        grown, after_free = mapped_growth()
-        assert grown >= size and after_free == 0
-    finally:
-        heap.pin_mmap_threshold()
+    _run_probe("""
+assert heap.pin_mmap_threshold(16 << 20)
+assert mapped_growth()[0] == 0  # below the threshold: from the heap
+heap.trim()  # give the freed block back, so the next request cannot reuse it
+assert heap.pin_mmap_threshold()
+grown, after_free = mapped_growth()
+assert grown >= SIZE and after_free == 0, (grown, after_free)
+""")
 
 
 def test_extraction_heap_pins_inside_and_releases_on_exit(monkeypatch):
@@ -97,19 +113,8 @@ def test_extraction_heap_pins_inside_and_releases_on_exit(monkeypatch):
 
 
 def test_released_threshold_takes_large_blocks_from_the_heap_again():
-    libc = heap._libc()
-    if libc is None or not hasattr(libc, "mallinfo2"):
-        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
-    libc.mallinfo2.restype = _Mallinfo2
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    try:
-        with heap.extraction_heap():
-            pass
-        before = libc.mallinfo2().hblkhd
-        p = libc.malloc(8 << 20)
-        grown = libc.mallinfo2().hblkhd - before
-        libc.free(p)
-        assert grown == 0  # below the released 32 MiB threshold: from the heap
-    finally:
-        heap.release_threshold()
+    _run_probe("""
+with heap.extraction_heap():
+    pass
+assert mapped_growth()[0] == 0  # below the released 32 MiB threshold: from the heap
+""")
