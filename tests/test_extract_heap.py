@@ -1,7 +1,6 @@
 """Heap hygiene during extraction (glibc's malloc on Linux; a no-op elsewhere). Its effect on peak RSS
 is measured in benchmarks/extract.py, not asserted here."""
 
-
 import pytest
 
 from r1probe.extract import heap

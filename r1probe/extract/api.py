@@ -15,7 +15,7 @@ from r1probe.extract.backends import canonical_backend, get_backend
 from r1probe.extract.batching import auto_token_budget, encode_prompts, plan_batches, plan_shards
 from r1probe.extract.read import capture_keys, read_batches
 from r1probe.extract.spec import ExtractError, parse_layers, parse_positions, parse_sites
-from r1probe.extract.store import EMBED, ActivationStore, StoreWriter, label_counts, layer_name, tensor_key
+from r1probe.extract.store import ActivationStore, StoreWriter, label_counts, layer_name, tensor_key
 from r1probe.models.loader import DTYPES, model_provenance
 from r1probe.provenance import base_manifest, sha256_json
 

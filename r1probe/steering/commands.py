@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 
 import click
 
-from r1probe.cli_options import (ProgressBars, load_from_options, model_options, quiet_option, sampling_options,
+from r1probe.cli_options import (load_from_options, model_options, quiet_option, sampling_options,
                                  stderr_progress)
 from r1probe.errors import R1ProbeError
 from r1probe.steering.edits import ALIASES, EDITS

@@ -35,7 +35,7 @@ from r1probe.errors import R1ProbeError
 from r1probe.extract.read import site_module
 from r1probe.models.layout import Layout, detect_layout
 from r1probe.steering import transforms as T
-from r1probe.steering.plan import SteeringPlan, SteeringStep
+from r1probe.steering.plan import SteeringPlan
 
 log = logging.getLogger(__name__)
 
