@@ -19,8 +19,8 @@ DIR_KINDS = ("harm", "hb", "orth", "probe")
 class EditSearchSettings(Settings):
     """Sizes, budget and search space of the edit search (every field is a CLI flag of ``edit-search``)."""
 
-    n_harmful: int = Field(24, ge=1, description="Harmful search prompts (half PolyRefuse-zh val, half the "
-                                                  "CHiSafetyBench search part).")
+    n_harmful: int = Field(24, ge=1, description="Harmful search prompts (PolyRefuse-zh val; CHiSafetyBench is "
+                                                  "report-only).")
     n_borderline: int = Field(24, ge=1, description="CValues search prompts.")
     n_nll: int = Field(16, ge=1, description="GSM8K train gold solutions (NLL objective).")
     max_new_tokens: int = Field(32, ge=1, description="Reply length judged in the search.")
