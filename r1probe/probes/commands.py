@@ -144,3 +144,64 @@ def report(probe_dir, out):
     paths = draw_report(probe_dir, out)
     for p in paths:
         click.echo(p)
+
+
+@probe.command("separability")
+@model_options()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Output folder (separability.json, tuning_reads.json, separability_auroc.png/.pdf).")
+@click.option("--n", "n", default=96, show_default=True, type=int, help="Prompts per class (dev parts only).")
+@click.option("--layers", default="all", show_default=True, help="Layers: all, 8-16, 4,8,12.")
+@click.option("--positions", default="-1,-3", show_default=True, help="Post-instruction offsets (-1 = last prompt token).")
+@click.option("--site", default="resid_pre", show_default=True, help="Residual site (resid_pre: input of block L; resid_post).")
+@click.option("--folds", default=5, show_default=True, type=int, help="Cross-fitting folds.")
+@click.option("--C", "C", default=0.1, show_default=True, type=float, help="Inverse L2 strength of the logistic probe (standardised features).")
+@click.option("--bootstrap", default=1000, show_default=True, type=int, help="Bootstrap resamples of each AUROC interval (0: none).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=None, type=int, help="Prompts per forward pass (default: a token budget).")
+@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@click.option("--data-root", default=None, help="Shared data folder (default ../shared/data or $R1PROBE_DATA).")
+@quiet_option
+def separability(out, n, layers, positions, site, folds, C, bootstrap, seed, batch_size, threads, data_root, quiet,
+                 **kw):
+    """Linear separability of must-refuse vs borderline vs ordinary prompts per layer and position, beside the
+    refusal direction (held-out AUROC with bootstrap intervals; dev parts only).
+
+    \b
+    Example:
+      r1probe probe separability --n 96 --positions -1,-3 --out runs/sep
+    """
+    from r1probe.analysis.separability import check_settings, run_separability
+    from r1probe.cli_options import load_from_options
+    from r1probe.errors import R1ProbeError
+    from r1probe.provenance import check_writable_dir
+
+    lay = _ints(layers)
+    pos = _ints(positions, "--positions")
+    if pos is None or any(p >= 0 for p in pos):
+        raise R1ProbeError(f"--positions {positions!r}: give negative offsets such as -1,-3")
+    check_settings(n=n, folds=folds, positions=pos, bootstrap=bootstrap, C=C, level=0.95)
+    from r1probe.extract.read import READ_SITES
+
+    if site not in READ_SITES:
+        raise R1ProbeError(f"--site {site!r}: choose from {', '.join(READ_SITES)}")
+    if lay is not None and any(L < 0 for L in lay):
+        raise R1ProbeError(f"--layers {layers!r}: give block indices 0..n-1 (the embedding output is layer 0 of resid_pre)")
+    check_writable_dir(out)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    lm = load_from_options(kw)
+    bars = ProgressBars(quiet=quiet, unit="cell")
+    res = run_separability(lm, out, n=n, layers=lay, positions=pos, site=site, folds=folds, seed=seed, C=C,
+                           bootstrap=bootstrap, batch_size=batch_size, data_root=data_root, progress=bars)
+    bars.close()
+    for name, v in res["summary"].items():
+        if not v.get("ok"):
+            click.echo(f"{name}: no separable cell (degenerate)")
+            continue
+        ci = "" if v["probe_ci"][0] is None else f" [{v['probe_ci'][0]:.3f}, {v['probe_ci'][1]:.3f}]"
+        click.echo(f"{name}: probe AUROC {v['probe_auroc']:.3f}{ci} at layer {v['best_layer']} "
+                   f"pos {v['best_position']}; refusal direction there {v['refusal_auroc_same_cell']:.3f}")
+    click.echo(f"wrote {out}/separability.json")
