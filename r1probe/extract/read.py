@@ -11,6 +11,7 @@ Sites (``site_module`` is the one map from a site to the module and hook that re
 - ``resid_post``: the output of block ``L`` (layer ``-1``: the embedding output);
 - ``attn_out`` / ``mlp_out``: what the attention / MLP output projection writes (``o_proj``, ``down_proj``);
 - ``attn_z`` / ``mlp_z``: what that projection reads (its input ``z`` in ``y = W z``).
+- ``mlp_in``: what the MLP reads (its input: the block's post-attention normed residual ``x``).
 
 Positions: negative offsets from the end of each text (``-1`` is the last token; left padding puts it
 in the last column of every row; an offset before a text's first token reads NaN), ``"mean"`` (mean over the instruction tokens, for
@@ -32,7 +33,7 @@ from r1probe.extract.spec import ExtractError
 from r1probe.extract.store import EMBED, tensor_key
 
 #: every readable site, in execution order within a block
-READ_SITES = ("resid_pre", "attn_z", "attn_out", "mlp_z", "mlp_out", "resid_post")
+READ_SITES = ("resid_pre", "attn_z", "attn_out", "mlp_in", "mlp_z", "mlp_out", "resid_post")
 _SITE_ORDER = {s: k for k, s in enumerate(READ_SITES)}
 
 #: ``sink(rows, acts)``: one call per batch; ``rows`` are the input indices of the batch's rows and
@@ -65,6 +66,8 @@ def site_module(model, layout, layer: int, site: str) -> tuple[torch.nn.Module, 
         return layout.layer(model, layer), True
     if site in ("attn_out", "attn_z"):
         return layout.attn_out(model, layer), site == "attn_z"
+    if site == "mlp_in":
+        return layout.mlp(model, layer), True
     if site in ("mlp_out", "mlp_z"):
         return layout.mlp_out(model, layer), site == "mlp_z"
     raise ExtractError(f"site {site!r} at layer {layer} is not supported (choose from {', '.join(READ_SITES)})")
