@@ -8,7 +8,7 @@ Classes (dev parts only, :mod:`r1probe.data.partitions`; CHiSafetyBench is never
 - ``borderline``: the CValues dev part (borderline contrast + search splits) and the XSTest-safe dev part;
 - ``ordinary``: the built-in ``zh-harmless`` dev part (train and val splits).
 
-Each class is hash-ordered (:func:`r1probe.data.borderline.hash_order`), texts repeated across sources are
+Each class is hash-ordered (:func:`r1probe.data.borderline.hash_order` with :data:`SAMPLE_SALT`), texts repeated across sources are
 kept once, and the first ``n`` items are read. Activations ``x`` are read by
 :func:`r1probe.extract.read.read_activations` at the chat-formatted prompt's post-instruction positions
 (negative offsets, ``-1`` the last token) of every requested layer.
@@ -54,6 +54,9 @@ PAIRS = (("must_refuse", "borderline"), ("must_refuse", "ordinary"), ("borderlin
 #: the refusal direction's classes (positive, negative)
 REFUSAL = ("must_refuse", "ordinary")
 RESULT = "separability.json"
+#: the salt of the per-class sampling order (not the partition salt: the CValues dev part is itself a cut of
+#: the ``r1probe.data.borderline`` hash order, so that order would put the other sources first)
+SAMPLE_SALT = "r1probe-separability-v1"
 FIGURE = "separability_auroc"
 
 
@@ -207,7 +210,7 @@ def separability_classes(n: int, *, data_root: str | os.PathLike | None = None,
     out, seen = {}, set()
     for cls, items in pools.items():
         keep = []
-        for it in hash_order(items):
+        for it in hash_order(items, SAMPLE_SALT):
             t = it.text.strip()
             if t and t not in seen:
                 seen.add(t)
@@ -287,6 +290,7 @@ def summarize(rows: Sequence[dict], pairs: Sequence[tuple[str, str]] = PAIRS) ->
                      "probe_auroc": best["probe_auroc"], "probe_ci": best["probe_ci"],
                      "refusal_auroc_same_cell": best["refusal_auroc"], "refusal_ci_same_cell": best["refusal_ci"],
                      "cos_probe_refusal_same_cell": best["cos_probe_refusal"],
+                     "by_source_same_cell": best.get("by_source") or {},
                      "refusal_best": None if rbest is None else {
                          "layer": rbest["layer"], "position": rbest["position"], "auroc": rbest["refusal_auroc"],
                          "ci": rbest["refusal_ci"]}}
@@ -448,6 +452,12 @@ def separability_section(path: str | os.PathLike, *, rel_to: str | os.PathLike |
                   f"{_ci(v['refusal_auroc_same_cell'], v['refusal_ci_same_cell'])} | "
                   f"{_f(v['cos_probe_refusal_same_cell'])} | "
                   + ("–" if rb is None else f"{_ci(rb['auroc'], rb['ci'])} ({rb['layer']}, {rb['position']})") + " |")
+    extra = [f"{name.replace('_vs_', ' vs ')} at its best cell: "
+             + ", ".join(f"{k} (n {x['n']}) {_f(x['probe_auroc'])}" for k, x in v["by_source_same_cell"].items())
+             for name, v in data["summary"].items() if v.get("ok") and v.get("by_source_same_cell")]
+    if extra:
+        md += ["", "Probe AUROC by source (one source of a class against the whole other class): "
+               + "; ".join(extra) + "."]
     fig = folder / f"{FIGURE}.png"
     if fig.exists():
         link = os.path.relpath(fig, rel_to) if rel_to is not None else str(fig)
