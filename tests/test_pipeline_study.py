@@ -127,3 +127,28 @@ def test_study_refuses_when_a_tuning_record_holds_a_reported_item(tmp_path, shar
     write_tuning_reads(tmp_path / "probe", {"zh-harmless": [item]})
     with pytest.raises(TuningOverlapError, match=item):
         S.tuning_overlap(ctx)
+
+
+def test_fit_seeds_add_refits_on_seeded_subsamples_and_their_spread(tiny_qwen2, tmp_path, shared_data):
+    out = tmp_path / "study"
+    cfg = _cfg(tiny_qwen2, out, edits=["rank1-gate"], plans=[], benches=["gsm8k-nll"], limits={"gsm8k-nll": 2},
+               edit={"rank1_gate_layer": 1, "fit_seeds": "1,2", "rank1_gate_fit_fraction": 0.5},
+               eval={"data_root": str(shared_data)})
+    res = run_study(cfg, log=lambda m: None)
+    assert {"rank1-gate", "rank1-gate@s1", "rank1-gate@s2"} <= set(res["variants"])
+    recs = {v: json.loads((out / "exports" / v / "model" / "r1probe_manifest.json").read_text())["edits"][0]
+            for v in ("rank1-gate", "rank1-gate@s1", "rank1-gate@s2")}
+    assert recs["rank1-gate"]["n_harmful"] == 362
+    assert all(recs[v]["n_harmful"] < 362 * 0.65 for v in ("rank1-gate@s1", "rank1-gate@s2"))
+    assert recs["rank1-gate@s1"]["fit_data"] != recs["rank1-gate@s2"]["fit_data"] or \
+        recs["rank1-gate@s1"]["n_harmful"] != recs["rank1-gate@s2"]["n_harmful"]
+    text = (out / "report.md").read_text()
+    assert "### Spread across fits" in text and "rank1-gate: 2 seeded refits" in text
+    assert "Judge: `" in text and "frozen test part" in text
+    # a new seed adds one refit; the full fit and the other refits are reused
+    more = run_study(_cfg(tiny_qwen2, out, edits=["rank1-gate"], plans=[], benches=["gsm8k-nll"],
+                          limits={"gsm8k-nll": 2}, edit={"rank1_gate_layer": 1, "fit_seeds": "1,2,3",
+                                                          "rank1_gate_fit_fraction": 0.5},
+                          eval={"data_root": str(shared_data)}), log=lambda m: None)
+    redone = {r.name for r in more["results"].values() if not r.skipped}
+    assert redone == {"edit-rank1-gate@s3", "eval-rank1-gate@s3", "report"}, redone

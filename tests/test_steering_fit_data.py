@@ -25,3 +25,38 @@ def test_default_fit_data_sizes_and_disjoint_from_evaluation(tiny_lm, shared_dat
     report = {it.text for it in borderline_splits(shared_data, english_contrast=False)["report"]}
     added = borderline_splits(shared_data, english_contrast=False)["contrast"][:5]
     assert not report & {it.text for it in added}
+
+
+def test_subsample_is_a_pure_function_of_seed_and_id():
+    from r1probe.steering.fit_data import subsample
+
+    items = [f"id{i}" for i in range(2000)]
+    a = subsample(items, str, 0.8, seed=1)
+    assert a == subsample(list(reversed(items)), str, 0.8, seed=1)[::-1]  # order kept, membership by id only
+    assert abs(len(a) / len(items) - 0.8) < 0.04
+    b = subsample(items, str, 0.8, seed=2)
+    assert a != b and set(subsample(items[:100], str, 0.8, seed=1)) == set(a) & set(items[:100])
+    assert subsample(items, str, 1.0, seed=3) == items
+
+
+def test_fit_seed_keeps_a_seeded_share_of_every_part_and_records_only_what_it_read(tiny_lm, shared_data):
+    from r1probe.steering.fit_data import default_fit_data
+
+    full = default_fit_data(tiny_lm, data_root=shared_data, n_gsm=50, borderline=40)
+    sub = default_fit_data(tiny_lm, data_root=shared_data, n_gsm=50, borderline=40, fit_seed=1, fit_fraction=0.5)
+    again = default_fit_data(tiny_lm, data_root=shared_data, n_gsm=50, borderline=40, fit_seed=1, fit_fraction=0.5)
+    assert sub.harmful == again.harmful and sub.benign == again.benign
+    assert set(sub.harmful) < set(full.harmful) and 0.35 < len(sub.harmful) / len(full.harmful) < 0.65
+    assert 0.35 < len(sub.benign) / len(full.benign) < 0.65
+    for k, ids in sub.ids.items():
+        assert set(ids) < set(full.ids[k]), k
+    assert "fit subsample: 0.5 of each part, seed 1" in sub.description
+
+
+def test_rank1_gate_refuses_a_fit_seed_with_files():
+    import pytest
+
+    from r1probe.steering.edits.rank1_gate import Rank1GateSettings
+
+    with pytest.raises(ValueError, match="fit-seed"):
+        Rank1GateSettings(harmful="h.jsonl", benign=["b.jsonl"], fit_seed=1)

@@ -144,6 +144,58 @@ def paired_tables(results: dict, variants, cols: list[tuple], path: Path, *, bas
     return out
 
 
+def fit_seed_section(table: dict, cols: list[tuple]) -> list[str]:
+    """Markdown: each refitted edit (variants ``NAME@sK``, refits on seeded subsamples of the fit data) beside
+    its full-data fit, with the mean, sample standard deviation and range over the seeded refits per column."""
+    import statistics
+
+    fams: dict[str, list[str]] = {}
+    for v in table:
+        if "@s" in v:
+            fams.setdefault(v.split("@s")[0], []).append(v)
+    if not fams:
+        return []
+    titles = [c[2] for c in cols]
+    md = ["### Spread across fits", "",
+          "Each `NAME@sK` refits the edit on a seeded subsample of its fit data (same splits, same direction); "
+          "the spread over these refits is the variance that comes from the fit, beside the sampling intervals "
+          "above. Mean ± sample SD [min, max] over the seeded refits.", "",
+          "| fit | " + " | ".join(titles) + " |", "|---|" + "---|" * len(titles)]
+    for fam, seeded in fams.items():
+        for v in ([fam] if fam in table else []) + seeded:
+            md.append(f"| {v} | " + " | ".join("n/a" if table[v][t][0] is None else f"{table[v][t][0]:.3f}"
+                                                for t in titles) + " |")
+        cells = []
+        for t in titles:
+            xs = [table[v][t][0] for v in seeded if table[v][t][0] is not None]
+            cells.append("n/a" if not xs else f"{statistics.mean(xs):.3f} ± "
+                         f"{statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f} [{min(xs):.3f}, {max(xs):.3f}]")
+        md.append(f"| {fam}: {len(seeded)} seeded refits | " + " | ".join(cells) + " |")
+    return md + [""]
+
+
+def judge_line() -> str:
+    """The study's judge (the default judge) and its agreement on the frozen test part of the hand-labelled judge
+    set (``r1probe/eval/judges/data/agreement.json``), stated beside the rates it produced."""
+    from importlib import resources
+
+    from r1probe.eval.judges.refusal import DEFAULT_JUDGE
+
+    try:
+        rec = json.loads(resources.files("r1probe.eval.judges").joinpath("data/agreement.json").read_text("utf-8"))
+    except (OSError, json.JSONDecodeError, ModuleNotFoundError):
+        rec = {}
+    ov = ((rec.get("judges") or {}).get(DEFAULT_JUDGE) or {}).get("overall") or {}
+    if ov.get("refusal_accuracy") is None:
+        return f"Judge: `{DEFAULT_JUDGE}` (no frozen-test agreement recorded for it)."
+    parts = [f"refusal vs non-refusal accuracy {fmt_ci(ov['refusal_accuracy'], ov.get('refusal_accuracy_ci95'))}"]
+    if ov.get("kappa") is not None:
+        parts.append(f"4-label Cohen's κ {fmt_ci(ov['kappa'], ov.get('kappa_ci95'))}")
+    return (f"Judge: `{DEFAULT_JUDGE}`; on the frozen test part of the hand-labelled judge set (n = {ov.get('n', '?')}, "
+            f"`docs/EVAL.md`) its {' and '.join(parts)}: each rate carries that judging error on top of its "
+            "sampling interval.")
+
+
 def _fmt_diff(r: dict | None) -> str:
     if not r or r.get("diff") is None:
         return "n/a"
@@ -189,7 +241,7 @@ def write_study_report(ctx, path: Path) -> dict:
     harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
     over_t = next((c[2] for b in ("cvalues-report", "cvalues", "xstest-safe") for c in cols if c[0] == b), None)
     if harm_t and over_t and "base" in table and s.report.figures:
-        pts = [{"kind": "export" if v in edits else ("run-time plan" if v.startswith("plan") else "base"),
+        pts = [{"kind": "export" if v.split("@s")[0] in edits else ("run-time plan" if v.startswith("plan") else "base"),
                 "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
         written["figures"]["tradeoff"] = plots.tradeoff(
@@ -203,7 +255,7 @@ def write_study_report(ctx, path: Path) -> dict:
 
     md = [f"# r1probe study: {s.model.spec}", "",
           f"Seed {s.seed}; {s.extract.n_train} train prompts per class ({s.extract.harmful} vs {s.extract.harmless}), "
-          f"{s.probe.n_val} validation prompts per class for the causal selection; keyword judge; "
+          f"{s.probe.n_val} validation prompts per class for the causal selection; "
           f"limits {json.dumps({b: s.limit(b) for b in s.eval.benches}, ensure_ascii=False)}.", "",
           "## Key numbers", "",
           f"{overlap_line} (tuning records: {', '.join(_rel(p, out) for p in overlap_sources) or 'none'}). Every "
@@ -213,7 +265,7 @@ def write_study_report(ctx, path: Path) -> dict:
           "Each cell: value [95% Wilson interval] (the NLL: [95% bootstrap interval]). Refusal on CHiSafetyBench "
           "must-refuse questions is the safety gain; refusal on CValues / XSTest-safe / OR-Bench-Hard / zh-harmless "
           "(answerable) is its over-refusal cost; GSM8K and CMATH accuracy and GSM8K gold-solution NLL are the "
-          "reasoning cost. Keyword judge.", ""]
+          "reasoning cost.", "", judge_line(), ""]
     md.append(open(written["tables"]["metrics"]["md"], encoding="utf-8").read())
     if "paired" in written["tables"]:
         md += ["", "### Paired differences to the unedited model", "",
@@ -237,6 +289,7 @@ def write_study_report(ctx, path: Path) -> dict:
                 eq = {True: "yes", False: "not shown", None: "n/a"}[t["equivalent"]]
                 md.append(f"| {v} | {bench} | {t['n']} | {fmt_ci(t['diff'], t['ci90'])} | "
                           f"{'n/a' if t['p'] is None else format(t['p'], '.3g')} | {eq} | {nrs} |")
+    md += [""] + fit_seed_section(table, cols)
     md += ["", f"Per-item outcomes behind every number: `{_rel(paired['per_sample'], out)}`.", ""]
     e = s.edit
     lay = "the middle layer" if e.rank1_gate_layer < 0 else f"layer {e.rank1_gate_layer}"
@@ -249,7 +302,9 @@ def write_study_report(ctx, path: Path) -> dict:
            "`--borderline`); `amplify` = exported checkpoint with the direction amplified "
            f"in the output projections of layers {e.amplify_layers} (W ← (I + {e.amplify_beta:g} r̂r̂ᵀ) W); "
            "`plan-conditional` = run-time CAST-style plan (add the direction only to prompts whose projection passes "
-           "the gate); `plan-add` = unconditional addition.", ""]
+           "the gate); `plan-add` = unconditional addition"
+           + (f"; `rank1-gate@sK` = rank1-gate refitted on a seeded {e.rank1_gate_fit_fraction:g} subsample of each "
+              "part of its fit data (seed K)" if e.fit_seeds else "") + ".", ""]
     if chosen:
         sc = {k: chosen.get(k) for k in ("bypass", "induce", "kl") if k in chosen}
         md += ["## Refusal direction", "",

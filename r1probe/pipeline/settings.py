@@ -122,8 +122,15 @@ class EditSettings(Settings):
     rank1_gate_lam: float = Field(20.0, description="rank1-gate: the write strength lambda of W <- W + lambda r a^T.")
     rank1_gate_borderline: int = Field(332, ge=0, description="rank1-gate-borderline: CValues contrast prompts added "
                                                              "to the benign fit data.")
+    fit_seeds: list[int] = Field(
+        [], description="rank1-gate: also refit on a seeded subsample of its fit data (rank1_gate_fit_fraction of "
+                        "each part) for each seed; each refit is a variant rank1-gate@sK evaluated like the others.")
+    rank1_gate_fit_fraction: float = Field(0.8, gt=0, le=1, description="rank1-gate: share of each fit-data part a "
+                                                                        "seeded refit keeps.")
     amplify_layers: str = Field("8-19", description="amplify: the layers whose output projections are amplified.")
     amplify_beta: float = Field(1.0, description="amplify: beta of W <- (I + beta r r^T) W.")
+
+    _seeds = field_validator("fit_seeds", mode="before")(classmethod(lambda cls, v: split_list(v)))
 
     @field_validator("edits", mode="before")
     @classmethod

@@ -197,9 +197,11 @@ def rank1_gate_layer(settings: StudySettings, n_layers: int) -> int:
     return layer
 
 
-def edit_settings(ctx: Context, variant: str, n_layers: int, *, amplify: tuple[str, float] | None = None) -> tuple[str, dict]:
+def edit_settings(ctx: Context, variant: str, n_layers: int, *, amplify: tuple[str, float] | None = None,
+                  fit_seed: int | None = None) -> tuple[str, dict]:
     """The registry edit and its settings for a study variant (``rank1-gate-borderline``: rank1-gate with
-    ``borderline`` > 0). ``amplify``: (layers, beta) overriding the edit stage's."""
+    ``borderline`` > 0). ``amplify``: (layers, beta) overriding the edit stage's; ``fit_seed``: rank1-gate refit
+    on a seeded subsample of its fit data."""
     s, e = ctx.settings, ctx.settings.edit
     if variant == "orthogonalize":
         return "orthogonalize", {"direction_key": "chosen"}
@@ -211,30 +213,38 @@ def edit_settings(ctx: Context, variant: str, n_layers: int, *, amplify: tuple[s
         return "rank1-gate", {"direction_key": f"layer{layer}_pos-1", "layer": layer, "lam": e.rank1_gate_lam,
                               "harmful_set": s.extract.harmful, "harmless_set": s.extract.harmless,
                               "data_root": s.eval.data_root, "seed": s.seed,
-                              "borderline": e.rank1_gate_borderline if variant == "rank1-gate-borderline" else 0}
+                              "borderline": e.rank1_gate_borderline if variant == "rank1-gate-borderline" else 0,
+                              **({} if fit_seed is None else {"fit_seed": fit_seed,
+                                                              "fit_fraction": e.rank1_gate_fit_fraction})}
     return variant, {}
 
 
 def edit(ctx: Context, variant: str, *, name: str | None = None, rel: str | None = None, spec: str | None = None,
-         key: str | None = None, directions: str = "probe", amplify: tuple[str, float] | None = None) -> StageResult:
+         key: str | None = None, directions: str = "probe", amplify: tuple[str, float] | None = None,
+         fit_seed: int | None = None) -> StageResult:
     """Apply weight edit ``variant`` to ``spec`` (default: the study's model) with the directions of stage
     ``directions`` (a probe folder) and export the checkpoint; adds the variant to ``ctx.variants``.
-    ``amplify``: (layers, beta) instead of the edit settings' (the mini-distill restoration)."""
+    ``amplify``: (layers, beta) instead of the edit settings' (the mini-distill restoration); ``fit_seed``: a
+    rank1-gate refit on a seeded subsample, the variant ``VARIANT@sK``."""
     from r1probe.steering.edits import run_edit
 
     spec = spec or ctx.settings.model.spec
-    name = name or f"edit-{variant}"
+    label = variant if fit_seed is None else f"{variant}@s{fit_seed}"
+    name = name or f"edit-{label}"
     dirs, dkey = ctx.results[directions].path, ctx.results[directions].key
     ev, ex = ctx.settings.eval, ctx.settings.extract
     inputs = {"probe": dkey, "variant": variant, "model": key or ctx.base_key, **ctx.common(),
-              "edit": ctx.settings.edit.model_dump(mode="json", exclude={"edits"}) if amplify is None
+              "edit": ctx.settings.edit.model_dump(mode="json", exclude={"edits", "fit_seeds", "rank1_gate_fit_fraction"})
+              if amplify is None
               else {"amplify": list(amplify)}, "fit": [ex.harmful, ex.harmless, ev.data_root]}
+    if fit_seed is not None:
+        inputs["fit_seed"] = [fit_seed, ctx.settings.edit.rank1_gate_fit_fraction]
 
     def fn(path: Path):
         from r1probe.steering.export import export_checkpoint
 
         lm = ctx.models.take(spec)  # the edit changes weights in place: the cache forgets this copy
-        edit_name, settings = edit_settings(ctx, variant, lm.layout.n_layers, amplify=amplify)
+        edit_name, settings = edit_settings(ctx, variant, lm.layout.n_layers, amplify=amplify, fit_seed=fit_seed)
         if edit_name == "rank1-gate":
             ctx.log(f"[{name}] fitting the read vector at layer {settings['layer']}")
         recs = run_edit(edit_name, lm, dirs, settings, log=lambda m: ctx.log(f"[{name}] {m}"))
@@ -244,13 +254,13 @@ def edit(ctx: Context, variant: str, *, name: str | None = None, rel: str | None
                 "direction_key": settings.get("direction_key"), "layer": settings.get("layer"),
                 "edits": [{k: v for k, v in r.items() if k not in ("layers", "tuning_reads")} for r in recs]}
 
-    r = ctx.stage(name, rel or f"exports/{variant}", inputs, fn)
+    r = ctx.stage(name, rel or f"exports/{label}", inputs, fn)
     info = r.info
     sets = [x for k, v in (info.get("settings") or {}).items() if v is not None
             for x in ("--set", f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")]
     ctx.commands[name] = command("r1probe", "edit", "--model", spec, "--directions", dirs, "--op",
                                  info.get("edit", variant), *sets, "--out", info["export"])
-    ctx.variants[variant if name == f"edit-{variant}" else name] = Variant(info["export"], None, r.key)
+    ctx.variants[label if name == f"edit-{label}" else name] = Variant(info["export"], None, r.key)
     return r
 
 
@@ -367,9 +377,11 @@ def tuning_overlap(ctx: Context) -> tuple[str, list[str]]:
 def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResult:
     """Every bench of ``eval.benches`` on ``ctx.variants[variant]`` with the same items, limits and seed: the
     report part of each bench (``split="report"``; the built-in sets' split of the study's seed)."""
+    from r1probe.eval.judges.refusal import DEFAULT_JUDGE
+
     s, ev = ctx.settings, ctx.settings.eval
     v = ctx.variants[variant]
-    inputs = {"split": "report", "benches": ev.benches, "limits": {b: s.limit(b) for b in ev.benches}, "max_new_tokens": ev.max_new_tokens,
+    inputs = {"judge": DEFAULT_JUDGE, "split": "report", "benches": ev.benches, "limits": {b: s.limit(b) for b in ev.benches}, "max_new_tokens": ev.max_new_tokens,
               "reasoning_max_new_tokens": ev.reasoning_max_new_tokens, "seed": s.seed, "data_root": ev.data_root,
               "chisafety_root": ev.chisafety_root, "judge_reasoning": ev.judge_reasoning,
               "batch_size": ev.batch_size, "nll_batch_size": ev.nll_batch_size, "variant": v.key}
@@ -385,7 +397,7 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
         for b in ev.benches:
             e = eval_plan(s, b)
             eng = HFEngine(lm, max_new_tokens=e["max_new_tokens"], batch_size=e["batch_size"], plan=v.plan)
-            summary = run_eval([get_bench(b)], eng, make_judge("keyword"), path, limit=s.limit(b), seed=s.seed,
+            summary = run_eval([get_bench(b)], eng, make_judge(DEFAULT_JUDGE), path, limit=s.limit(b), seed=s.seed,
                                data_root=e["data_root"], max_new_tokens=e["max_new_tokens"],
                                judge_reasoning=e["judge_reasoning"], split="report", split_seed=s.seed)
         return {"summary": str(path / "summary.json"),
@@ -400,7 +412,7 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
             *(("--limit", s.limit(b)) if s.limit(b) else ()), "--seed", s.seed, "--split", "report",
             "--max-new-tokens", e["max_new_tokens"], "--batch-size", e["batch_size"],
             *(("--data-root", e["data_root"]) if e["data_root"] else ()),
-            *(("--judge-reasoning",) if e["judge_reasoning"] else ()), "--judge", "keyword", "--out", r.path)
+            *(("--judge-reasoning",) if e["judge_reasoning"] else ()), "--judge", DEFAULT_JUDGE, "--out", r.path)
     return r
 
 

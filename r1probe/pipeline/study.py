@@ -24,6 +24,9 @@ def edits(ctx: Context) -> None:
     ctx.variants["base"] = S.Variant(ctx.settings.model.spec, None, ctx.base_key)
     for variant in ctx.settings.edit.edits:
         S.edit(ctx, variant)
+        if variant.startswith("rank1-gate"):  # refits on seeded subsamples: the spread across fits
+            for k in ctx.settings.edit.fit_seeds:
+                S.edit(ctx, variant, fit_seed=k)
 
 
 def plans(ctx: Context) -> None:

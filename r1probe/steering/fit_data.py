@@ -12,6 +12,11 @@ harmless test split, CHiSafetyBench, GSM8K test).
 from its ``report`` split) to the benign side, so the read vector learns to stay silent on sensitive
 but answerable requests too.
 
+``fit_seed=K`` keeps a seeded share (``fit_fraction``) of every part (harmful prompts, harmless prompts,
+GSM8K texts, borderline prompts), chosen by :func:`subsample` from the same splits: refits on such
+subsamples measure how much the edit's results vary with its fit data, without moving any item across
+the dev/report partition (a different split seed would).
+
 ``file_fit_data`` fits on prompt files instead (``read_prompts``, any format of ``r1probe.data.prompts.read_prompt_file``; benign rows
 followed by their answer when they have one).
 """
@@ -35,20 +40,24 @@ class FitData:
 
 def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str = "builtin:zh-harmless",
                      data_root: str | os.PathLike | None = None, n_gsm: int = 200, gsm_tokens: int = 256,
-                     seed: int = 0, borderline: int = 0) -> FitData:
+                     seed: int = 0, borderline: int = 0, fit_seed: int | None = None,
+                     fit_fraction: float = 0.8) -> FitData:
     """Harmful train prompts vs benign token lists (harmless train prompts + GSM8K train 1..n_gsm
-    [+ ``borderline`` CValues contrast prompts])."""
+    [+ ``borderline`` CValues contrast prompts]); with ``fit_seed``, a seeded ``fit_fraction`` of each."""
     from r1probe.data.benchmarks import load_gsm8k
     from r1probe.data.prompts import load_prompt_set
 
     from r1probe.data.partitions import merge_reads, prompt_reads
 
-    harm_ps = load_prompt_set(harmful, split="train", seed=seed).prompts
-    safe_ps = load_prompt_set(harmless, split="train", seed=seed).prompts
+    def keep(items, key):
+        return items if fit_seed is None else subsample(items, key, fit_fraction, fit_seed)
+
+    harm_ps = keep(load_prompt_set(harmful, split="train", seed=seed).prompts, lambda p: p.id)
+    safe_ps = keep(load_prompt_set(harmless, split="train", seed=seed).prompts, lambda p: p.id)
     harm = [p.text for p in harm_ps]
     benign = [lm.chat.encode(lm.chat.format(p.text)) for p in safe_ps]
     n_safe = len(benign)
-    gsm = load_gsm8k(data_root, "train")[:n_gsm] if n_gsm else []
+    gsm = keep(load_gsm8k(data_root, "train")[:n_gsm] if n_gsm else [], lambda it: it.id)
     read_ids = merge_reads(prompt_reads(harmful, [p.id for p in harm_ps]),
                            prompt_reads(harmless, [p.id for p in safe_ps]),
                            {"gsm8k": [f"gsm8k-train/{it.id.split('/')[-1]}" for it in gsm]})
@@ -56,15 +65,35 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
         ids = lm.chat.encode(lm.chat.format(it.meta["question"]))
         benign.append(ids + lm.tokenizer(it.solution, add_special_tokens=False)["input_ids"][:gsm_tokens])
     desc = (f"harmful: {harmful} train split (seed {seed}, {len(harm)}); benign: {harmless} train prompts "
-            f"({n_safe}) + GSM8K train 1-{len(gsm)} (question + solution, <= {gsm_tokens} tokens)")
+            f"({n_safe}) + GSM8K train {'1-' if fit_seed is None else f'{len(gsm)} of 1-'}{len(gsm) if fit_seed is None else n_gsm} "
+            f"(question + solution, <= {gsm_tokens} tokens)")
     if borderline:
         from r1probe.data.borderline import borderline_splits
 
-        border = borderline_splits(data_root, english_contrast=False)["contrast"][:borderline]
+        border = keep(borderline_splits(data_root, english_contrast=False)["contrast"][:borderline], lambda it: it.id)
         benign += [lm.chat.encode(lm.chat.format(it.text)) for it in border]
-        desc += f" + CValues borderline contrast split 1-{len(border)} (prompts)"
+        desc += (f" + CValues borderline contrast split 1-{len(border)} (prompts)" if fit_seed is None else
+                 f" + CValues borderline contrast split {len(border)} of 1-{borderline} (prompts)")
         read_ids = merge_reads(read_ids, {"cvalues": [it.id for it in border]})
+    if fit_seed is not None:
+        desc += f"; fit subsample: {fit_fraction:g} of each part, seed {fit_seed}"
     return FitData(harm, benign, desc, read_ids)
+
+
+def subsample(items: list, key, fraction: float, seed: int) -> list:
+    """The items whose ``u = sha256(f"fit:{seed}:{key(item)}") / 2**64`` is below ``fraction``, in their order.
+
+    A pure function of (seed, id): the same seed keeps the same items whatever else the list holds.
+    """
+    import hashlib
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fit fraction {fraction} must be in (0, 1]")
+
+    def u(x) -> float:
+        return int.from_bytes(hashlib.sha256(f"fit:{seed}:{key(x)}".encode("utf-8")).digest()[:8], "big") / 2 ** 64
+
+    return [x for x in items if u(x) < fraction]
 
 
 def read_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict]:

@@ -46,6 +46,9 @@ class Rank1GateSettings(EditSettings):
     seed: int = Field(0, description="Seed of the built-in prompt sets' train split.")
     borderline: int = Field(0, ge=0, description="Built-in fit data: also keep the read vector silent on "
                                                  "the first N CValues borderline contrast prompts.")
+    fit_seed: int | None = Field(None, description="Fit on a seeded subsample (fit_fraction of each part) of the "
+                                                   "built-in fit data; unset: all of it.")
+    fit_fraction: float = Field(0.8, gt=0, le=1, description="Share of each fit-data part kept with fit_seed.")
     null_energy: float = Field(0.99, gt=0, le=1, description="Benign energy kept out of the read vector.")
     ridge: float = Field(1e-2, ge=0, description="Ridge of the read-vector fit, relative to the harmful "
                                                  "rows' mean squared norm.")
@@ -57,6 +60,9 @@ class Rank1GateSettings(EditSettings):
     def _fit_files(self):
         if bool(self.harmful) != bool(self.benign):
             raise ValueError("give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
+        if self.harmful and self.fit_seed is not None:
+            raise ValueError("--fit-seed subsamples the default fit data; subsample your --harmful/--benign files "
+                             "instead")
         if self.harmful and self.borderline:
             raise ValueError("--borderline applies to the default fit data; add such prompts to a --benign "
                              "file instead")
@@ -78,7 +84,8 @@ class Rank1Gate:
             fit = file_fit_data(lm, s.harmful, s.benign, s.benign_limit)
         else:
             fit = default_fit_data(lm, harmful=s.harmful_set, harmless=s.harmless_set, data_root=s.data_root,
-                                   seed=s.seed, borderline=s.borderline)
+                                   seed=s.seed, borderline=s.borderline, fit_seed=s.fit_seed,
+                                   fit_fraction=s.fit_fraction)
         log(f"fitting the read vector on {len(fit.harmful)} harmful prompts and {len(fit.benign)} benign texts")
         return fit_read(lm, d, fit, s)
 
