@@ -63,6 +63,10 @@ def distill(ctx: Context) -> None:
             traces = gsm8k_r1_traces(src, limit=d.n_traces, seed=s.seed)
         else:
             traces = read_traces(d.traces, d.n_traces)
+        from r1probe.data.partitions import reads_of, write_tuning_reads
+
+        # the traces are training data: the report checks its items against them like any tuning read
+        write_tuning_reads(path, reads_of(t.id for t in traces if getattr(t, "id", None)))
         m = s.model
         res = train_full(m.spec, traces, sft, path / "model", work_dir=path / "work", progress=True,
                          traces_source=f"{d.traces} n={d.n_traces} seed={s.seed}",
@@ -123,6 +127,9 @@ def restore(ctx: Context) -> None:
 
 
 def evaluate(ctx: Context) -> None:
+    # refuses (naming the items) before any generation when training or a tuning step read a reported item
+    ctx.values["tuning_overlap"] = S.tuning_overlap(ctx)
+    ctx.log(ctx.values["tuning_overlap"][0])
     for variant in list(ctx.variants):
         S.evaluate(ctx, variant)
 

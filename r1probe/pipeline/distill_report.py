@@ -181,7 +181,10 @@ def write_distill_report(ctx, path: Path) -> dict:
            f"{(dinfo.get('loss') or {}).get('first')} → {(dinfo.get('loss') or {}).get('last')}; "
            f"{dinfo.get('tokens_per_s')} tokens/s on {dinfo.get('threads')} thread(s), peak RSS "
            f"{dinfo.get('peak_rss_mb')} MiB, {dinfo.get('train_wall_s')} s of training in the last call.", ""]
+    overlap_line, overlap_sources = ctx.values.get("tuning_overlap") or ("tuning/report overlap: not checked", [])
     md += ["## Before / distilled / restored", "",
+           f"{overlap_line} (training and tuning records: "
+           f"{', '.join(os.path.relpath(p, out) for p in overlap_sources) or 'none'}).", "",
            "Each cell: value [95% bootstrap CI].", "",
            open(written["tables"]["metrics"]["md"], encoding="utf-8").read(),
            "Variants: " + "; ".join(f"`{v}` = {LABELS.get(v, v)}" for v in names) + ". "
