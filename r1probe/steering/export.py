@@ -3,7 +3,7 @@
 The folder holds sharded safetensors, ``config.json``, ``generation_config.json``, the tokenizer
 with its chat template, ``r1probe_manifest.json`` and a ``README.md`` model card. It loads with
 plain ``AutoModelForCausalLM.from_pretrained(folder)`` (no r1probe import, no remote code): the
-edits keep the architecture. It is written to a temporary sibling folder and renamed into place,
+edits keep the architecture (``gate-mlp`` grows ``intermediate_size``, and the saved config says so). It is written to a temporary sibling folder and renamed into place,
 so an interrupted export never leaves a half checkpoint at the target.
 """
 
