@@ -38,7 +38,7 @@ TAKE = {0: {"zh-harmful": 22, "cvalues": 26, "xstest-safe": 22, "or-bench": 20, 
                "chisafety": 48}}
 
 
-#: replies per source with --test-only
+#: replies per source with --test-only or --dev-only
 TEST_ONLY_TAKE = {"zh-harmful": 9, "cvalues": 10, "xstest-safe": 8, "or-bench": 7, "zh-harmless": 7, "chisafety": 48}
 
 
@@ -55,8 +55,9 @@ def cmd_generate(a) -> None:
     sources = a.sources.split(",") if a.sources else list(SOURCES)
     for src in sources:
         items = slot_items(src, load_source_items(src, a.data_root), a.slot, STRIDE[src])
-        if a.test_only:  # only items of the frozen test part, up to TEST_ONLY_TAKE
-            items = [it for it in items if part_of(src, it.id) == "test"][:TEST_ONLY_TAKE[src]]
+        if a.test_only or a.dev_only:  # only items of one part, up to TEST_ONLY_TAKE
+            want = "test" if a.test_only else "dev"
+            items = [it for it in items if part_of(src, it.id) == want][:TEST_ONLY_TAKE[src]]
         else:
             items = items[:TAKE.get(a.slot, TAKE[None])[src]]
         todo = [it for it in items if f"{a.tag}:{it.id}" not in done]
@@ -214,7 +215,10 @@ def main(argv=None) -> None:
     g.add_argument("--tag", required=True)
     g.add_argument("--slot", type=int, required=True)
     g.add_argument("--sources", default="")
-    g.add_argument("--test-only", action="store_true", help="only items of the frozen test part")
+    only = g.add_mutually_exclusive_group()
+    only.add_argument("--test-only", action="store_true", help="only items of the frozen test part")
+    only.add_argument("--dev-only", action="store_true",
+                      help="only items of the development part (e.g. the unused half of a --test-only slot)")
     g.add_argument("--data-root")
     g.add_argument("--max-new-tokens", type=int, default=96)
     g.add_argument("--batch-size", type=int, default=16)
