@@ -37,4 +37,18 @@ def test_registered_preset_runs_through_the_cli(probe_only, tiny_qwen2, tmp_path
 def test_unknown_preset_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--preset", "nope", "--print-config"])
-    assert e.value.code == 2 and "study, mini-distill" in capsys.readouterr().err
+    assert e.value.code == 2 and "study, powered, mini-distill" in capsys.readouterr().err
+
+
+def test_powered_preset_is_the_study_at_200_items_per_safety_set():
+    from r1probe.pipeline import study
+    from r1probe.pipeline.presets import get_preset
+    from r1probe.pipeline.settings import load_settings
+
+    assert get_preset("powered").stages == study.STAGES
+    s = load_settings(env={}, flags={"preset": "powered"})
+    assert all(s.limit(b) is None or s.limit(b) >= 200 for b in ("chisafety-refusal", "cvalues-report", "xstest-safe",
+                                                                   "or-bench", "zh-harmless"))
+    assert s.limit("gsm8k-nll") is None and s.out == "runs/powered"
+    # a flag still wins over the preset's limits
+    assert load_settings(env={}, flags={"preset": "powered", "eval": {"limits": "gsm8k=5"}}).limit("gsm8k") == 5

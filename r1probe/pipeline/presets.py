@@ -64,6 +64,8 @@ def _register_builtin() -> None:
 
     register_preset(Preset("study", "extract, probe and select, edits and plans, evaluate, compare, report",
                            study.STAGES))
+    register_preset(Preset("powered", "the study's stages at >= 200 items per safety set and the whole GSM8K NLL",
+                           study.STAGES))
     register_preset(Preset("mini-distill", "distil on R1-format GSM8K traces, measure the safety loss, restore it",
                            distill.STAGES))
 

@@ -31,6 +31,10 @@ DEFAULT_LIMITS = {"chisafety-refusal": 50, "cvalues-report": 40, "xstest-safe": 
 FULL_LIMITS = {"chisafety-refusal": None, "chisafety-multiturn": None, "cvalues-report": None, "xstest-safe": None,
                "or-bench": None, "zh-harmless": None, "gsm8k": None, "gsm8k-nll": None, "math500": None,
                "cmath": None, "safetybench-zh": None}
+#: the powered preset: >= 200 items per safety set where the report part has them (XSTest-safe: its whole report
+#: part), the GSM8K gold NLL over the whole report part
+POWERED_LIMITS = {"chisafety-refusal": 200, "cvalues-report": 200, "xstest-safe": None, "or-bench": 200,
+                  "zh-harmless": 200, "gsm8k": 200, "gsm8k-nll": None, "cmath": 200}
 DISTILL_LIMITS = {"chisafety-refusal": 64, "xstest-safe": 40, "gsm8k": 24, "gsm8k-nll": 64}
 #: restoration variants of the mini-distill preset: (how, whose direction)
 RESTORES = ("plan-base", "plan-own", "edit-base", "edit-own")
@@ -233,6 +237,7 @@ class DistillSettings(Settings):
 #: preset name -> its settings defaults over the field defaults (``presets.register_preset`` adds to it)
 PRESETS: dict[str, dict[str, Any]] = {
     "study": {},
+    "powered": {"out": "runs/powered", "eval": {"limits": POWERED_LIMITS}},
     "mini-distill": {
         "out": "runs/mini-distill",
         "extract": {"n_train": 64},
