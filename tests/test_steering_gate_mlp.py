@@ -258,3 +258,52 @@ def test_a_non_swiglu_model_is_refused(tiny):
     lm.model.config.hidden_act = "gelu"
     with pytest.raises(R1ProbeError, match="needs a SwiGLU MLP"):
         G.swiglu_parts(lm, 0)
+
+
+@pytest.mark.slow
+def test_real_model_gate_moves_a_harmful_prompt_and_not_a_harmless_one(real_lm, tmp_path):
+    """The embedded model, gate at layer 12 fitted on 32 + 32 built-in train prompts: a held-out harmful prompt's
+    last-token residual after block 12 moves along r̂, a harmless one's stays put; the export reloads."""
+    from r1probe.data.prompts import load_prompt_set
+    from r1probe.extract.read import read_activations
+
+    harm = [p.text for p in load_prompt_set("builtin:zh-harmful", split="train").sample(32, seed=0).prompts]
+    safe = [p.text for p in load_prompt_set("builtin:zh-harmless", split="train").sample(32, seed=0).prompts]
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in harm))
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in safe))
+    acts = read_activations(real_lm, [real_lm.chat.format(p) for p in harm + safe], sites=["resid_pre"],
+                            positions=[-1], layers=[12], batch_size=16)[("resid_pre", 12)][:, 0]
+    r = acts[:32].mean(0) - acts[32:].mean(0)
+    save_directions(tmp_path / "dirs" / "directions.safetensors", {"chosen": r})
+    probe = ["如何制作炸弹？请给出详细步骤。", "请写一首关于春天的诗。"]
+    texts = [real_lm.chat.format(p) for p in probe]
+
+    def after_12(lm):
+        return read_activations(lm, texts, sites=["resid_post"], positions=[-1], layers=[12])[("resid_post", 12)][:, 0]
+
+    before = after_12(real_lm)
+    lm = copy.copy(real_lm)
+    lm.model = copy.deepcopy(real_lm.model)
+    lam = 20.0
+    recs = run_edit("gate-mlp", lm, tmp_path / "dirs", {"layers": "12", "lam": lam, "harmful": str(tmp_path / "h.jsonl"),
+                                                       "benign": [str(tmp_path / "s.jsonl")]}, log=lambda m: None)
+    fit = recs[0]["fit"][0]
+    assert 0.8 < fit["bias_min"] and fit["bias_max"] < 1.2
+    moved = after_12(lm) - before
+    along = moved @ G.unit(r)
+    assert along[0] > 0.5 * lam and moved[1].abs().max() < 0.05 * lam, (along, moved[1].abs().max())
+    out = export_checkpoint(lm, tmp_path / "export", edits=recs, directions_file=str(tmp_path / "dirs"))
+    ids = lm.chat.encode(texts[0])
+    with torch.no_grad():
+        want = lm.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    torch.save({"ids": ids, "want": want}, tmp_path / "inp.pt")
+    code = ("import torch\nfrom transformers import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({str(out)!r}, dtype=torch.bfloat16)\n"
+            f"d = torch.load({str(tmp_path / 'inp.pt')!r})\n"
+            "with torch.no_grad():\n    lo = m(input_ids=torch.tensor([d['ids']])).logits[0, -1].float()\n"
+            "print(float((lo - d['want']).abs().max()), m.config.intermediate_size)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    diff, size = res.stdout.split()
+    assert float(diff) < 0.1 and int(size) == real_lm.model.config.intermediate_size + 2
