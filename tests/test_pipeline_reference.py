@@ -19,7 +19,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "study_reference.json"
 #: the fixed run (r1probe run flags; the data root is the default one)
 ARGV = ["--n-train", "8", "--n-val", "4", "--benches", "chisafety-refusal,zh-harmless,gsm8k",
         "--limits", "chisafety-refusal=4,zh-harmless=4,gsm8k=2", "--edits", "orthogonalize",
-        "--plans", "conditional", "--threads", "1"]
+        "--plans", "conditional", "--separability.n", "0", "--threads", "1"]
 VERDICTS = ("refusal", "label", "outcome", "correct", "pred", "terminated", "thought")
 
 

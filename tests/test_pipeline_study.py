@@ -12,7 +12,7 @@ def _cfg(model, out, *, limits=None, edits=("orthogonalize",), plans=("condition
     """The study's settings for a tiny model: ``kw`` are nested sections (``edit={"rank1_gate_layer": 1}``)."""
     flags = {"out": str(out), "model": {"spec": str(model), "dtype": "float32"}, "extract": {"n_train": 8},
              "probe": {"n_val": 4, "kl_max": 100.0, "max_layer_frac": 1.0, "score": "first_token"},
-             "edit": {"edits": list(edits)}, "plan": {"plans": list(plans)},
+             "edit": {"edits": list(edits)}, "plan": {"plans": list(plans)}, "separability": {"n": 0},
              "eval": {"benches": benches or ["cvalues", "gsm8k-nll"],
                       "limits": limits or {"cvalues": 3, "gsm8k-nll": 3}, "max_new_tokens": 6}}
     for k, v in kw.items():
@@ -95,9 +95,13 @@ def test_report_records_the_settings_and_a_command_that_parses_back(tiny_qwen2, 
 def test_report_has_the_panel_paired_differences_and_the_overlap_line(tiny_qwen2, tmp_path):
     out = tmp_path / "study"
     benches = ["cvalues-report", "xstest-safe", "zh-harmless", "gsm8k-nll"]
-    cfg = _cfg(tiny_qwen2, out, plans=[], benches=benches, limits={b: 3 for b in benches})
+    cfg = _cfg(tiny_qwen2, out, plans=[], benches=benches, limits={b: 3 for b in benches},
+               separability={"n": 10, "bootstrap": 20})
     run_study(cfg, log=lambda m: None)
     text = (out / "report.md").read_text()
+    # the separability stage ran on dev parts, its reads are checked like every tuning record
+    assert (out / "separability" / "separability.json").exists() and "separability/tuning_reads.json" in text
+    assert "r1probe probe separability" in text and "separability_auroc" in text
     assert "tuning/report overlap: 0 items" in text and "probe/tuning_reads.json" in text
     assert "### Paired differences to the unedited model" in text and "Reasoning retention" in text
     assert "XSTest-safe over-refusal" in text and "zh-harmless (test split) over-refusal" in text

@@ -311,6 +311,10 @@ def write_study_report(ctx, path: Path) -> dict:
                f"Chosen cell: layer {chosen.get('layer')}, position {chosen.get('pos')} "
                f"(‖d‖ = {chosen.get('norm', float('nan')):.3g}); selection scores {json.dumps(sc)}.", ""]
         md += [f"![{p.stem}]({_rel(p, out)})" for p in probe_figs] + [""]
+    if "separability" in results and (results["separability"].path / "separability.json").exists():
+        from r1probe.analysis.separability import separability_section
+
+        md += [separability_section(results["separability"].path, rel_to=out), ""]
     if cmp:
         ch = cmp.get("chosen", {})
         md += ["## Base vs orthogonalised export", ""]

@@ -151,6 +151,16 @@ class EditSettings(Settings):
         return v
 
 
+class SeparabilitySettings(Settings):
+    """Must-refuse vs borderline vs ordinary prompts, separability per layer (``r1probe probe separability``)."""
+
+    n: int = Field(64, ge=0, description="Prompts per class (0: skip the stage).")
+    positions: list[int] = Field([-1], description="Token positions (offsets from the end of the prompt).")
+    bootstrap: int = Field(500, ge=0, description="Bootstrap resamples of each AUROC's interval.")
+
+    _split = field_validator("positions", mode="before")(classmethod(lambda cls, v: split_list(v)))
+
+
 class PlanSettings(Settings):
     """Run-time steering plans evaluated beside the base model."""
 
@@ -271,7 +281,8 @@ class StudySettings(BaseSettings):
                                       env_nested_delimiter="__", enable_decoding=False, case_sensitive=False)
 
     preset: str = Field("study", description="Which preset's stages run (r1probe.pipeline.presets.PRESETS): study "
-                                             "(probe, edit, evaluate, compare) or mini-distill.")
+                                             "(probe, edit, evaluate, compare), powered (the study at >= 200 items "
+                                             "per safety set) or mini-distill.")
     out: str = Field("runs/study", description="Output folder (every stage caches its artifacts under it).")
     full: bool = Field(False, description="Full benchmark sizes and token budgets (for a GPU and a real R1-Distill model).")
     seed: int = Field(0, description="Seed of every sample, split and generation.")
@@ -279,6 +290,8 @@ class StudySettings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings, description=ModelSettings.__doc__)
     extract: ExtractSettings = Field(default_factory=ExtractSettings, description=ExtractSettings.__doc__)
     probe: ProbeSettings = Field(default_factory=ProbeSettings, description=ProbeSettings.__doc__)
+    separability: SeparabilitySettings = Field(default_factory=SeparabilitySettings,
+                                               description=SeparabilitySettings.__doc__)
     edit: EditSettings = Field(default_factory=EditSettings, description=EditSettings.__doc__)
     plan: PlanSettings = Field(default_factory=PlanSettings, description=PlanSettings.__doc__)
     eval: EvalSettings = Field(default_factory=EvalSettings, description=EvalSettings.__doc__)

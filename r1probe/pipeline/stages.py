@@ -264,6 +264,29 @@ def edit(ctx: Context, variant: str, *, name: str | None = None, rel: str | None
     return r
 
 
+def separability(ctx: Context, name: str = "separability", rel: str = "separability") -> StageResult:
+    """Must-refuse vs borderline vs ordinary prompts (dev parts): cross-fitted probe AUROC per layer beside the
+    refusal direction's (:func:`r1probe.analysis.separability.run_separability`)."""
+    sp, spec = ctx.settings.separability, ctx.settings.model.spec
+    inputs = {"model": ctx.base_key, **ctx.common(), "n": sp.n, "positions": sp.positions, "bootstrap": sp.bootstrap,
+              "data_root": ctx.settings.eval.data_root}
+
+    def fn(path: Path):
+        from r1probe.analysis.separability import run_separability
+
+        run_separability(ctx.models.get(spec), path, n=sp.n, positions=sp.positions, bootstrap=sp.bootstrap,
+                         seed=ctx.settings.seed, data_root=ctx.settings.eval.data_root,
+                         progress=lambda m: ctx.log(f"[{name}] {m}"))
+        return {"result": str(path / "separability.json")}
+
+    r = ctx.stage(name, rel, inputs, fn)
+    ctx.commands[name] = command("r1probe", "probe", "separability", "--model", spec, "--n", sp.n, "--positions",
+                                 ",".join(map(str, sp.positions)), "--bootstrap", sp.bootstrap, "--seed",
+                                 ctx.settings.seed, *(("--data-root", ctx.settings.eval.data_root)
+                                                      if ctx.settings.eval.data_root else ()), "--out", r.path)
+    return r
+
+
 # --- run-time plans --------------------------------------------------------------------------------------------
 
 def gated_plan(d: torch.Tensor, layer: int, position, store, n_layers: int, quantile: float):

@@ -1,4 +1,4 @@
-"""The study preset of ``r1probe run``: extract -> probe and select -> edits and plans -> evaluate every
+"""The study preset of ``r1probe run``: extract -> probe and select -> separability -> edits and plans -> evaluate every
 variant -> compare (base vs orthogonalised export) -> report.
 
 Each step is a stage function of :mod:`r1probe.pipeline.stages` (cached: a rerun after a crash or a
@@ -18,6 +18,11 @@ def extract(ctx: Context) -> None:
 def probe(ctx: Context) -> None:
     # the rank1-gate edit writes the difference-in-means direction of its layer: always probe that layer
     S.probe(ctx, include_layers=lambda n: (S.rank1_gate_layer(ctx.settings, n),))
+
+
+def separability(ctx: Context) -> None:
+    if ctx.settings.separability.n:
+        S.separability(ctx)
 
 
 def edits(ctx: Context) -> None:
@@ -59,4 +64,4 @@ def report(ctx: Context) -> None:
               lambda path: write_study_report(ctx, path))
 
 
-STAGES = (extract, probe, edits, plans, evaluate, compare, report)
+STAGES = (extract, probe, separability, edits, plans, evaluate, compare, report)
