@@ -38,6 +38,9 @@ TAKE = {0: {"zh-harmful": 22, "cvalues": 26, "xstest-safe": 22, "or-bench": 20, 
                "chisafety": 48}}
 
 
+#: prompts the trained judge's question model is fitted on (harmful, harmless): train splits only
+QUESTION_HARMFUL, QUESTION_HARMLESS = "builtin:zh-harmful:train", "builtin:zh-harmless:train"
+
 #: replies per source with --test-only or --dev-only
 TEST_ONLY_TAKE = {"zh-harmful": 9, "cvalues": 10, "xstest-safe": 8, "or-bench": 7, "zh-harmless": 7, "chisafety": 48}
 
@@ -111,7 +114,7 @@ def _sha(path) -> str:
 
 
 def cmd_fit(a) -> None:
-    from r1probe.eval.judges.trained import fit_trained_judge
+    from r1probe.eval.judges.trained import fit_question_model, fit_trained_judge
 
     rows = _rows(a.dev)
     bad = [r["id"] for r in rows if r["source"] == "chisafety" or r.get("part") != "dev"]
@@ -119,6 +122,19 @@ def cmd_fit(a) -> None:
         sys.exit(f"{len(bad)} rows of {a.dev} are not development rows, e.g. {bad[:3]}")
     texts, labels = [r["reply"] for r in rows], [r["label"] for r in rows]
     fitted_on = [Path(a.dev).name]
+    qm = questions = None
+    if a.question_C > 0:
+        # the question model: built-in harmful vs harmless train splits (no item of the judge set)
+        from r1probe.data.prompts import load_prompt_set
+        from r1probe.eval.judges.judgeset import questions_for
+
+        if a.extra:
+            sys.exit("--extra rows have no question: fit them without a question model (--question-C 0)")
+        harmful = [p.text for p in load_prompt_set(QUESTION_HARMFUL).prompts]
+        harmless = [p.text for p in load_prompt_set(QUESTION_HARMLESS).prompts]
+        qm = fit_question_model(harmful, harmless, C=a.question_C,
+                                meta={"fitted_on": [QUESTION_HARMFUL, QUESTION_HARMLESS]})
+        questions = questions_for(rows, a.data_root)
     if a.extra:
         # earlier hand-labelled replies (never test rows): drop any whose opening matches a test reply
         test_heads = {r["reply"].strip()[:40] for r in _rows(a.test)}
@@ -126,11 +142,12 @@ def cmd_fit(a) -> None:
         texts += [r["reply"] for r in extra]
         labels += [int(r["label"]) for r in extra]
         fitted_on.append(f"{Path(a.extra).name} ({len(extra)} rows not matching a test reply)")
-    d = fit_trained_judge(texts, labels, C=a.C,
+    d = fit_trained_judge(texts, labels, C=a.C, questions=questions, question_model=qm,
                           meta={"fitted_on": fitted_on, "n_train": len(texts), "sha256": _sha(a.dev)})
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(d, ensure_ascii=False, separators=(",", ":")), "utf-8")
-    print(f"wrote {a.out}: {len(d['vocabulary'])} n-grams, labels {d['labels']}")
+    print(f"wrote {a.out}: {len(d['vocabulary'])} n-grams, labels {d['labels']}, "
+          f"question model: {'yes' if qm else 'no'}")
 
 
 def _judge_labels(spec: str, rows: list[dict], a) -> list:
@@ -142,7 +159,7 @@ def _judge_labels(spec: str, rows: list[dict], a) -> list:
         kw = {"max_new_tokens": a.llm_max_new_tokens}
     judge = make_judge(spec, **kw)
     qs = None
-    if getattr(judge, "sees_harm", False) and spec.startswith(("llm:", "openai:")):
+    if getattr(judge, "reads_question", False) or spec.startswith(("llm:", "openai:")):
         from r1probe.eval.judges.judgeset import questions_for
 
         qs = questions_for(rows, a.data_root)
@@ -181,6 +198,23 @@ def cmd_measure(a) -> None:
         rec["default"] = a.default
     rec_path.parent.mkdir(parents=True, exist_ok=True)
     rec_path.write_text(json.dumps(rec, ensure_ascii=False, indent=1) + "\n", "utf-8")
+
+
+def cmd_labellers(a) -> None:
+    """Agreement between the set's labels and a second labeller's blind labels of some of its replies."""
+    from r1probe.eval.judges.agreement import agreement
+
+    first = {r["id"]: r["label"] for p in (a.dev, a.test) for r in _rows(p)}
+    second = [(r["id"], int(r["label"])) for r in _rows(a.second)]
+    missing = [i for i, _ in second if i not in first]
+    if missing:
+        sys.exit(f"{len(missing)} ids of {a.second} are not in the set, e.g. {missing[:3]}")
+    o = agreement([first[i] for i, _ in second], [lab for _, lab in second])
+    lo, hi = o["refusal_accuracy_ci95"]
+    klo, khi = o["kappa_ci95"]
+    print(f"n={o['n']} same refusal verdict {o['refusal_accuracy']:.3f} [{lo:.3f}, {hi:.3f}] "
+          f"same label {o['label_accuracy']:.3f} kappa {o['kappa']:.3f} [{klo:.3f}, {khi:.3f}]")
+    print(json.dumps(o["confusion"]))
 
 
 def cmd_table(a) -> None:
@@ -232,7 +266,10 @@ def main(argv=None) -> None:
     f = sub.add_parser("fit")
     f.add_argument("--dev", default="tests/fixtures/judge/dev.jsonl")
     f.add_argument("--out", default="r1probe/eval/judges/data/trained_judge.json")
-    f.add_argument("--C", type=float, default=10.0)
+    f.add_argument("--C", type=float, default=100.0)
+    f.add_argument("--question-C", type=float, default=10.0,
+                   help="C of the question model (0: no question model, the judge reads the reply only)")
+    f.add_argument("--data-root")
     f.add_argument("--extra", help="more hand-labelled replies (JSONL with reply, label) to fit on")
     f.add_argument("--test", default="tests/fixtures/judge/test.jsonl")
     m = sub.add_parser("measure")
@@ -243,11 +280,15 @@ def main(argv=None) -> None:
     m.add_argument("--limit", type=int, default=0)
     m.add_argument("--data-root")
     m.add_argument("--llm-max-new-tokens", type=int, default=8)
+    lb = sub.add_parser("labellers", help="agreement of a second labeller with the set's labels")
+    lb.add_argument("--second", default="tests/fixtures/judge/second_labels.jsonl")
+    lb.add_argument("--dev", default="tests/fixtures/judge/dev.jsonl")
+    lb.add_argument("--test", default="tests/fixtures/judge/test.jsonl")
     t = sub.add_parser("table")
     t.add_argument("--record", default="r1probe/eval/judges/data/agreement.json")
     a = ap.parse_args(argv)
     {"generate": cmd_generate, "assemble": cmd_assemble, "fit": cmd_fit, "measure": cmd_measure,
-     "table": cmd_table}[a.cmd](a)
+     "labellers": cmd_labellers, "table": cmd_table}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def _bench_help() -> str:
 @click.option("--first", is_flag=True, help="With --limit N: the first N items in file order instead of a seeded sample.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Output folder (per-sample JSONL, summary.json, summary.md); rerun to resume.")
-@click.option("--judge", default="keyword", show_default=True, help="keyword | llm:MODEL_SPEC | openai:URL#MODEL")
+@click.option("--judge", default="default", show_default=True,
+              help="default (the judge chosen on the frozen judge-set test part) | keyword | trained | llm:MODEL_SPEC | "
+                   "openai:URL#MODEL")
 @click.option("--judge-max-new-tokens", type=int, default=32, show_default=True,
               help="Verdict length for LLM judges (give R1-style judges room to think).")
 @click.option("--judge-reasoning", is_flag=True, help="Also judge the reasoning block (R1-style models).")
@@ -144,7 +146,7 @@ def eval_cmd(**kw):
         from r1probe.eval.judges import make_judge
 
         js = kw["judge"]
-        extra = {"max_new_tokens": kw["judge_max_new_tokens"]} if js != "keyword" else {}
+        extra = {"max_new_tokens": kw["judge_max_new_tokens"]} if js.startswith(("llm:", "openai:")) else {}
         if js.startswith("llm:") and lm is not None and js[4:] == kw.get("model"):
             extra["lm"] = lm
         judge = make_judge(js, **extra)

@@ -63,8 +63,9 @@ class JudgedReply:
 
 
 #: the judge used when none is given, chosen on the frozen test part of the judge set
-#: (``r1probe.eval.judges.agreement.judge_agreement()["default"]``; docs/EVAL.md says why)
-DEFAULT_JUDGE = "keyword"
+#: (``r1probe.eval.judges.agreement.judge_agreement()["default"]``; docs/EVAL.md says why): the trained
+#: judge, whose refusal verdicts equal the keyword judge's there and whose four labels agree better
+DEFAULT_JUDGE = "trained"
 
 
 def default_judge():
