@@ -307,3 +307,13 @@ def test_real_model_gate_moves_a_harmful_prompt_and_not_a_harmless_one(real_lm, 
     assert res.returncode == 0, res.stderr[-2000:]
     diff, size = res.stdout.split()
     assert float(diff) < 0.1 and int(size) == real_lm.model.config.intermediate_size + 2
+
+
+def test_the_mlp_in_site_reads_what_the_mlp_reads(tiny):
+    from r1probe.extract.read import read_activations
+
+    ids, mask = _ids(tiny, BENIGN)
+    x, _ = _mlp_io(tiny, ids, mask)
+    got = read_activations(tiny, [tiny.chat.format(p) for p in BENIGN], sites=["mlp_in"], positions=[-1],
+                           layers=[LAYER])[("mlp_in", LAYER)][:, 0]
+    assert (got - x[:, -1]).abs().max() < 1e-5
