@@ -238,6 +238,16 @@ def cmd_table(a) -> None:
         print("|---|---:|---:|---:|---:|---:|")
         for g, row in r["overall"]["confusion"].items():
             print(f"| {g} | " + " | ".join(str(row[c]) for c in ("0", "1", "2", "3", "None")) + " |")
+    if a.by_source:
+        name = rec.get("default") if a.by_source == "default" else a.by_source
+        r = rec["judges"][name]
+        print(f"\nConfusion per source, `{name}` (rows: source and hand label, columns: judge label)\n")
+        print("| source | hand \\ judge | 0 | 1 | 2 | 3 | None |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for src, o in r["by_source"].items():
+            for g, row in o["confusion"].items():
+                if sum(row.values()):
+                    print(f"| {src} | {g} | " + " | ".join(str(row[c]) for c in ("0", "1", "2", "3", "None")) + " |")
 
 
 def main(argv=None) -> None:
@@ -286,6 +296,7 @@ def main(argv=None) -> None:
     lb.add_argument("--test", default="tests/fixtures/judge/test.jsonl")
     t = sub.add_parser("table")
     t.add_argument("--record", default="r1probe/eval/judges/data/agreement.json")
+    t.add_argument("--by-source", help="also the per-source confusion of this judge (or 'default')")
     a = ap.parse_args(argv)
     {"generate": cmd_generate, "assemble": cmd_assemble, "fit": cmd_fit, "measure": cmd_measure,
      "labellers": cmd_labellers, "table": cmd_table}[a.cmd](a)
