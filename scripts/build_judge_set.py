@@ -13,6 +13,10 @@ Public API only. Three steps:
    each reply; see docs/EVAL.md, "The labelled judge set").
 3. ``assemble``: replies + labels -> the development and frozen test parts, split by
    :func:`r1probe.eval.judges.judgeset.part_of` (CHiSafetyBench replies always go to the test part).
+4. ``fit``: the trained judge from the development part only (its question model from the built-in
+   harmful/harmless train splits); ``measure``: every judge's agreement on the frozen test part into
+   ``judges/data/agreement.json``; ``table``: that record as Markdown; ``labellers``: a second
+   labeller's blind labels against the set's.
 
 Records hold the item id, source, model tag and reply; never a prompt's text (questions are read
 back from the data sets by id when a judge needs them).
