@@ -68,7 +68,7 @@ def files(tmp_path):
 
 def _settings(files, **kw):
     return {"layers": str(LAYER), "lam": LAM, "harmful": files["harmful"], "benign": files["benign"],
-            "ridge": 1e-6, "null_energy": 0.999999, **kw}
+            "ridge": 1e-6, "null_energy": 0.999999, "threshold": 0.5, "width": 0.25, **kw}
 
 
 def test_inert_padding_leaves_logits_unchanged(tiny):
@@ -286,7 +286,8 @@ def test_real_model_gate_moves_a_harmful_prompt_and_not_a_harmless_one(real_lm, 
     lm.model = copy.deepcopy(real_lm.model)
     lam = 20.0
     recs = run_edit("gate-mlp", lm, tmp_path / "dirs", {"layers": "12", "lam": lam, "harmful": str(tmp_path / "h.jsonl"),
-                                                       "benign": [str(tmp_path / "s.jsonl")]}, log=lambda m: None)
+                                                       "benign": [str(tmp_path / "s.jsonl")], "threshold": 0.5,
+                                                       "width": 0.25}, log=lambda m: None)
     fit = recs[0]["fit"][0]
     assert 0.8 < fit["bias_min"] and fit["bias_max"] < 1.2
     moved = after_12(lm) - before

@@ -10,7 +10,8 @@ layer ``L`` (rows of ``W_gate`` and ``W_up``, columns of ``W_down``):
   direction of ``x`` close to constant; ``c = (Σ + ρ·tr(Σ)/d·I)⁻¹ μ`` (``μ``, ``Σ``: mean and covariance of
   ``x`` over the fit tokens), scaled so that ``mean(b) = 1``. The fit records how constant it is.
 - **read score** ``s(x) = a·x``: ``a`` fitted like ``rank1-gate``'s read vector (``edit.fit_read_vector``:
-  ``a·x ≈ 1`` at harmful prompts' post-instruction tokens, ``≈ 0`` on every benign token), or given as a
+  ``a·x ≈ 1`` at harmful prompts' post-instruction tokens, ``≈ 0`` on every benign token), then rescaled so
+  that the harmful rows' mean score ``ŝ`` is exactly 1 (the threshold is in those units), or given as a
   direction ``d`` of the probe folder (``read_key``): ``a = d̂ / w`` with ``w`` the post-attention norm's
   weight, so ``s = d̂·h/rms(h)``, the projection of the RMS-normalised mid-block residual.
 - with ``Z = 20``, ``W = 40``, ``β = (W + 2Z) / width`` and threshold ``t``, the two neurons are
@@ -70,11 +71,12 @@ class GateMlpSettings(EditSettings):
 
     layers: str = Field("12", description="Layer(s) whose MLP gets the gate neurons: 12, 10,12 or 8-15 "
                                           "(negative counts from the end).")
-    lam: float = Field(20.0, description="Strength: the residual moves by about lam r^ where the gate is open.")
-    threshold: float = Field(0.5, description="The gate is silent where the read score is at or below this "
-                                              "(a fitted read scores about 1 on harmful, 0 on benign tokens).")
-    width: float = Field(0.25, gt=0, description="Score range above the threshold over which the gate opens "
-                                                  "fully (full strength from threshold + width).")
+    lam: float = Field(30.0, description="Strength: the residual moves by about lam r^ where the gate is open.")
+    threshold: float = Field(1.2, description="The gate is silent where the read score is at or below this "
+                                              "(a fitted read: in units of the harmful fit rows' mean score, "
+                                              "benign tokens about 0).")
+    width: float = Field(0.4, gt=0, description="Score range above the threshold over which the gate opens "
+                                                 "fully (full strength from threshold + width).")
     read_key: str | None = Field(None, description="Read a direction of the probe folder (score: its unit vector "
                                                    "times the RMS-normalised mid-block residual) instead of "
                                                    "fitting a read vector.")
@@ -281,7 +283,14 @@ def fit_gate(lm, directions, settings, fit, *, log=print) -> Fitted:
             how = f"direction {s.read_key} (unit, over the RMS-normalised mid-block residual)"
         else:
             a = E.fit_read_vector(o["pos"], neg_gram=o["gram"], ridge=s.ridge, null_energy=s.null_energy)
-            how = "fitted (harmful post-instruction tokens -> 1, benign tokens -> 0)"
+            # in units of the harmful rows' mean score (the null-space constraint shrinks the fitted scale)
+            m = float((o["pos"] @ a).mean() / (o["pos"] @ c).mean())
+            if not m > 0:
+                raise R1ProbeError(f"gate-mlp: the read vector fitted at layer {i} does not score the harmful rows "
+                                   "above the benign ones (try another layer or fit data)")
+            a = a / m
+            how = (f"fitted (harmful post-instruction tokens -> 1, benign tokens -> 0), rescaled by 1/{m:.4g} to "
+                   f"a harmful mean of 1")
         sh, bh = read_scores(o["pos"], a, c)
         sb, bb = read_scores(o["sample"], a, c)
         b_all = torch.cat([bh, bb])
