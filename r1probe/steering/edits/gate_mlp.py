@@ -71,7 +71,7 @@ class GateMlpSettings(EditSettings):
 
     layers: str = Field("12", description="Layer(s) whose MLP gets the gate neurons: 12, 10,12 or 8-15 "
                                           "(negative counts from the end).")
-    lam: float = Field(30.0, description="Strength: the residual moves by about lam r^ where the gate is open.")
+    lam: float = Field(20.0, description="Strength: the residual moves by about lam r^ where the gate is open.")
     threshold: float = Field(1.2, description="The gate is silent where the read score is at or below this "
                                               "(a fitted read: in units of the harmful fit rows' mean score, "
                                               "benign tokens about 0).")
