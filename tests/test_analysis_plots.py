@@ -22,3 +22,11 @@ def test_every_plot_writes_png_pdf_and_sidecar_with_its_data(tmp_path):
     side = json.loads((tmp_path / "a.json").read_text())
     assert side["data"]["curves"]["base"]["auroc"] == [0.5, 0.9, 1.0]
     assert side["sources"][0]["path"].endswith("probe.json") and len(side["sources"][0]["sha256"]) == 64
+
+
+def test_metric_bars_take_an_interval_end_a_rounding_error_past_the_value(tmp_path):
+    from r1probe.analysis.plots import metric_bars
+
+    out = metric_bars({"base": {"rate": (0.0, 2.7e-17, 0.14)}, "edit": {"rate": (1.0, 0.86, 1.0 - 1e-16)}},
+                      tmp_path / "bars")
+    assert (tmp_path / "bars.png").exists() and out

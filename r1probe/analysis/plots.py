@@ -91,7 +91,8 @@ def metric_bars(table: Mapping[str, Mapping[str, tuple[float, float | None, floa
         v = np.array([t[0] if t[0] is not None else np.nan for t in vals], float)
         err = np.array([[v[j] - (t[1] if t[1] is not None else v[j]) for j, t in enumerate(vals)],
                         [(t[2] if t[2] is not None else v[j]) - v[j] for j, t in enumerate(vals)]])
-        ax.bar(x + (i - (len(models) - 1) / 2) * w, v, w, yerr=np.nan_to_num(err), capsize=3,
+        # an interval end a rounding error past the value (a Wilson bound at 0 or 1) is no whisker at all
+        ax.bar(x + (i - (len(models) - 1) / 2) * w, v, w, yerr=np.clip(np.nan_to_num(err), 0, None), capsize=3,
                color=color_for(i), label=m)
     ax.set_xticks(x, metrics, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
