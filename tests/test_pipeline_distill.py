@@ -47,6 +47,7 @@ def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):
     assert "## Before / distilled / restored" in text and "## Answers" in text and "XSTest-safe" in text
     assert "restore-edit-own" in text and "Stage wall times" in text
     assert "tuning/report overlap: 0 items" in text and "probe-base/tuning_reads.json" in text
+    assert "Judge: `" in text and "frozen test part" in text
     assert (tmp_path / "md" / "distill" / "tuning_reads.json").exists()
     # the distilled copy differs from the base model, and its export is a loadable checkpoint
     info = first["results"]["distill"].info

@@ -10,6 +10,7 @@ from pathlib import Path
 from r1probe.analysis import plots
 from r1probe.analysis.figures import new_figure, save_figure
 from r1probe.analysis.tables import fmt_ci, write_table
+from r1probe.pipeline.report import judge_line
 from r1probe.provenance import atomic_write_text, library_versions
 
 #: (bench, metric, column title)
@@ -171,8 +172,9 @@ def write_distill_report(ctx, path: Path) -> dict:
           "model.", "",
           f"Seed {s.seed}; every variant is evaluated on the same items: limits "
           f"{json.dumps({b: s.limit(b) for b in s.eval.benches})}, {s.eval.max_new_tokens} new tokens on refusal "
-          f"benches, {s.eval.reasoning_max_new_tokens} on GSM8K, greedy decoding, keyword judge on the answer after any "
-          "`</think>` (refusal words inside the reasoning are counted separately).", ""]
+          f"benches, {s.eval.reasoning_max_new_tokens} on GSM8K, greedy decoding, the judge below on the "
+          "answer after any `</think>` (refusal words inside the reasoning are counted separately).", "",
+          judge_line(), ""]
     md += ["## Distillation", "",
            f"{dinfo.get('steps')} optimizer steps ({'LoRA r=' + str(d.lora_rank) if d.lora else 'full fine-tuning'}, "
            f"lr {d.lr}, {d.grad_accum} traces per step, max_len {d.max_len}) on {d.n_traces} traces in R1 format "
