@@ -45,17 +45,14 @@ layer ``L``'s MLP, so the two agree only where every token passes (and ``b = 1``
 
 from __future__ import annotations
 
-from typing import Annotated
 
 import torch
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from r1probe.errors import R1ProbeError
-from r1probe.settings import split_list
 from r1probe.steering import edit as E
 from r1probe.steering.directions import check_size
-from r1probe.steering.edits.base import EditSettings, Fitted
-from r1probe.steering.fit_data import default_fit_data, file_fit_data
+from r1probe.steering.edits.base import Fitted, ReadFitSettings
 from r1probe.steering.plan import parse_layers
 from r1probe.steering.transforms import unit
 
@@ -66,7 +63,7 @@ MARGIN, SPAN = 20.0, 40.0
 NEURONS = 2
 
 
-class GateMlpSettings(EditSettings):
+class GateMlpSettings(ReadFitSettings):
     """Settings of the gate-mlp edit."""
 
     layers: str = Field("12", description="Layer(s) whose MLP gets the gate neurons: 12, 10,12 or 8-15 "
@@ -80,24 +77,6 @@ class GateMlpSettings(EditSettings):
     read_key: str | None = Field(None, description="Read a direction of the probe folder (score: its unit vector "
                                                    "times the RMS-normalised mid-block residual) instead of "
                                                    "fitting a read vector.")
-    harmful: str | None = Field(None, description="Harmful prompt file to fit the read vector on "
-                                                  "(JSON/JSONL/CSV; default: the built-in fit data).")
-    benign: Annotated[list[str], BeforeValidator(split_list)] = Field(
-        [], description="Benign prompt files (with answer/std_answer fields when present) whose tokens the gate "
-                        "must leave closed.")
-    benign_limit: int = Field(150, ge=1, description="Use the first N prompts of each benign file.")
-    harmful_set: str = Field("builtin:zh-harmful", description="Built-in fit data: the harmful prompt set "
-                                                               "(its train split).")
-    harmless_set: str = Field("builtin:zh-harmless", description="Built-in fit data: the harmless prompt set "
-                                                                 "(its train split).")
-    data_root: str | None = Field(None, description="Shared data folder for the built-in GSM8K benign texts "
-                                                    "(default $R1PROBE_DATA or ../shared/data).")
-    seed: int = Field(0, description="Seed of the built-in prompt sets' train split.")
-    borderline: int = Field(0, ge=0, description="Built-in fit data: also keep the gate closed on the first N "
-                                                 "CValues borderline contrast prompts.")
-    null_energy: float = Field(0.99, gt=0, le=1, description="Benign energy kept out of the fitted read vector.")
-    ridge: float = Field(1e-2, ge=0, description="Ridge of the read-vector fit, relative to the harmful "
-                                                 "rows' mean squared norm.")
     bias_ridge: float = Field(1e-3, gt=0, description="Ridge of the bias-channel fit, relative to the mean "
                                                       "variance of the MLP input.")
     post_tokens: int | None = Field(None, ge=1, description="Harmful rows per prompt: its last N tokens "
@@ -106,11 +85,6 @@ class GateMlpSettings(EditSettings):
 
     @model_validator(mode="after")
     def _check(self):
-        if bool(self.harmful) != bool(self.benign):
-            raise ValueError("give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
-        if self.harmful and self.borderline:
-            raise ValueError("--borderline applies to the default fit data; add such prompts to a --benign "
-                             "file instead")
         if self.lam <= 0:
             raise ValueError(f"lam {self.lam:g}: the strength must be positive")
         return self
@@ -325,11 +299,7 @@ class GateMlp:
     def fit(self, lm, directions, settings, *, log=print) -> Fitted:
         s = settings
         targets(lm, directions, s)  # bad names and layers fail before the fit data is read
-        if s.harmful:
-            fit = file_fit_data(lm, s.harmful, s.benign, s.benign_limit)
-        else:
-            fit = default_fit_data(lm, harmful=s.harmful_set, harmless=s.harmless_set, data_root=s.data_root,
-                                   seed=s.seed, borderline=s.borderline)
+        fit = s.fit_data(lm)
         log(f"gate-mlp: reading MLP inputs of {len(fit.harmful)} harmful prompts and {len(fit.benign)} benign texts")
         return fit_gate(lm, directions, s, fit, log=log)
 

@@ -10,62 +10,38 @@ on harmful prompts" (CAST). Fit data: ``steering.fit_data`` (built-in splits by 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
-from r1probe.settings import split_list
 from r1probe.steering import edit as E
 from r1probe.steering.directions import check_size
-from r1probe.steering.edits.base import EditSettings, Fitted
-from r1probe.steering.fit_data import FitData, default_fit_data, file_fit_data
+from r1probe.steering.edits.base import Fitted, ReadFitSettings
+from r1probe.steering.fit_data import FitData
 
 METHOD = "rank-1 read/write (AlphaSteer-style, null space of benign tokens)"
 
 
-class Rank1GateSettings(EditSettings):
+class Rank1GateSettings(ReadFitSettings):
     """Settings of the rank1-gate edit."""
 
     layer: int = Field(12, description="The one layer whose output projection is edited "
                                        "(negative counts from the end).")
     lam: float = Field(20.0, description="Strength of the rank-one write (lambda).")
     writer: Literal["attn", "mlp"] = Field("mlp", description="Which output projection of the layer to edit.")
-    harmful: str | None = Field(None, description="Harmful prompt file to fit the read vector on "
-                                                  "(JSON/JSONL/CSV; default: the built-in fit data).")
-    benign: Annotated[list[str], BeforeValidator(split_list)] = Field(
-        [], description="Benign prompt files (with answer/std_answer fields when present) whose tokens the edit "
-                        "must leave alone.")
-    benign_limit: int = Field(150, ge=1, description="Use the first N prompts of each benign file.")
-    harmful_set: str = Field("builtin:zh-harmful", description="Built-in fit data: the harmful prompt set "
-                                                               "(its train split).")
-    harmless_set: str = Field("builtin:zh-harmless", description="Built-in fit data: the harmless prompt set "
-                                                                 "(its train split).")
-    data_root: str | None = Field(None, description="Shared data folder for the built-in GSM8K benign texts "
-                                                    "(default $R1PROBE_DATA or ../shared/data).")
-    seed: int = Field(0, description="Seed of the built-in prompt sets' train split.")
-    borderline: int = Field(0, ge=0, description="Built-in fit data: also keep the read vector silent on "
-                                                 "the first N CValues borderline contrast prompts.")
     fit_seed: int | None = Field(None, description="Fit on a seeded subsample (fit_fraction of each part) of the "
                                                    "built-in fit data; unset: all of it.")
     fit_fraction: float = Field(0.8, gt=0, le=1, description="Share of each fit-data part kept with fit_seed.")
-    null_energy: float = Field(0.99, gt=0, le=1, description="Benign energy kept out of the read vector.")
-    ridge: float = Field(1e-2, ge=0, description="Ridge of the read-vector fit, relative to the harmful "
-                                                 "rows' mean squared norm.")
     post_tokens: int | None = Field(None, ge=1, description="Harmful rows per prompt: its last N tokens "
                                                             "(default: the template's post-instruction tokens).")
     batch_size: int = Field(16, ge=1, description="Batch size of the fitting forwards.")
 
     @model_validator(mode="after")
-    def _fit_files(self):
-        if bool(self.harmful) != bool(self.benign):
-            raise ValueError("give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
+    def _fit_seed_files(self):
         if self.harmful and self.fit_seed is not None:
             raise ValueError("--fit-seed subsamples the default fit data; subsample your --harmful/--benign files "
                              "instead")
-        if self.harmful and self.borderline:
-            raise ValueError("--borderline applies to the default fit data; add such prompts to a --benign "
-                             "file instead")
         return self
 
 
@@ -80,12 +56,7 @@ class Rank1Gate:
     def fit(self, lm, directions, settings, *, log=print) -> Fitted:
         s = settings
         d = directions.get(s.direction_key, lm.layout.d_model)
-        if s.harmful:
-            fit = file_fit_data(lm, s.harmful, s.benign, s.benign_limit)
-        else:
-            fit = default_fit_data(lm, harmful=s.harmful_set, harmless=s.harmless_set, data_root=s.data_root,
-                                   seed=s.seed, borderline=s.borderline, fit_seed=s.fit_seed,
-                                   fit_fraction=s.fit_fraction)
+        fit = s.fit_data(lm, fit_seed=s.fit_seed, fit_fraction=s.fit_fraction)
         log(f"fitting the read vector on {len(fit.harmful)} harmful prompts and {len(fit.benign)} benign texts")
         return fit_read(lm, d, fit, s)
 
