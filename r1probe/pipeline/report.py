@@ -177,15 +177,10 @@ def fit_seed_section(table: dict, cols: list[tuple]) -> list[str]:
 def judge_line() -> str:
     """The study's judge (the default judge) and its agreement on the frozen test part of the hand-labelled judge
     set (``r1probe/eval/judges/data/agreement.json``), stated beside the rates it produced."""
-    from importlib import resources
-
+    from r1probe.eval.judges.agreement import judge_agreement
     from r1probe.eval.judges.refusal import DEFAULT_JUDGE
 
-    try:
-        rec = json.loads(resources.files("r1probe.eval.judges").joinpath("data/agreement.json").read_text("utf-8"))
-    except (OSError, json.JSONDecodeError, ModuleNotFoundError):
-        rec = {}
-    ov = ((rec.get("judges") or {}).get(DEFAULT_JUDGE) or {}).get("overall") or {}
+    ov = (judge_agreement(DEFAULT_JUDGE) or {}).get("overall") or {}
     if ov.get("refusal_accuracy") is None:
         return f"Judge: `{DEFAULT_JUDGE}` (no frozen-test agreement recorded for it)."
     parts = [f"refusal vs non-refusal accuracy {fmt_ci(ov['refusal_accuracy'], ov.get('refusal_accuracy_ci95'))}"]
