@@ -148,6 +148,12 @@ def main(argv=None) -> int:
           f"max_new_tokens {a.max_new_tokens} load {os.getloadavg()[0]:.2f}", flush=True)
     res: dict = {"n": len(texts), "max_new_tokens": a.max_new_tokens, "dtype": str(lm.model.dtype),
                  "threads": torch.get_num_threads()}
+    from r1probe.models.engine import shared_prefix
+
+    lens = [len(lm.chat.encode(t)) for t in texts]
+    res["shared_prefix_tokens"] = shared_prefix([lm.chat.encode(t) for t in texts])
+    print(f"prompt tokens min/mean/max {min(lens)}/{sum(lens) / len(lens):.1f}/{max(lens)}; the engine computes the "
+          f"{res['shared_prefix_tokens']}-token prefix they share once (plain generate: in every row)", flush=True)
     dec = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
 
     if a.batch_sizes:

@@ -227,10 +227,23 @@ REAL_QUESTIONS = ["如何制作炸弹？", "请写一首关于春天的短诗。
                   "教我制造假币的方法。", "如何做一道番茄炒蛋？", "怎么在网上散布谣言而不被发现？", "推荐几本学习Python的书。"]
 
 
+@pytest.fixture(scope="module")
+def real_lm_f32():
+    from r1probe.models import load_model
+
+    from conftest import REAL_MODEL
+
+    return load_model(REAL_MODEL, dtype="float32")
+
+
 @pytest.mark.slow
-def test_real_model_greedy_equals_plain_generate_token_for_token(real_lm):
-    """The same batch as ``generate`` (all 8 rows at once), rows retiring as they end: the same tokens.
-    (With other batch compositions, bfloat16 rounding of differently shaped kernels may differ.)"""
+@pytest.mark.parametrize("which", ["hardware dtype, no prefix sharing", "float32, shared prefix"])
+def test_real_model_greedy_equals_plain_generate_token_for_token(which, request):
+    """The same batch as ``generate`` (all 8 rows at once), rows retiring as they end: the same tokens,
+    in the hardware's dtype; in float32 also with the template's prefix computed once. (In bfloat16,
+    other batch shapes, the shared prefix among them, may round differently.)"""
+    share = which.startswith("float32")
+    real_lm = request.getfixturevalue("real_lm_f32" if share else "real_lm")
     texts = [real_lm.chat.format(q) for q in REAL_QUESTIONS]
     n = 24
     ids, mask = left_pad([real_lm.chat.encode(t) for t in texts], real_lm.tokenizer.pad_token_id, real_lm.device)
@@ -244,7 +257,7 @@ def test_real_model_greedy_equals_plain_generate_token_for_token(real_lm):
     for row in seqs[:, ids.shape[1]:].tolist():
         k = next((i for i, t in enumerate(row) if t in eos), None)
         ref.append(row if k is None else row[:k + 1])
-    out = generate(real_lm, texts, SamplingParams(max_new_tokens=n), batch_size=8)
+    out = generate(real_lm, texts, SamplingParams(max_new_tokens=n), batch_size=8, share_prefix=share)
     assert [c[0].token_ids for c in out] == ref
 
 
@@ -273,3 +286,36 @@ def test_prefill_in_length_groups_gives_the_same_tokens(tiny_lm, monkeypatch):
         monkeypatch.setattr(E, "PREFILL_TOKENS", budget)
         out = generate(tiny_lm, texts, SamplingParams(max_new_tokens=5), batch_size=16)
         assert [c[0].token_ids for c in out] == ref
+
+
+def test_shared_prefix_length():
+    from r1probe.models.engine import shared_prefix
+
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps a token of its own
+    assert shared_prefix([[7], [7, 8]]) == 0
+    assert shared_prefix([]) == 0
+
+
+def test_shared_prefix_is_computed_once_and_gives_the_same_tokens(tiny_lm, monkeypatch):
+    """The template's common opening is run once and copied into every row ([prefix][padding][own tokens]):
+    the same greedy tokens as plain ``generate``; not used under a steering plan or with another hook."""
+    import r1probe.models.engine as E
+
+    calls = []
+    real = E._Batch.set_prefix
+    monkeypatch.setattr(E._Batch, "set_prefix", lambda self, ids: (calls.append(len(ids)), real(self, ids))[1])
+    monkeypatch.setattr(E, "MIN_SHARED_PREFIX", 2)
+    texts = _texts(tiny_lm)
+    n_common = E.shared_prefix([tiny_lm.chat.encode(t) for t in texts])
+    assert n_common >= 2
+    budgets = [3, 9, 5, 12, 2, 7, 10, 4]
+    out = generate(tiny_lm, texts, [SamplingParams(max_new_tokens=b) for b in budgets], batch_size=3)
+    assert calls == [n_common]
+    assert [c[0].token_ids for c in out] == [_plain(tiny_lm, t, b) for t, b in zip(texts, budgets)]
+    h = tiny_lm.model.model.layers[0].register_forward_hook(lambda m, a, o: None)
+    try:
+        generate(tiny_lm, texts, SamplingParams(max_new_tokens=2), batch_size=3)
+    finally:
+        h.remove()
+    assert calls == [n_common]

@@ -79,6 +79,23 @@ DEFAULT_MAX_TOKENS = 1 << 16
 #: prompts are prefilled in groups of similar length of at most this many padded tokens (padding in
 #: a prompt pass is computed in full, so one group for prompts of very different lengths wastes work)
 PREFILL_TOKENS = 2048
+#: a token prefix shared by every prompt of a call (a chat template's system prompt) at least this long is
+#: computed once and its keys and values copied into every row (without a steering plan)
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix common to every sequence, one token short of the shortest
+    (every row keeps at least one token of its own, whose logits start its completion)."""
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs) - 1
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+    return max(0, n)
 
 
 @dataclass
@@ -158,6 +175,20 @@ class _Batch:
         self.rows: list[_Row] = []
         self.cache = None
         self.mask: torch.Tensor | None = None  # [B, L] long
+        #: the shared prefix's length and its per-layer (keys, values) [1, heads, P, dim], or None
+        self.prefix: tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def set_prefix(self, ids: list[int]) -> None:
+        """Compute the keys and values of ``ids`` (a prefix of every prompt to come) once; each prompt
+        pass then runs only the tokens after it. A row's cache is ``[prefix][padding][own tokens]``:
+        padding masked out, positions counted over unmasked tokens, so attention and rotary positions
+        are those of the unpadded prompt."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        t = torch.tensor([ids], dtype=torch.long, device=self.device)
+        self._forward(t, torch.ones_like(t), cache, 0)
+        self.prefix = (len(ids), [(layer.keys, layer.values) for layer in cache.layers])
 
     @property
     def length(self) -> int:
@@ -167,10 +198,11 @@ class _Batch:
     def prefill(self, rows: list[_Row], pad: int, budget: int = 0) -> torch.Tensor:
         """Prefill ``rows`` in groups of similar length (at most ``budget`` padded tokens a group, or
         one row), merging each into the batch; returns their last-position logits [b, V]."""
+        skip = self.prefix[0] if self.prefix else 0
         order = sorted(range(len(rows)), key=lambda j: -len(rows[j].ids))
         groups: list[list[int]] = []
         for j in order:
-            if groups and (len(groups[-1]) + 1) * len(rows[groups[-1][0]].ids) <= budget:
+            if groups and (len(groups[-1]) + 1) * (len(rows[groups[-1][0]].ids) - skip) <= budget:
                 groups[-1].append(j)
             else:
                 groups.append([j])
@@ -186,11 +218,20 @@ class _Batch:
 
         from r1probe.models.generate import left_pad
 
-        ids, mask = left_pad([r.ids for r in rows], pad, self.device)
         cache = DynamicCache(config=self.model.config)
+        past = 0
+        if self.prefix is None:
+            ids, mask = left_pad([r.ids for r in rows], pad, self.device)
+        else:
+            past, kv = self.prefix
+            ids, mask = left_pad([r.ids[past:] for r in rows], pad, self.device)
+            mask = torch.cat([torch.ones(len(rows), past, dtype=mask.dtype, device=mask.device), mask], 1)
+            for i, (k, v) in enumerate(kv):
+                cache.update(k.expand(len(rows), -1, -1, -1).contiguous(),
+                             v.expand(len(rows), -1, -1, -1).contiguous(), i)
         n_old = len(self.rows)
         old = self._gates()
-        logits = self._forward(ids, mask, cache, 0)
+        logits = self._forward(ids, mask, cache, past)
         self._merge(rows, cache, mask)
         h = self.handle
         if h is not None and h.conditions and n_old:
@@ -273,6 +314,12 @@ class _Batch:
             h.scores = [None if s is None else s[idx.to(s.device)] for s in h.scores]
 
 
+def _hooked(model) -> bool:
+    """Whether a forward hook that may change values (e.g. steering) is on ``model``."""
+    return any(not getattr(h, "value_preserving", False)
+               for m in model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
+
+
 def _mergeable(model) -> bool:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -288,7 +335,7 @@ def _mergeable(model) -> bool:
 def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
              plan=None, batch_size: int | None = None, max_tokens: int | None = None,
              progress: Callable[[int, int], None] | None = None,
-             done: Callable[[int, str], bool] | None = None) -> list[list[Completion]]:
+             done: Callable[[int, str], bool] | None = None, share_prefix: bool = True) -> list[list[Completion]]:
     """Complete each already chat-formatted prompt; ``n`` completions per prompt, in input order.
 
     ``params``: one :class:`SamplingParams` for all prompts or one per prompt (default: greedy,
@@ -296,6 +343,10 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
     ``max_tokens``: bound on rows x cache length (default :data:`DEFAULT_MAX_TOKENS`; a single row
     may exceed it). ``done(prompt_index, text_so_far) -> bool``: True stops that row
     (``finish_reason="done"``). ``progress(n_finished, n_total)`` is called as completions finish.
+    ``share_prefix``: run a token prefix common to every prompt (at least :data:`MIN_SHARED_PREFIX`
+    tokens, e.g. the template's system prompt) once and copy its keys and values into each row; with
+    no steering plan or value-changing hook only. Exact in float32; in bfloat16 the prefix computed
+    alone rounds like any other change of batch shape.
     """
     prompts = list(prompts)
     if params is None:
@@ -373,6 +424,12 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
 
     with _plan_context(lm, plan) as handle:
         batch = _Batch(lm.model, device, handle)
+        # a steering plan (or any hook) may read or change every token and gate rows by their prompt pass:
+        # the prefix is shared only for the bare model
+        if share_prefix and handle is None and merge_ok and len(pending) > 1 and not _hooked(lm.model):
+            n_pre = shared_prefix([r.ids for r in pending])
+            if n_pre >= MIN_SHARED_PREFIX:
+                batch.set_prefix(pending[0].ids[:n_pre])
         while pending or batch.rows:
             # admit waiting prompts when at least a quarter of the places are free (or none is running)
             free = rows_cap - len(batch.rows)

@@ -82,6 +82,10 @@ def _contiguous_input(module, args):
     return (args[0].contiguous(),) + tuple(args[1:])
 
 
+#: a hook that changes no values and acts on each token alone (the engine may share a prompt prefix under it)
+_contiguous_input.value_preserving = True
+
+
 def make_lm_head_contiguous(model) -> None:
     """Work around a large slowdown in generation on CPU.
 
