@@ -177,3 +177,28 @@ def test_pruned_fast_search_chooses_the_same_cell(tiny_lm, kl_max, induce_min, i
     assert (new["chosen"], new["reason"]) == (old["chosen"], old["reason"])
     assert {k for k, s in new["scores"].items() if "filtered" in s} == \
         {k for k, s in old["scores"].items() if "filtered" in s}
+
+
+@pytest.mark.parametrize("kl_max", [0.0, 1e9])
+def test_fast_search_reports_progress_that_reaches_its_total(tiny_lm, kl_max):
+    """The KL, bypass and induce phases say ``probe PHASE: N/TOTAL`` as they go (bars with rate and ETA
+    in the CLI); N never decreases and each phase ends at its total, also when candidates stop early."""
+    import re
+
+    g = torch.Generator().manual_seed(5)
+    d = tiny_lm.layout.d_model
+    cands = {f"layer{li}_pos-1": {"layer": li, "pos": -1, "direction": torch.randn(d, generator=g)} for li in range(3)}
+    cfg = SelectConfig(score="first_token", n_val=5, verify_top=0, kl_max=kl_max, induce_min=-1e9,
+                       max_layer_frac=1.0, batch_size=2, induce_score="generation", gen_tokens=2)
+    said: list[str] = []
+    select_direction(tiny_lm, cands, HARMFUL, HARMLESS, cfg, fast=True, prune=True, max_rows=4, progress=said.append)
+    steps: dict[str, list[tuple[int, int]]] = {}
+    for m in said:
+        hit = re.match(r"^probe (KL|bypass|induce): (\d+)/(\d+)$", m)
+        if hit:
+            steps.setdefault(hit[1], []).append((int(hit[2]), int(hit[3])))
+    assert "KL" in steps
+    for phase, seq in steps.items():
+        ns = [n for n, _ in seq]
+        assert ns == sorted(ns), phase
+        assert seq[-1][0] == seq[-1][1], phase

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from r1probe.cli_options import settings_from_flags, settings_options, stderr_progress
+from r1probe.cli_options import ProgressBars, settings_from_flags, settings_options
 from r1probe.pipeline.settings import StudySettings
 
 
@@ -41,5 +41,9 @@ def run(config, print_config, force, **kw):
         os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
     from r1probe.pipeline.presets import run_preset
 
-    res = run_preset(settings, force=force, log=stderr_progress)
+    bars = ProgressBars(unit="step")  # "NAME: N/TOTAL" messages become bars with rate and ETA
+    try:
+        res = run_preset(settings, force=force, log=bars)
+    finally:
+        bars.close()
     click.echo(f"report: {res['report']}  ({res['seconds']:.0f}s)")

@@ -320,14 +320,20 @@ class FastSearch(CausalSearch):
         tot = {c[0]: 0.0 for c in cands}
         out_early: set[str] = set()
         cands, plans = self._sorted(cands, self._bypass_plans)
+        total, done = len(cands) * len(self._hl), 0
         for j, b in enumerate(self._hl):
             live = [i for i, c in enumerate(cands) if c[0] not in out_early]
+            done += len(cands) - len(live)
             for grp in self._groups(live, len(b.idx), plans):
                 lgs = self._run("hl", j, b, [plans[i] for i in grp], 1)
                 for i, lg in zip(grp, lgs):
                     tot[cands[i][0]] += float(R.kl_rows(self.base_logits[b.idx], lg[:, -1].cpu()).double().sum())
+                done += len(grp)
+                self.say(f"probe KL: {done}/{total}")
             if prune:
                 out_early |= {k for k, v in tot.items() if math.isfinite(v) and v / n > self.cfg.kl_max}
+        if not live or done < total:  # candidates stopped early: close the bar
+            self.say(f"probe KL: {total}/{total}")
         last = len(self._hl) - 1
         return {k: (v / n, k not in out_early or last == 0) for k, v in tot.items()}
 
@@ -348,9 +354,12 @@ class FastSearch(CausalSearch):
                         vals[cands[i][0]][b.idx] = R.first_token_log_odds(lg[:, -1].cpu(), sc.refusal_ids)
             return {k: R.nanmean(v) for k, v in vals.items()}
         vals = {c[0]: torch.zeros(len(self.look.texts)) for c in cands}
+        total, done = len(cands) * len(self._la), 0
         for j, b in enumerate(self._la):
             m = max(len(self._la_conts[i]) for i in b.idx)
             for grp in self._groups(list(range(len(cands))), len(b.idx), plans):
+                done += len(grp)
+                self.say(f"probe bypass: {done}/{total}")
                 for i, lg in zip(grp, self._run("la", j, b, [plans[i] for i in grp], m + 1)):
                     lp = torch.log_softmax(lg[:, :-1], -1)
                     v = vals[cands[i][0]]
@@ -370,17 +379,22 @@ class FastSearch(CausalSearch):
         if self._induce_by_generation:
             n = len(self.harmless)
             hits = {c[0]: 0.0 for c in cands}
-            seen = 0
+            seen, total, done = 0, len(cands) * len(self._hl), 0
             for b in self._hl:
                 texts = [self.harmless[i] for i in b.idx]
                 live = [c for c in cands if c[0] not in self.induce_bounded]
+                done += len(cands) - len(live)
                 for grp in self._groups(live, len(b.idx)):
                     outs = sc.generate(texts, cfg.gen_tokens, plans=self._induce_plans(grp))
                     for c, o in zip(grp, outs):
                         hits[c[0]] += float(R.judge(o).sum())
+                    done += len(grp)
+                    self.say(f"probe induce: {done}/{total}")
                 seen += len(b.idx)
                 if prune and seen < n:
                     self.induce_bounded |= {k for k, h in hits.items() if (h + n - seen) / n <= cfg.induce_min}
+            if not live or done < total:
+                self.say(f"probe induce: {total}/{total}")
             for k, h in hits.items():
                 res[k] = (h + n - seen) / n if k in self.induce_bounded else h / n
             return res
