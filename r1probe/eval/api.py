@@ -20,7 +20,7 @@ from r1probe.eval import metrics as M
 from r1probe.eval.benches import Bench, get_bench
 
 
-def _engine(lm_or_engine, plan=None, max_new_tokens: int = 256, batch_size: int = 8):
+def _engine(lm_or_engine, plan=None, max_new_tokens: int = 256, batch_size: int | None = None):
     if hasattr(lm_or_engine, "generate") and hasattr(lm_or_engine, "describe"):
         if plan is not None:
             lm_or_engine.plan = plan if hasattr(plan, "steps") else __import__(
@@ -29,6 +29,13 @@ def _engine(lm_or_engine, plan=None, max_new_tokens: int = 256, batch_size: int 
     from r1probe.eval.engines import HFEngine
 
     return HFEngine(lm_or_engine, max_new_tokens=max_new_tokens, batch_size=batch_size, plan=plan)
+
+
+def _chunk(engine, batch_size: int | None) -> int:
+    """Items per runner chunk: the engine's own (twice its rows in flight), else twice ``batch_size``."""
+    if hasattr(engine, "chunk_size"):
+        return engine.chunk_size()
+    return max(16, 2 * (batch_size or 8))
 
 
 def _items(prompts: Sequence) -> list[BenchItem]:
@@ -47,7 +54,7 @@ def _items(prompts: Sequence) -> list[BenchItem]:
 
 
 def refusal_rate(lm_or_engine, prompts: Sequence, *, plan=None, judge="keyword", max_new_tokens: int = 64,
-                 batch_size: int = 8, out_dir=None) -> dict:
+                 batch_size: int | None = None, out_dir=None) -> dict:
     """Share of ``prompts`` (strings or Prompt-like objects with ``text``/``history``) the model
     refuses under the refusal rule (:mod:`r1probe.eval.judges.refusal`: the answer after any
     ``</think>`` is judged; a reply whose reasoning never closed is ``"unterminated"``, has label
@@ -65,7 +72,7 @@ def refusal_rate(lm_or_engine, prompts: Sequence, *, plan=None, judge="keyword",
     j = make_judge(judge) if isinstance(judge, str) else judge
     b = Bench("prompts", "overrefusal", lambda root: [], (), max_new_tokens)
     recs, entry = run_bench(b, eng, j, out_dir, items=_items(prompts), max_new_tokens=max_new_tokens,
-                            chunk_size=max(64, batch_size), limit=None)
+                            chunk_size=_chunk(eng, batch_size), limit=None)
     return {"rate": entry["metrics"]["refusal_rate"], "ci95": entry["ci95"]["refusal_rate"],
             "rr2": M.chisafety_metrics(False)["RR-2"](recs),
             "labels": [r["label"] for r in recs], "outcomes": [r["outcome"] for r in recs],
@@ -75,7 +82,8 @@ def refusal_rate(lm_or_engine, prompts: Sequence, *, plan=None, judge="keyword",
 
 
 def bench(lm_or_engine, name: str, *, plan=None, judge=None, limit: int | None = None, seed: int | None = 0,
-          max_new_tokens: int | None = None, batch_size: int = 8, data_root=None, out_dir=None, **kw) -> dict:
+          max_new_tokens: int | None = None, batch_size: int | None = None, data_root=None, out_dir=None,
+          **kw) -> dict:
     """Run one registered benchmark; returns its summary entry (``n``, ``metrics``, ``ci95``, ...)."""
     from r1probe.eval.judges import make_judge
     from r1probe.eval.runner import run_bench
@@ -84,19 +92,19 @@ def bench(lm_or_engine, name: str, *, plan=None, judge=None, limit: int | None =
     eng = _engine(lm_or_engine, plan, max_new_tokens or b.max_new_tokens, batch_size)
     j = make_judge(judge) if isinstance(judge, str) else judge
     _, entry = run_bench(b, eng, j, out_dir, limit=limit, seed=seed, data_root=data_root,
-                         max_new_tokens=max_new_tokens, chunk_size=max(16, 2 * batch_size), **kw)
+                         max_new_tokens=max_new_tokens, chunk_size=_chunk(eng, batch_size), **kw)
     return entry
 
 
 def gsm8k_accuracy(lm_or_engine, *, limit: int | None = 50, seed: int | None = 0, plan=None,
-                   max_new_tokens: int = 256, batch_size: int = 8, data_root=None, out_dir=None) -> dict:
+                   max_new_tokens: int = 256, batch_size: int | None = None, data_root=None, out_dir=None) -> dict:
     """GSM8K accuracy entry (``metrics['accuracy']``, ``ci95``, ``extracted_rate``) — also at top level."""
     e = bench(lm_or_engine, "gsm8k", plan=plan, limit=limit, seed=seed, max_new_tokens=max_new_tokens,
               batch_size=batch_size, data_root=data_root, out_dir=out_dir)
     return {**e, "accuracy": e["metrics"]["accuracy"]}
 
 
-def gsm8k_nll(lm_or_engine, *, limit: int | None = 100, seed: int | None = 0, plan=None, batch_size: int = 8,
+def gsm8k_nll(lm_or_engine, *, limit: int | None = 100, seed: int | None = 0, plan=None, batch_size: int | None = None,
               data_root=None, out_dir=None) -> dict:
     """Teacher-forced mean NLL (nats/token) of GSM8K gold solutions — cheap, low-variance retention check."""
     e = bench(lm_or_engine, "gsm8k-nll", plan=plan, limit=limit, seed=seed, batch_size=batch_size,

@@ -56,7 +56,9 @@ def _bench_help() -> str:
                    "</think> is unterminated reasoning, not an answer.")
 @click.option("--max-new-tokens", type=int, default=None,
               help="Generation length (default per benchmark: 256 refusal, 512 gsm8k/cmath, 1024 math500).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Rows in flight when generating, batch of scored benches (default: the engine's for the "
+                   "device; 16 for scored benches).")
 @click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Steering plan JSON (hf engine).")
 @click.option("--answers", default=None, type=click.Path(dir_okay=False),
               help="Answer key for chisafety-mcq (JSON {id: letter} or CSV id,letter).")
@@ -150,7 +152,7 @@ def eval_cmd(**kw):
         if js.startswith("llm:") and lm is not None and js[4:] == kw.get("model"):
             extra["lm"] = lm
         judge = make_judge(js, **extra)
-    chunk = max(kw["batch_size"], 1) * 2 if kw["engine"] == "hf" else max(kw["concurrency"], 1) * 2
+    chunk = engine.chunk_size() if kw["engine"] == "hf" else max(kw["concurrency"], 1) * 2
     bars = ProgressBars(quiet=kw["quiet"])
     summary = runner.evaluate(
         benches, engine, judge, kw["out"], limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],

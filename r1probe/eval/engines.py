@@ -17,6 +17,9 @@ import torch
 from r1probe.errors import R1ProbeError
 from r1probe.models.chat import THINK_CLOSE, THINK_OPEN
 
+#: batch of teacher-forced (scored) forwards when no batch size is given
+SCORE_BATCH = 16
+
 Request = tuple  # (user_text: str, history: list[dict] | None)
 
 
@@ -37,11 +40,13 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, lm, *, max_new_tokens: int = 256, batch_size: int = 8, plan=None,
+    def __init__(self, lm, *, max_new_tokens: int = 256, batch_size: int | None = None, plan=None,
                  do_sample: bool = False, temperature: float | None = None, top_p: float = 1.0,
                  seed: int | None = 0, system: str | None = None):
         self.lm = lm
         self.max_new_tokens = max_new_tokens
+        #: rows in flight when generating and the batch of scored forwards; None: the engine's default
+        #: rows for the device (:data:`r1probe.models.engine.DEFAULT_ROWS`) and :data:`SCORE_BATCH`
         self.batch_size = batch_size
         self.plan = plan
         # temperature 0 is greedy; do_sample without a temperature samples at 1.0
@@ -62,6 +67,18 @@ class HFEngine:
         e = copy.copy(self)
         e.seed = None if self.seed is None else self.seed + k
         return e
+
+    @property
+    def rows(self) -> int:
+        """Rows the engine keeps in flight when generating."""
+        from r1probe.models.engine import DEFAULT_ROWS
+
+        return self.batch_size or DEFAULT_ROWS.get(str(self.lm.device).split(":")[0], 32)
+
+    def chunk_size(self) -> int:
+        """Items per runner chunk: twice the rows in flight, so finished rows are replaced until the
+        chunk's tail (each chunk's records are written before the next starts: the resume point)."""
+        return 2 * self.rows
 
     @property
     def thinks(self) -> bool:
@@ -90,7 +107,7 @@ class HFEngine:
         enc = [self.lm.chat.encode(t) for t in texts]
         out: list[torch.Tensor | None] = [None] * len(enc)
         with plan_context(self.lm, self.plan):
-            for idx in length_sorted_batches([len(e) for e in enc], self.batch_size):
+            for idx in length_sorted_batches([len(e) for e in enc], self.batch_size or SCORE_BATCH):
                 ids, mask = left_pad([enc[i] for i in idx], pad, self.lm.device)
                 logits = self.lm.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
                 lp = torch.log_softmax(logits, -1).cpu()
@@ -123,7 +140,7 @@ class HFEngine:
             pairs.append((p, self.lm.chat.encode(y)))
         out = [math.nan] * len(pairs)
         with plan_context(self.lm, self.plan):
-            for idx in length_sorted_batches([len(p) + len(y) for p, y in pairs], self.batch_size):
+            for idx in length_sorted_batches([len(p) + len(y) for p, y in pairs], self.batch_size or SCORE_BATCH):
                 seqs = [pairs[i][0] + pairs[i][1] for i in idx]
                 ids, mask = left_pad(seqs, pad, self.lm.device)
                 # left padding puts every target at the end: only the last k+1 positions need logits

@@ -73,7 +73,7 @@ class Completion:
 
 
 #: default rows in flight (``batch_size=None``) per device kind
-DEFAULT_ROWS = {"cpu": 64, "cuda": 256}
+DEFAULT_ROWS = {"cpu": 128, "cuda": 256}
 #: default bound on rows x cache length (tokens held in the KV cache)
 DEFAULT_MAX_TOKENS = 1 << 16
 #: prompts are prefilled in groups of similar length of at most this many padded tokens (padding in

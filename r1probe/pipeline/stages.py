@@ -421,6 +421,7 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
             e = eval_plan(s, b)
             eng = HFEngine(lm, max_new_tokens=e["max_new_tokens"], batch_size=e["batch_size"], plan=v.plan)
             summary = run_eval([get_bench(b)], eng, make_judge(DEFAULT_JUDGE), path, limit=s.limit(b), seed=s.seed,
+                               chunk_size=eng.chunk_size(),
                                data_root=e["data_root"], max_new_tokens=e["max_new_tokens"],
                                judge_reasoning=e["judge_reasoning"], split="report", split_seed=s.seed)
         return {"summary": str(path / "summary.json"),
@@ -433,7 +434,7 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
         ctx.commands[f"{name}-{b}"] = command(
             "r1probe", "eval", "--model", v.spec, "--bench", b, *(("--plan", v.plan) if v.plan else ()),
             *(("--limit", s.limit(b)) if s.limit(b) else ()), "--seed", s.seed, "--split", "report",
-            "--max-new-tokens", e["max_new_tokens"], "--batch-size", e["batch_size"],
+            "--max-new-tokens", e["max_new_tokens"], *(("--batch-size", e["batch_size"]) if e["batch_size"] else ()),
             *(("--data-root", e["data_root"]) if e["data_root"] else ()),
             *(("--judge-reasoning",) if e["judge_reasoning"] else ()), "--judge", DEFAULT_JUDGE, "--out", r.path)
     return r

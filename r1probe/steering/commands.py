@@ -120,7 +120,7 @@ def with_strength(plan, alpha: float):
     return replace(plan, steps=steps)
 
 
-def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size: int, system=None,
+def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size: int | None, system=None,
                 progress: bool = False, desc: str = "generate", temperature: float = 0.0, top_p: float = 1.0,
                 seed: int | None = 0, samples: int = 1) -> list[dict]:
     """One record per prompt and sample (prompt-major; ``sample`` set when ``samples > 1``, drawn with
@@ -168,7 +168,8 @@ def run_prompts(lm, plan, prompts: list[str], *, max_new_tokens: int, batch_size
 @click.option("--sweep-alpha", default=None, help="Comma-separated strengths: print refusal rates per strength.")
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Rows in flight when generating (default: the engine's for the device).")
 @click.option("--save-plan", type=click.Path(dir_okay=False), default=None, help="Save the plan built from flags as JSON.")
 @sampling_options("Replies per prompt (records <id>#s<k>; rates are means over the samples).")
 @quiet_option
@@ -371,7 +372,7 @@ def edit(directions, direction_key, op, layer, beta, writers, lam, harmful, beni
     records = run_edit(name, lm, directions, settings, log=stderr_progress)
     metrics = {}
     for f, rows in measured:
-        res = run_prompts(lm, None, [r["prompt"] for r in rows], max_new_tokens=64, batch_size=8, progress=not quiet,
+        res = run_prompts(lm, None, [r["prompt"] for r in rows], max_new_tokens=64, batch_size=None, progress=not quiet,
                           desc=f"measure {Path(f).name}")
         metrics[f"keyword refusal on {Path(f).name} (first {len(rows)})"] = m = refusal_metric(res)
         if not quiet:
