@@ -26,3 +26,15 @@ def test_this_machine_matches_its_flags():
     flags = cpu_flags()
     want = torch.bfloat16 if {"amx_bf16", "avx512_bf16"} & flags else torch.float32
     assert auto_dtype("cpu")[0] == want
+
+
+def test_machine_names_the_cpu_its_speed_flags_and_the_auto_dtype():
+    import torch
+
+    from r1probe.models.loader import SPEED_CPU_FLAGS, auto_dtype, cpu_flags, machine
+
+    m = machine()
+    assert m["cpu"] and m["cores"] >= 1 and m["torch_threads"] == torch.get_num_threads()
+    assert m["flags"] == [f for f in SPEED_CPU_FLAGS if f in cpu_flags()]
+    dt, why = auto_dtype("cpu")
+    assert m["cpu_dtype_auto"] == str(dt).replace("torch.", "") and m["cpu_dtype_reason"] == why

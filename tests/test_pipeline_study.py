@@ -34,6 +34,11 @@ def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path
     ran = {r.name for r in first["results"].values() if not r.skipped}
     assert {"extract", "probe", "edit-orthogonalize", "plan-conditional", "eval-base", "eval-orthogonalize",
             "eval-plan-conditional", "extract-orthogonalize", "compare", "report"} <= ran
+    times = text.split("## Stage times", 1)[1].split("\n## ", 1)[0]
+    assert "Machine:" in times and "torch threads" in times and "dtype auto on this CPU" in times
+    for name in ("extract", "probe", "eval-base", "compare"):
+        sec = json.loads((first["results"][name].path / "stage.json").read_text())["seconds"]
+        assert f"| {name} | {sec} |" in times and times.split(f"| {name} |", 1)[1].split("\n", 1)[0].endswith("| ran |")
     cmp = json.loads((tmp_path / "study" / "compare" / "compare.json").read_text())["result"]
     pj = cmp["chosen"]["projection"]
     assert pj["orthogonalized"]["abs_mean"] < 1e-3 * pj["base"]["abs_mean"]
@@ -57,7 +62,7 @@ def test_study_rank1_gate_is_the_rank_one_edit_fitted_on_the_default_data(tiny_q
     res = run_study(cfg, log=lambda m: None)
     assert res["results"]["edit-rank1-gate"].info["direction_key"] == "layer1_pos-1"
     rec = json.loads((out / "exports" / "rank1-gate" / "model" / "r1probe_manifest.json").read_text())["edits"][0]
-    assert rec["op"] == "rank1-gate" and rec["layers"] == [1] and rec["lambda"] == 20.0
+    assert rec["op"] == "rank1-gate" and rec["layers"] == [1] and rec["lambda"] == 10.0
     assert rec["n_harmful"] == 362 and "GSM8K train 1-200" in rec["fit_data"]
     # only layer 1's MLP output projection differs from the base model
     base = load_model(str(tiny_qwen2), dtype="float32", device="cpu").model.state_dict()
@@ -67,7 +72,7 @@ def test_study_rank1_gate_is_the_rank_one_edit_fitted_on_the_default_data(tiny_q
     changed = [k for k, v in edited.items() if k in base and not torch.equal(v.float(), base[k].float())]
     assert changed == ["model.layers.1.mlp.down_proj.weight"], changed
     text = (out / "report.md").read_text()
-    assert "--op rank1-gate --set direction_key=layer1_pos-1 --set layer=1 --set lam=20.0" in text
+    assert "--op rank1-gate --set direction_key=layer1_pos-1 --set layer=1 --set lam=10.0" in text
     assert "rank-one read/write" in text
 
 

@@ -45,6 +45,32 @@ def cpu_flags() -> set[str]:
     return flags
 
 
+#: CPU flags that decide which kernels (and so which dtype) run fast
+SPEED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def machine() -> dict:
+    """What a timing ran on: CPU model, cores, the speed-relevant CPU flags present, torch threads,
+    the CPU dtype ``auto`` picks and why, and the CUDA device if any."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    flags = cpu_flags()
+    dt, why = auto_dtype("cpu", flags)
+    out = {"cpu": name, "cores": os.cpu_count(), "flags": [f for f in SPEED_CPU_FLAGS if f in flags],
+           "torch_threads": torch.get_num_threads(), "cpu_dtype_auto": str(dt).replace("torch.", ""),
+           "cpu_dtype_reason": why}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_device_name(0)
+    return out
+
+
 def auto_dtype(device: str, flags: set[str] | None = None) -> tuple[torch.dtype, str]:
     """The fast dtype for ``device`` and why: ``(dtype, reason)``.
 

@@ -191,6 +191,29 @@ def judge_line() -> str:
             "sampling interval.")
 
 
+def stage_times_section(results: dict) -> list[str]:
+    """``## Stage times``: each stage's wall time when it last ran (its ``stage.json``), whether this run
+    ran it or found it cached, and the machine it ran on."""
+    from r1probe.models.loader import machine
+
+    rows, total = [], 0.0
+    for name, r in results.items():
+        rec = _load(r.path / "stage.json")
+        sec = rec.get("seconds")
+        if isinstance(sec, (int, float)):
+            total += sec
+        rows.append(f"| {name} | {sec if sec is not None else '-'} | {rec.get('finished', '-')} | "
+                    f"{'cached' if r.skipped else 'ran'} |")
+    m = machine()
+    return ["## Stage times", "",
+            f"Machine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none of ' + ', '.join(('avx2', 'avx512_bf16', 'amx_bf16'))}, "
+            f"{m['torch_threads']} torch threads{', ' + m['cuda'] if m.get('cuda') else ''}; dtype auto on this CPU: "
+            f"{m['cpu_dtype_auto']} ({m['cpu_dtype_reason']}).", "",
+            "| stage | seconds | finished | this run |", "|---|---:|---|---|", *rows,
+            f"| **total of the stages above** | {total:.0f} | | |", "",
+            "A stage found cached shows the time of the run that made it; the report stage is not included.", ""]
+
+
 def _fmt_diff(r: dict | None) -> str:
     if not r or r.get("diff") is None:
         return "n/a"
@@ -329,6 +352,7 @@ def write_study_report(ctx, path: Path) -> dict:
         md.append("")
     if written["figures"]:
         md += ["## Figures", ""] + [f"![{k}]({_rel(Path(f['png']), out)})" for k, f in written["figures"].items()] + [""]
+    md += stage_times_section(results)
     md += settings_section(ctx)
     md += ["## Reproduce", "", "The same study, stage by stage with the verbs:", "", "```bash"] + \
           [commands[k] for k in commands] + ["```", "",
