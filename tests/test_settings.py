@@ -18,7 +18,7 @@ def _err(**kw) -> str:
 def test_defaults_are_the_study():
     s = load_settings(env={})
     assert s.preset == "study" and s.extract.n_train == 96 and s.probe.n_val == 24
-    assert s.edit.edits == ["orthogonalize", "rank1-gate", "rank1-gate-borderline"]
+    assert s.edit.edits == ["orthogonalize", "rank1-gate"] and s.edit.rank1_gate_lam == 10.0
     assert s.probe.select_config().n_reference == 32
 
 
@@ -58,7 +58,7 @@ def test_precedence_toml_env_flags(tmp_path):
     p = tmp_path / "s.toml"
     p.write_text("[study]\nseed = 3\n[study.extract]\nn_train = 12\n[study.eval.limits]\ngsm8k = 5\n")
     s = load_settings(p, env={})
-    assert (s.seed, s.extract.n_train, s.eval.limits["gsm8k"], s.eval.limits["xstest-safe"]) == (3, 12, 5, 40)
+    assert (s.seed, s.extract.n_train, s.eval.limits["gsm8k"], s.eval.limits["xstest-safe"]) == (3, 12, 5, 96)
     s = load_settings(p, env={"R1PROBE_EXTRACT__N_TRAIN": "20", "R1PROBE_EVAL__BENCHES": "gsm8k,xstest-safe"})
     assert s.extract.n_train == 20 and s.eval.benches == ["gsm8k", "xstest-safe"]
     s = load_settings(p, env={"R1PROBE_EXTRACT__N_TRAIN": "20"}, flags={"extract": {"n_train": "30"}})

@@ -24,10 +24,12 @@ from r1probe.models.builtin import DEFAULT_MODEL
 from r1probe.probes.select import SelectConfig
 from r1probe.settings import Settings, SettingsError, register_model, split_limits, split_list, validate
 
-#: the default study's benches and items per variant: CHiSafetyBench (report-only), the four over-refusal sets
-#: (report parts) and reasoning (GSM8K accuracy, GSM8K gold NLL, CMATH), small enough for a CPU run
-DEFAULT_LIMITS = {"chisafety-refusal": 50, "cvalues-report": 40, "xstest-safe": 40, "or-bench": 24,
-                  "zh-harmless": 24, "gsm8k": 16, "gsm8k-nll": 64, "cmath": 12}
+#: the default study's benches and items per variant: CHiSafetyBench (report-only) and the four over-refusal
+#: sets (report parts) at 96 items (a 95% Wilson interval of at most +-0.10 at any rate; OR-Bench-Hard's report
+#: part has fewer, all of it is used; zh-harmless rates sit near 0, 64 keep them within +-0.10 up to a rate of
+#: 0.2), and reasoning (GSM8K gold NLL, the cost measure; GSM8K and CMATH accuracy as a check)
+DEFAULT_LIMITS = {"chisafety-refusal": 96, "cvalues-report": 96, "xstest-safe": 96, "or-bench": None,
+                  "zh-harmless": 64, "gsm8k": 24, "gsm8k-nll": 64, "cmath": 16}
 FULL_LIMITS = {"chisafety-refusal": None, "chisafety-multiturn": None, "cvalues-report": None, "xstest-safe": None,
                "or-bench": None, "zh-harmless": None, "gsm8k": None, "gsm8k-nll": None, "math500": None,
                "cmath": None, "safetybench-zh": None}
@@ -120,10 +122,11 @@ class ProbeSettings(SelectConfig):
 class EditSettings(Settings):
     """Exported weight edits evaluated beside the base model (``r1probe edit``)."""
 
-    edits: list[str] = Field(["orthogonalize", "rank1-gate", "rank1-gate-borderline"],
+    edits: list[str] = Field(["orthogonalize", "rank1-gate"],
                              description="Exported edits to evaluate (names of the weight-edit registry).")
     rank1_gate_layer: int = Field(-1, ge=-1, description="rank1-gate: its layer (-1: the middle layer).")
-    rank1_gate_lam: float = Field(20.0, description="rank1-gate: the write strength lambda of W <- W + lambda r a^T.")
+    rank1_gate_lam: float = Field(10.0, description="rank1-gate: the write strength lambda of W <- W + lambda r a^T "
+                                                   "(the value the dev-part screen chose).")
     rank1_gate_borderline: int = Field(332, ge=0, description="rank1-gate-borderline: CValues contrast prompts added "
                                                              "to the benign fit data.")
     fit_seeds: list[int] = Field(
@@ -180,8 +183,10 @@ class EvalSettings(Settings):
     max_new_tokens: int = Field(64, ge=1, description="Generated tokens on non-reasoning benches.")
     reasoning_max_new_tokens: int = Field(256, ge=1, description="Generated tokens on benches that need a reasoning "
                                                                  "budget (maths).")
-    batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
-    nll_batch_size: int | None = Field(None, ge=1, description="Batch of teacher-forced NLL benches (unset: batch_size).")
+    batch_size: int | None = Field(None, ge=1, description="Rows in flight when generating (unset: the engine's "
+                                                         "default for the device).")
+    nll_batch_size: int | None = Field(None, ge=1, description="Batch of teacher-forced NLL benches (unset: batch_size, "
+                                                              "else 16).")
     judge_reasoning: bool = Field(False, description="Also judge the <think> reasoning of refusal benches separately.")
     data_root: str | None = Field(None, description="Folder with the benchmark data (unset: ../shared/data or R1PROBE_DATA).")
     chisafety_root: str | None = Field(None, description="CHiSafetyBench folder (never shipped: no licence).")
