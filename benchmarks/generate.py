@@ -148,7 +148,7 @@ def main(argv=None) -> int:
           f"max_new_tokens {a.max_new_tokens} load {os.getloadavg()[0]:.2f}", flush=True)
     res: dict = {"n": len(texts), "max_new_tokens": a.max_new_tokens, "dtype": str(lm.model.dtype),
                  "threads": torch.get_num_threads()}
-    from r1probe.models.engine import shared_prefix
+    from r1probe.models.prefix import shared_prefix
 
     lens = [len(lm.chat.encode(t)) for t in texts]
     res["shared_prefix_tokens"] = shared_prefix([lm.chat.encode(t) for t in texts])

@@ -181,3 +181,36 @@ def test_site_map_and_errors(tiny_lm):
         read_activations(tiny_lm, ["x"], sites=["resid_pre"], positions=[-1], layers=[3])
     with pytest.raises(ExtractError, match="'all'"):
         read_activations(tiny_lm, ["x"], sites=["resid_pre"], positions=["all", -1], layers=[0])
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen2", "tiny_llama"])
+def test_shared_prefix_reads_the_same_activations(fixture, request, monkeypatch):
+    """The template's common opening computed once ([prefix][padding][own tokens]) gives the activations of
+    the full forward at every site and offset from the end; not used for 'mean'/'all' or under a hook."""
+    import r1probe.extract.read as RD
+    import r1probe.models.prefix as PX
+    from r1probe.models import load_model
+
+    lm = load_model(str(request.getfixturevalue(fixture)), dtype="float32", device="cpu")
+    texts = _formatted(lm)
+    kw = dict(sites=["resid_pre", "resid_post", "attn_out", "mlp_out"], positions=[-1, -2], layers=[-1, 0, 1, 2],
+              batch_size=2)
+    monkeypatch.setattr(PX, "MIN_SHARED_PREFIX", 10 ** 6)
+    full = read_activations(lm, texts, **kw)
+    monkeypatch.setattr(PX, "MIN_SHARED_PREFIX", 2)
+    encs = RD.encode_texts(lm, texts)
+    assert RD.prefix_to_share(lm, encs, [-1, -2]) >= 2
+    assert RD.prefix_to_share(lm, encs, ["mean"]) == 0 and RD.prefix_to_share(lm, encs, ["all"]) == 0
+    runs = []
+    real = RD._prefix_cache
+    monkeypatch.setattr(RD, "_prefix_cache", lambda lm_, ids: (runs.append(len(ids)), real(lm_, ids))[1])
+    shared = read_activations(lm, texts, **kw)
+    assert runs and set(runs) == {RD.prefix_to_share(lm, encs, [-1, -2])}
+    assert shared.keys() == full.keys()
+    for k in full:
+        torch.testing.assert_close(shared[k], full[k], atol=1e-5, rtol=1e-5)
+    h = lm.model.model.layers[0].register_forward_hook(lambda m, a, o: None)
+    try:
+        assert RD.prefix_to_share(lm, encs, [-1]) == 0
+    finally:
+        h.remove()

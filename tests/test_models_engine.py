@@ -288,15 +288,6 @@ def test_prefill_in_length_groups_gives_the_same_tokens(tiny_lm, monkeypatch):
         assert [c[0].token_ids for c in out] == ref
 
 
-def test_shared_prefix_length():
-    from r1probe.models.engine import shared_prefix
-
-    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
-    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps a token of its own
-    assert shared_prefix([[7], [7, 8]]) == 0
-    assert shared_prefix([]) == 0
-
-
 def test_shared_prefix_is_computed_once_and_gives_the_same_tokens(tiny_lm, monkeypatch):
     """The template's common opening is run once and copied into every row ([prefix][padding][own tokens]):
     the same greedy tokens as plain ``generate``; not used under a steering plan or with another hook."""

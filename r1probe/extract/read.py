@@ -115,11 +115,13 @@ class ActivationHooks:
     def _post(self, key):
         def hook(module, args, output):
             self._record(key, untuple(output))
+        hook.value_preserving = True  # reads only (see r1probe.models.prefix.hooked)
         return hook
 
     def _pre(self, key):
         def hook(module, args, kwargs):
             self._record(key, args[0] if args else kwargs["hidden_states"])
+        hook.value_preserving = True
         return hook
 
     def __enter__(self):
@@ -143,14 +145,19 @@ class ActivationHooks:
         self._handles.clear()
         return False
 
+    #: ``run`` takes a cache of shared-prefix keys/values (``past``)
+    supports_past = True
+
     @torch.inference_mode()
-    def run(self, input_ids, attention_mask, position_ids, gather) -> dict[str, torch.Tensor]:
+    def run(self, input_ids, attention_mask, position_ids, gather, past=None) -> dict[str, torch.Tensor]:
+        """Capture ``self.keys`` on one batch. ``past``: a cache holding the keys/values of a prefix of
+        every row (``attention_mask`` then covers prefix + ``input_ids``; hooks see ``input_ids`` only)."""
         self._out, self._gather = {}, gather
         self._remaining = len({tensor_key(s, l) for s, l in self.keys})
         self._active = True
         try:
-            base_model(self.lm)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                use_cache=False)
+            kw = {_cache_kw(self.lm): past, "use_cache": True} if past is not None else {"use_cache": False}
+            base_model(self.lm)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kw)
         except _Stop:
             pass
         finally:
@@ -202,8 +209,18 @@ def read_batches(hooks, lm, encs: Sequence[Encoded], batches: Sequence[Sequence[
     pad = _pad_id(lm)
     device = lm.device
     every = list(names) == ["all"]
+    n_pre = 0 if generate is not None or not getattr(hooks, "supports_past", False) else \
+        prefix_to_share(lm, [encs[i] for b in batches for i in b], names)
+    kv = None
+    if n_pre:
+        from r1probe.models.prefix import cache_kv
+
+        first = encs[batches[0][0]].ids[:n_pre]
+        kv = cache_kv(_prefix_cache(lm, first))
     for rows in batches:
         be = [encs[i] for i in rows]
+        if n_pre:  # the rows' own tokens after the shared prefix; offsets from the end are unchanged
+            be = [Encoded(e.ids[n_pre:], (0, 0), e.n_post) for e in be]
         ids, mask = left_pad([e.ids for e in be], pad)
         ids, mask = ids.to(device), mask.to(device)
         width_prompt = ids.shape[1]
@@ -212,8 +229,46 @@ def read_batches(hooks, lm, encs: Sequence[Encoded], batches: Sequence[Sequence[
             ids, mask, gen_lens = generate(list(rows), ids, mask)
         gather: Gather | TokenGather = (TokenGather(mask) if every else
                                         build_gather(names, be, ids.shape[1], width_prompt, gen_lens).to(device))
-        out = hooks.run(ids, mask, position_ids(mask), gather)
+        if n_pre:
+            from r1probe.models.prefix import expand_cache, with_prefix_mask
+
+            full = with_prefix_mask(mask, n_pre)
+            out = hooks.run(ids, full, position_ids(full)[:, n_pre:], gather,
+                            past=expand_cache(lm.model, kv, len(rows)))
+        else:
+            out = hooks.run(ids, mask, position_ids(mask), gather)
         sink(list(rows), {(s, l): out[tensor_key(s, l)] for s, l in keys})
+
+
+def prefix_to_share(lm, encs: Sequence[Encoded], names: Sequence) -> int:
+    """Tokens of a prefix common to every text that the reader may compute once (0: none): every
+    position read is an offset from the end that stays after the prefix, the model carries no
+    value-changing hook, and the prefix is at least ``MIN_SHARED_PREFIX`` tokens long."""
+    from r1probe.models.prefix import MIN_SHARED_PREFIX, hooked, shared_prefix
+
+    if not encs or not all(isinstance(n, int) and not isinstance(n, bool) and n < 0 for n in names):
+        return 0
+    if hooked(lm.model):
+        return 0
+    n = min(shared_prefix([e.ids for e in encs]), min(len(e) for e in encs) + min(names))
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+@torch.inference_mode()
+def _prefix_cache(lm, ids: list[int]):
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=lm.model.config)
+    t = torch.tensor([ids], dtype=torch.long, device=lm.device)
+    base_model(lm)(input_ids=t, attention_mask=torch.ones_like(t), use_cache=True, **{_cache_kw(lm): cache})
+    return cache
+
+
+def _cache_kw(lm) -> str:
+    """The body's name for its cache argument (``cache`` in newer transformers, else ``past_key_values``)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(base_model(lm).forward).parameters else "past_key_values"
 
 
 def check_positions(names: Sequence, encs: Sequence[Encoded]) -> list:

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import torch
 
 from r1probe.errors import R1ProbeError
+from r1probe.models.prefix import MIN_SHARED_PREFIX, cache_kv, expand_cache, hooked, shared_prefix, with_prefix_mask
 
 
 @dataclass(frozen=True)
@@ -79,23 +80,6 @@ DEFAULT_MAX_TOKENS = 1 << 16
 #: prompts are prefilled in groups of similar length of at most this many padded tokens (padding in
 #: a prompt pass is computed in full, so one group for prompts of very different lengths wastes work)
 PREFILL_TOKENS = 2048
-#: a token prefix shared by every prompt of a call (a chat template's system prompt) at least this long is
-#: computed once and its keys and values copied into every row (without a steering plan)
-MIN_SHARED_PREFIX = 8
-
-
-def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix common to every sequence, one token short of the shortest
-    (every row keeps at least one token of its own, whose logits start its completion)."""
-    if not seqs:
-        return 0
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    for s in seqs[1:]:
-        k = 0
-        while k < n and s[k] == first[k]:
-            k += 1
-        n = k
-    return max(0, n)
 
 
 @dataclass
@@ -188,7 +172,7 @@ class _Batch:
         cache = DynamicCache(config=self.model.config)
         t = torch.tensor([ids], dtype=torch.long, device=self.device)
         self._forward(t, torch.ones_like(t), cache, 0)
-        self.prefix = (len(ids), [(layer.keys, layer.values) for layer in cache.layers])
+        self.prefix = (len(ids), cache_kv(cache))
 
     @property
     def length(self) -> int:
@@ -218,17 +202,15 @@ class _Batch:
 
         from r1probe.models.generate import left_pad
 
-        cache = DynamicCache(config=self.model.config)
         past = 0
         if self.prefix is None:
+            cache = DynamicCache(config=self.model.config)
             ids, mask = left_pad([r.ids for r in rows], pad, self.device)
         else:
             past, kv = self.prefix
+            cache = expand_cache(self.model, kv, len(rows))
             ids, mask = left_pad([r.ids[past:] for r in rows], pad, self.device)
-            mask = torch.cat([torch.ones(len(rows), past, dtype=mask.dtype, device=mask.device), mask], 1)
-            for i, (k, v) in enumerate(kv):
-                cache.update(k.expand(len(rows), -1, -1, -1).contiguous(),
-                             v.expand(len(rows), -1, -1, -1).contiguous(), i)
+            mask = with_prefix_mask(mask, past)
         n_old = len(self.rows)
         old = self._gates()
         logits = self._forward(ids, mask, cache, past)
@@ -312,12 +294,6 @@ class _Batch:
         if h is not None and h.conditions:
             h.gates = [None if g is None else g[idx.to(g.device)] for g in h.gates]
             h.scores = [None if s is None else s[idx.to(s.device)] for s in h.scores]
-
-
-def _hooked(model) -> bool:
-    """Whether a forward hook that may change values (e.g. steering) is on ``model``."""
-    return any(not getattr(h, "value_preserving", False)
-               for m in model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
 
 
 def _mergeable(model) -> bool:
@@ -426,7 +402,7 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
         batch = _Batch(lm.model, device, handle)
         # a steering plan (or any hook) may read or change every token and gate rows by their prompt pass:
         # the prefix is shared only for the bare model
-        if share_prefix and handle is None and merge_ok and len(pending) > 1 and not _hooked(lm.model):
+        if share_prefix and handle is None and merge_ok and len(pending) > 1 and not hooked(lm.model):
             n_pre = shared_prefix([r.ids for r in pending])
             if n_pre >= MIN_SHARED_PREFIX:
                 batch.set_prefix(pending[0].ids[:n_pre])
