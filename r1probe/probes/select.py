@@ -157,6 +157,8 @@ class CausalSearch:
         if not self.harmful or not self.harmless:
             raise R1ProbeError("causal selection needs harmful and harmless validation prompts")
         self.ref_means = None
+        self.say("probe: unsteered baselines (reference means, logits and replies)")
+        t_setup = time.time()
         if cfg.ablation.startswith("affine"):
             if not reference:
                 raise R1ProbeError("affine ablation needs harmless reference prompts (other than the validation ones)")
@@ -164,8 +166,9 @@ class CausalSearch:
         t = time.time()
         self.base_logits = self.scorer.last_logits(self.harmless)
         self.baseline = {"induce_first_token": R.nanmean(R.first_token_log_odds(self.base_logits, self.scorer.refusal_ids))}
+        need_harmful = cfg.score in ("lookahead", "generation") or bool(cfg.verify_top)
+        replies, harmless_replies = self._unsteered_replies(need_harmful, self._induce_by_generation)
         if cfg.score in ("lookahead",) or cfg.verify_top:
-            replies = self.scorer.generate(self.harmful, cfg.gen_tokens)
             self.baseline["bypass_rate"] = float(R.judge(replies).mean())
             self.baseline_replies = replies
             self.look = R.lookahead_targets(self.scorer, self.harmful, replies)
@@ -178,12 +181,25 @@ class CausalSearch:
         elif cfg.score == "first_token":
             self.baseline["bypass"] = R.nanmean(self.scorer.first_token(self.harmful))
         if cfg.score == "generation":
-            self.baseline["bypass"] = float(R.judge(self.scorer.generate(self.harmful, cfg.gen_tokens)).mean())
+            self.baseline["bypass"] = float(R.judge(replies).mean())
         if self._induce_by_generation:
-            self.baseline["induce"] = float(R.judge(self.scorer.generate(self.harmless, cfg.gen_tokens)).mean())
+            self.baseline["induce"] = float(R.judge(harmless_replies).mean())
         else:
             self.baseline["induce"] = self.baseline["induce_first_token"]
         self.baseline["seconds"] = round(time.time() - t, 1)
+        self.say(f"probe: unsteered baselines ({time.time() - t_setup:.0f} s)")
+
+    def _unsteered_replies(self, harmful: bool, harmless: bool) -> tuple[list[str], list[str]]:
+        """Greedy ``gen_tokens``-token replies of the unsteered model to the harmful and/or harmless
+        validation prompts, in one call of the generation engine (rows in flight, shared prefix)."""
+        from r1probe.models.engine import generate_texts
+
+        texts = (self.harmful if harmful else []) + (self.harmless if harmless else [])
+        if not texts:
+            return [], []
+        outs = generate_texts(self.lm, texts, max_new_tokens=self.cfg.gen_tokens)
+        n = len(self.harmful) if harmful else 0
+        return outs[:n], outs[n:]
 
     @property
     def _induce_by_generation(self) -> bool:
