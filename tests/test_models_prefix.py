@@ -40,3 +40,4 @@ def test_expand_cache_and_mask(tiny_lm):
     assert all(layer.keys.shape[0] == 3 and torch.equal(layer.keys[2], k[0]) for layer, (k, _) in zip(big.layers, kv))
     m = with_prefix_mask(torch.tensor([[0, 1], [1, 1]]), 4)
     assert m.tolist() == [[1, 1, 1, 1, 0, 1], [1, 1, 1, 1, 1, 1]]
+

@@ -74,12 +74,19 @@ class Batch:
     pos: torch.Tensor
 
 
+#: padded tokens per scoring batch (rows x the batch's longest prompt), besides the batch size
+SCORER_TOKENS = 1024
+
+
 class Scorer:
     """Batched forwards of one model over fixed prompt texts (formatted once, length-sorted)."""
 
-    def __init__(self, lm, batch_size: int = 16, refusal_openings: Sequence[str] = DEFAULT_OPENINGS):
+    def __init__(self, lm, batch_size: int = 16, refusal_openings: Sequence[str] = DEFAULT_OPENINGS,
+                 max_tokens: int | None = SCORER_TOKENS):
         self.lm = lm
         self.batch_size = batch_size
+        #: padded tokens per batch at most (a long prompt does not pad a whole batch to its length)
+        self.max_tokens = max_tokens
         self.refusal_ids = refusal_token_ids(lm.tokenizer, refusal_openings)
         tok = lm.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -97,7 +104,7 @@ class Scorer:
 
     def batches(self, seqs: Sequence[Sequence[int]]) -> list[Batch]:
         out = []
-        for idx in length_sorted_batches([len(s) for s in seqs], self.batch_size):
+        for idx in length_sorted_batches([len(s) for s in seqs], self.batch_size, self.max_tokens):
             ids, mask = left_pad([seqs[i] for i in idx], self.pad, self.lm.device)
             out.append(Batch(idx, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)))
         return out
