@@ -508,7 +508,7 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
         skipped = [x for x in ("bypass", "induce", "kl") if x not in r]
         if skipped:
             r["skipped"] = skipped
-        say(f"probe: [{j + 1}/{len(live)}] {k}: " + " ".join(
+        say(f"probe: {k} ({j + 1}/{len(live)}): " + " ".join(
             f"{x} {r[x]:.4f}" for x in ("bypass", "induce", "kl") if _finite(r.get(x)))
             + (f" (dropped: {r['filtered']})" if why else ""))
 
