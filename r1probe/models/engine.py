@@ -8,7 +8,10 @@ flight in one left-padded KV cache (a ``transformers`` ``DynamicCache``):
 - waiting prompts take the freed places: they are prefilled as a group (length-sorted, so a group
   has little padding) and their cache is merged into the running one (left-padded to a common
   length; padding is masked out of attention);
-- the rows in flight are also bounded by a token budget (rows x cache length), so memory stays bounded.
+- the rows in flight are also bounded by a token budget (rows x cache length), so memory stays bounded;
+- a token prefix every prompt of the call shares (a chat template's system prompt) is computed once
+  and its keys and values copied into each row (:mod:`r1probe.models.prefix`), without a steering
+  plan only.
 
 Every forward pass is the model's own (``model(input_ids, attention_mask, position_ids, cache,
 cache_position)``), with the position ids and masks ``model.generate`` uses under left padding,
