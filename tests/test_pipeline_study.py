@@ -34,6 +34,7 @@ def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path
     ran = {r.name for r in first["results"].values() if not r.skipped}
     assert {"extract", "probe", "edit-orthogonalize", "plan-conditional", "eval-base", "eval-orthogonalize",
             "eval-plan-conditional", "extract-orthogonalize", "compare", "report"} <= ran
+    assert "eval base cvalues: 3/3" in logs and "eval plan-conditional gsm8k-nll: 3/3" in logs  # progress
     times = text.split("## Stage times", 1)[1].split("\n## ", 1)[0]
     assert "Machine:" in times and "torch threads" in times and "dtype auto on this CPU" in times
     for name in ("extract", "probe", "eval-base", "compare"):

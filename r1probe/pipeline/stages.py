@@ -423,7 +423,8 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
             summary = run_eval([get_bench(b)], eng, make_judge(DEFAULT_JUDGE), path, limit=s.limit(b), seed=s.seed,
                                chunk_size=eng.chunk_size(),
                                data_root=e["data_root"], max_new_tokens=e["max_new_tokens"],
-                               judge_reasoning=e["judge_reasoning"], split="report", split_seed=s.seed)
+                               judge_reasoning=e["judge_reasoning"], split="report", split_seed=s.seed,
+                               progress=lambda m: ctx.log(f"eval {variant} {m}"))
         return {"summary": str(path / "summary.json"),
                 "metrics": {b: summary[b]["metrics"] for b in ev.benches if b in summary}}
 
