@@ -45,6 +45,9 @@ def cpu_flags() -> set[str]:
     return flags
 
 
+#: ``ONEDNN_MAX_CPU_ISA`` values that keep oneDNN (torch's CPU matmul for bfloat16) off native bfloat16 kernels
+ISA_BELOW_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+
 #: CPU flags that decide which kernels (and so which dtype) run fast
 SPEED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
@@ -88,6 +91,10 @@ def auto_dtype(device: str, flags: set[str] | None = None) -> tuple[torch.dtype,
         return torch.float16, f"device {device}: float16"
     flags = cpu_flags() if flags is None else flags
     native = [f for f in BF16_CPU_FLAGS if f in flags]
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if native and isa in ISA_BELOW_BF16:
+        return torch.float32, (f"ONEDNN_MAX_CPU_ISA={isa} keeps oneDNN below its bfloat16 kernels "
+                               f"(the CPU has {'+'.join(native)}): float32")
     if native:
         return torch.bfloat16, f"CPU has {'+'.join(native)} (native bfloat16 matmul)"
     return torch.float32, f"CPU lacks {' and '.join(BF16_CPU_FLAGS)} (bfloat16 matmul would use a slow fallback)"
