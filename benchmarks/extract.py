@@ -5,12 +5,14 @@ zh-harmful, half zh-harmless, seeded sample), capturing every layer at the post-
 positions:
 
   (a) r1probe native: length-sorted left-padded batches (--batch-size auto), decoder only (no
-      lm_head), only the post-instruction positions kept, shards streamed to disk;
+      lm_head), the prefix every prompt shares (the chat template's system prompt) computed once,
+      only the post-instruction positions kept, shards streamed to disk;
   (b) the common approach: unsorted batches of 16, output_hidden_states=True on the full model
       (as repeng and most notebooks do), post positions sliced from every hidden state;
   (c) a bare body-only forward pass (decoder blocks and final norm, no lm_head) with no capture, on
-      the same length-sorted batches as (a): the physical limit (c3: the full forward with lm_head on
-      those batches; c2: the full forward on unsorted batches of 16);
+      the same length-sorted batches as (a), whole prompts: the limit of a forward pass over every
+      prompt token (c3: the full forward with lm_head on those batches; c2: the full forward on
+      unsorted batches of 16);
   (d) TransformerLens 4: TransformerBridge + run_with_cache(names_filter=resid_post), batches of 16;
   (e) nnsight 0.8: TransformersModel + trace saving every layer's output, batches of 16.
 
