@@ -156,8 +156,11 @@ class ActivationHooks:
         self._remaining = len({tensor_key(s, l) for s, l in self.keys})
         self._active = True
         try:
-            kw = {_cache_kw(self.lm): past, "use_cache": True} if past is not None else {"use_cache": False}
-            base_model(self.lm)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kw)
+            from r1probe.models.prefix import cache_kwarg
+
+            body = base_model(self.lm)
+            kw = {cache_kwarg(body): past, "use_cache": True} if past is not None else {"use_cache": False}
+            body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kw)
         except _Stop:
             pass
         finally:
@@ -258,17 +261,13 @@ def prefix_to_share(lm, encs: Sequence[Encoded], names: Sequence) -> int:
 def _prefix_cache(lm, ids: list[int]):
     from transformers import DynamicCache
 
+    from r1probe.models.prefix import cache_kwarg
+
     cache = DynamicCache(config=lm.model.config)
     t = torch.tensor([ids], dtype=torch.long, device=lm.device)
-    base_model(lm)(input_ids=t, attention_mask=torch.ones_like(t), use_cache=True, **{_cache_kw(lm): cache})
+    body = base_model(lm)
+    body(input_ids=t, attention_mask=torch.ones_like(t), use_cache=True, **{cache_kwarg(body): cache})
     return cache
-
-
-def _cache_kw(lm) -> str:
-    """The body's name for its cache argument (``cache`` in newer transformers, else ``past_key_values``)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(base_model(lm).forward).parameters else "past_key_values"
 
 
 def check_positions(names: Sequence, encs: Sequence[Encoded]) -> list:

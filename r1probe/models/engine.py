@@ -32,14 +32,14 @@ a seeded request gives the same sample whatever else is in the batch.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 from r1probe.errors import R1ProbeError
-from r1probe.models.prefix import MIN_SHARED_PREFIX, cache_kv, expand_cache, hooked, shared_prefix, with_prefix_mask
+from r1probe.models.prefix import (MIN_SHARED_PREFIX, cache_kv, cache_kwarg, expand_cache, hooked, shared_prefix,
+                                   with_prefix_mask)
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,7 @@ class _Batch:
 
     def __init__(self, model, device, handle):
         self.model, self.device, self.handle = model, device, handle
-        params = inspect.signature(model.forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.cache_kw = cache_kwarg(model)
         self.rows: list[_Row] = []
         self.cache = None
         self.mask: torch.Tensor | None = None  # [B, L] long

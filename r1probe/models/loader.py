@@ -55,7 +55,6 @@ SPEED_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 def machine() -> dict:
     """What a timing ran on: CPU model, cores, the speed-relevant CPU flags present, torch threads,
     the CPU dtype ``auto`` picks and why, and the CUDA device if any."""
-    import os
     import platform
 
     name = platform.processor() or platform.machine()

@@ -46,6 +46,14 @@ def hooked(model) -> bool:
                for m in model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
 
 
+def cache_kwarg(module) -> str:
+    """``module.forward``'s name for its cache argument (``cache`` in newer transformers, else
+    ``past_key_values``)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 def expand_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]], n: int):
     """A fresh ``DynamicCache`` holding the prefix keys/values ``kv`` (per layer, ``[1, heads, P, dim]``)
     copied into ``n`` rows."""
@@ -67,4 +75,5 @@ def with_prefix_mask(mask: torch.Tensor, n_prefix: int) -> torch.Tensor:
     return torch.cat([torch.ones(mask.shape[0], n_prefix, dtype=mask.dtype, device=mask.device), mask], 1)
 
 
-__all__ = ["MIN_SHARED_PREFIX", "shared_prefix", "hooked", "expand_cache", "cache_kv", "with_prefix_mask"]
+__all__ = ["MIN_SHARED_PREFIX", "shared_prefix", "hooked", "cache_kwarg", "expand_cache", "cache_kv",
+           "with_prefix_mask"]
