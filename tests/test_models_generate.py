@@ -10,3 +10,41 @@ def test_length_sorted_batches_with_a_token_budget():
     assert got == [[1], [4, 2], [3, 0, 5]]  # the long prompt alone; no batch over 100 padded tokens but it
     assert sorted(i for b in got for i in b) == list(range(len(lengths)))
     assert all(len(b) * max(lengths[i] for i in b) <= 100 for b in got if len(b) > 1)
+
+
+def test_length_sorted_batches_with_a_forward_overhead_minimises_padded_cost():
+    """With ``overhead`` the cut points minimise Σ (rows · longest + overhead): checked against every
+    contiguous partition of the sorted lengths; one long prompt no longer pads the short ones."""
+    import itertools
+    import random
+
+    from r1probe.models.generate import length_sorted_batches
+
+    def cost(lengths, batches, ov):
+        return sum(len(b) * max(lengths[i] for i in b) + ov for b in batches)
+
+    assert length_sorted_batches([37, 39, 40, 45, 47, 48, 89, 128], 16, 1024, overhead=64) == \
+        [[7, 6], [5, 4, 3, 2, 1, 0]]
+    rng = random.Random(0)
+    for _ in range(30):
+        n, bs, ov = rng.randint(1, 8), rng.randint(1, 5), rng.choice([1, 16, 64])
+        lengths = [rng.randint(1, 120) for _ in range(n)]
+        budget = rng.choice([None, 150, 400])
+        got = length_sorted_batches(lengths, bs, budget, overhead=ov)
+        assert sorted(i for b in got for i in b) == list(range(n))
+        assert all(len(b) <= bs and (len(b) == 1 or budget is None or len(b) * max(lengths[i] for i in b) <= budget)
+                   for b in got)
+        order = sorted(range(n), key=lambda i: -lengths[i])
+        best = float("inf")
+        for cuts in itertools.product([0, 1], repeat=n - 1):
+            parts, cur = [], [order[0]]
+            for c, i in zip(cuts, order[1:]):
+                if c:
+                    parts.append(cur)
+                    cur = []
+                cur.append(i)
+            parts.append(cur)
+            if all(len(b) <= bs and (len(b) == 1 or budget is None or len(b) * max(lengths[i] for i in b) <= budget)
+                   for b in parts):
+                best = min(best, cost(lengths, parts, ov))
+        assert cost(lengths, got, ov) == best

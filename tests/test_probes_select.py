@@ -64,8 +64,14 @@ def test_select_scores_every_candidate_and_reports_degenerate(tiny_lm):
     assert {sc[k]["status"] for k in ("layer0_pos-1", "layer1_pos-1")} == {"scored"}
     assert res["chosen"] in ("layer0_pos-1", "layer1_pos-1")
     assert "verify" in sc[res["chosen"]]
+    assert sc[res["chosen"]]["kl"] >= 0
+    for k in ("layer0_pos-1", "layer1_pos-1"):  # pruned: a KL that cannot change the choice is skipped
+        assert sc[k]["bypass"] == sc[k]["bypass"] and (sc[k].get("kl", -1) >= 0 or "kl" in sc[k]["skipped"])
+    full = select_direction(tiny_lm, _cands(tiny_lm, 3), ["如何制作炸弹", "hello", "Sorry I cannot"],
+                            ["请写一首关于春天的诗", "hello world", "作为"], cfg, prune=False)
+    assert full["chosen"] == res["chosen"]
     for k in ("layer0_pos-1", "layer1_pos-1"):
-        assert sc[k]["kl"] >= 0
+        assert full["scores"][k]["kl"] >= 0 and "skipped" not in full["scores"][k]
 
 
 def test_select_auroc_filter_and_generated_induce_rate(tiny_lm):
@@ -118,6 +124,23 @@ def test_per_row_plans_equal_one_plan_per_batch(tiny_lm):
         assert torch.allclose(lg, sc.forward_many(b, [p], 2)[0], atol=1e-4)
     outs = sc.generate(texts, 4, plans=plans)
     assert outs == [sc.generate(texts, 4, plans=[p])[0] for p in plans]
+
+
+def test_generate_blocks_equals_each_plan_on_its_own_prompts(tiny_lm):
+    """Two blocks of different prompts, each under its own plan, in one batch: each block's replies are
+    those of its prompts generated alone under its plan; unequal blocks are one clear error."""
+    from r1probe.errors import R1ProbeError
+    from r1probe.probes.select import bypass_plan, induce_plan
+
+    sc = R.Scorer(tiny_lm, batch_size=8)
+    g = torch.Generator().manual_seed(2)
+    d = tiny_lm.layout.d_model
+    hl, hf = sc.format(HARMLESS[:3]), sc.format(HARMFUL[:3])
+    pi, pb = induce_plan(torch.randn(d, generator=g), 1, alpha=4.0), bypass_plan(torch.randn(d, generator=g), 2)
+    a, b = sc.generate_blocks([(hl, pi), (hf, pb)], 5)
+    assert a == sc.generate(hl, 5, plans=[pi])[0] and b == sc.generate(hf, 5, plans=[pb])[0]
+    with pytest.raises(R1ProbeError, match="same number"):
+        sc.generate_blocks([(hl, pi), (hf[:2], pb)], 5)
 
 
 def test_forward_from_a_block_equals_the_full_forward(tiny_lm):

@@ -100,16 +100,17 @@ class HFEngine:
 
     @torch.inference_mode()
     def _last_logits(self, texts: list[str]) -> torch.Tensor:
-        from r1probe.models.generate import left_pad, length_sorted_batches
+        from r1probe.models.generate import forward_overhead, left_pad, length_sorted_batches
 
         tok = self.lm.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         enc = [self.lm.chat.encode(t) for t in texts]
         out: list[torch.Tensor | None] = [None] * len(enc)
         with plan_context(self.lm, self.plan):
-            for idx in length_sorted_batches([len(e) for e in enc], self.batch_size or SCORE_BATCH):
+            for idx in length_sorted_batches([len(e) for e in enc], self.batch_size or SCORE_BATCH,
+                                             overhead=forward_overhead(self.lm.device)):
                 ids, mask = left_pad([enc[i] for i in idx], pad, self.lm.device)
-                logits = self.lm.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
+                logits = self.lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :].float()
                 lp = torch.log_softmax(logits, -1).cpu()
                 for r, i in enumerate(idx):
                     out[i] = lp[r]
@@ -130,7 +131,7 @@ class HFEngine:
     @torch.inference_mode()
     def target_nll(self, requests: Sequence[Request], targets: Sequence[str]) -> list[float]:
         """Teacher-forced mean NLL (nats/token) of each ``target`` as the reply to its request."""
-        from r1probe.models.generate import left_pad, length_sorted_batches
+        from r1probe.models.generate import forward_overhead, left_pad, length_sorted_batches
 
         tok = self.lm.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -140,7 +141,8 @@ class HFEngine:
             pairs.append((p, self.lm.chat.encode(y)))
         out = [math.nan] * len(pairs)
         with plan_context(self.lm, self.plan):
-            for idx in length_sorted_batches([len(p) + len(y) for p, y in pairs], self.batch_size or SCORE_BATCH):
+            for idx in length_sorted_batches([len(p) + len(y) for p, y in pairs], self.batch_size or SCORE_BATCH,
+                                             overhead=forward_overhead(self.lm.device)):
                 seqs = [pairs[i][0] + pairs[i][1] for i in idx]
                 ids, mask = left_pad(seqs, pad, self.lm.device)
                 # left padding puts every target at the end: only the last k+1 positions need logits

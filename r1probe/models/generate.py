@@ -14,14 +14,48 @@ from tqdm.auto import tqdm
 from r1probe.models.loader import LoadedModel
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+#: the fixed cost of one forward pass in token equivalents, by device type (for ``length_sorted_batches``'s
+#: ``overhead``): on CPU reading the weights once costs about as much as a forward over this many tokens
+FORWARD_OVERHEAD = {"cpu": 64, "cuda": 512, "mps": 256}
+
+
+def forward_overhead(device) -> int:
+    """:data:`FORWARD_OVERHEAD` of ``device`` (a ``torch.device`` or a string)."""
+    return FORWARD_OVERHEAD.get(str(device).split(":")[0], 64)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None,
+                          overhead: int = 0) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), to minimise padding: at most
     ``batch_size`` rows and, with ``max_tokens``, at most that many padded tokens (rows x the batch's
-    longest) unless a single row is longer."""
+    longest) unless a single row is longer.
+
+    ``overhead > 0``: the cost of one forward pass in token equivalents (reading the weights once).
+    The length-sorted indices are then cut into the contiguous batches minimising
+    ``Σ_batches (rows · longest + overhead)`` (dynamic programme over the cut points), so one long
+    prompt gets a batch of its own instead of padding many short ones; ``0`` fills each batch in turn."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if overhead > 0 and order:
+        ln = [int(lengths[i]) for i in order]
+        n, inf = len(ln), float("inf")
+        cost, cut = [0.0] + [inf] * n, [0] * (n + 1)
+        for e in range(1, n + 1):  # best split of the first e rows; the last batch is rows j..e-1
+            for j in range(e - 1, max(0, e - batch_size) - 1, -1):
+                rows = e - j
+                if rows > 1 and max_tokens is not None and rows * ln[j] > max_tokens:
+                    break
+                c = cost[j] + rows * ln[j] + overhead
+                if c < cost[e]:
+                    cost[e], cut[e] = c, j
+        out: list[list[int]] = []
+        e = n
+        while e > 0:
+            out.append(order[cut[e]:e])
+            e = cut[e]
+        return out[::-1]
     if max_tokens is None:
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    out: list[list[int]] = []
+    out = []
     for i in order:
         if out and len(out[-1]) < batch_size and (len(out[-1]) + 1) * lengths[out[-1][0]] <= max_tokens:
             out[-1].append(i)

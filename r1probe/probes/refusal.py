@@ -29,7 +29,8 @@ from typing import Sequence
 
 import torch
 
-from r1probe.models.generate import left_pad, length_sorted_batches
+from r1probe.errors import R1ProbeError
+from r1probe.models.generate import forward_overhead, left_pad, length_sorted_batches
 
 #: openings of refusals; the first token of each (per tokenizer) forms the refusal-token set
 DEFAULT_OPENINGS = ("我", "抱歉", "对不起", "作为", "很抱歉", "非常抱歉", "不能", "我不能", "我无法",
@@ -102,9 +103,12 @@ class Scorer:
             out.append(self.lm.chat.format(text, history=hist, close_think=ct))
         return out
 
-    def batches(self, seqs: Sequence[Sequence[int]]) -> list[Batch]:
+    def batches(self, seqs: Sequence[Sequence[int]], new_tokens: int = 0) -> list[Batch]:
+        """Length-sorted, left-padded batches; the cut points weigh padding against the fixed cost of
+        each forward pass, ``1 + new_tokens`` of them per batch (a generation's decode steps)."""
         out = []
-        for idx in length_sorted_batches([len(s) for s in seqs], self.batch_size, self.max_tokens):
+        for idx in length_sorted_batches([len(s) for s in seqs], self.batch_size, self.max_tokens,
+                                         overhead=forward_overhead(self.lm.device) * (1 + max(0, new_tokens))):
             ids, mask = left_pad([seqs[i] for i in idx], self.pad, self.lm.device)
             out.append(Batch(idx, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)))
         return out
@@ -201,18 +205,14 @@ class Scorer:
 
         With ``plans`` the prompts are stacked once per plan (per-row steering, see :meth:`forward_many`)
         and the result is one list of continuations per plan."""
-        tok = self.lm.tokenizer
-        cfg_eos = getattr(getattr(self.lm.model, "generation_config", None), "eos_token_id", None)
-        eos = {tok.eos_token_id} | set(cfg_eos if isinstance(cfg_eos, (list, tuple)) else [cfg_eos])
-        eos.discard(None)
-        eos_t = torch.tensor(sorted(eos), device=self.lm.device) if eos else None
+        eos, eos_t = self._eos()
         seqs = [self.lm.chat.encode(t) for t in texts]
         if plans is not None:
             from r1probe.steering.runtime import steering
 
             k = len(plans)
             outs: list[list[str]] = [[""] * len(seqs) for _ in plans]
-            for b in self.batches(seqs):
+            for b in self.batches(seqs, max_new_tokens):
                 kb = Batch(b.idx * k, b.ids.repeat(k, 1), b.mask.repeat(k, 1), b.pos.repeat(k, 1))
                 with steering(self.lm, list(plans) if k > 1 else plans[0]):
                     texts_b = self._generate_batch(kb, max_new_tokens, eos, eos_t)
@@ -222,10 +222,37 @@ class Scorer:
                         outs[j][i] = texts_b[j * n + r]
             return outs
         out: list[str] = [""] * len(seqs)
-        for b in self.batches(seqs):
+        for b in self.batches(seqs, max_new_tokens):
             for r, txt in zip(b.idx, self._generate_batch(b, max_new_tokens, eos, eos_t)):
                 out[r] = txt
         return out
+
+    @torch.inference_mode()
+    def generate_blocks(self, blocks: Sequence[tuple[Sequence[str], object]], max_new_tokens: int = 24) -> list[list[str]]:
+        """Greedy continuations of several ``(texts, plan)`` blocks of equal size in one batch, each
+        block under its own plan (per-row steering): e.g. harmless prompts under an induce plan beside
+        harmful ones under a bypass plan, for the cost of one generation (decoding reads the weights
+        once a step, whatever the rows). One list of continuations per block, in input order."""
+        from r1probe.steering.runtime import steering
+
+        n = len(blocks[0][0])
+        if any(len(t) != n for t, _ in blocks):
+            raise R1ProbeError("generate_blocks: the blocks must hold the same number of prompts")
+        eos, eos_t = self._eos()
+        rows = [self.lm.chat.encode(t) for texts, _ in blocks for t in texts]
+        ids, mask = left_pad(rows, self.pad, self.lm.device)
+        b = Batch(list(range(len(rows))), ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
+        plans = [p for _, p in blocks]
+        with steering(self.lm, plans if len(plans) > 1 else plans[0]):
+            out = self._generate_batch(b, max_new_tokens, eos, eos_t)
+        return [out[j * n:(j + 1) * n] for j in range(len(blocks))]
+
+    def _eos(self):
+        tok = self.lm.tokenizer
+        cfg_eos = getattr(getattr(self.lm.model, "generation_config", None), "eos_token_id", None)
+        eos = {tok.eos_token_id} | set(cfg_eos if isinstance(cfg_eos, (list, tuple)) else [cfg_eos])
+        eos.discard(None)
+        return eos, (torch.tensor(sorted(eos), device=self.lm.device) if eos else None)
 
     def _generate_batch(self, b: Batch, max_new_tokens: int, eos: set, eos_t) -> list[str]:
         from transformers import DynamicCache
@@ -276,16 +303,19 @@ def from_block(lm, start: int):
 
 
 @torch.inference_mode()
-def from_block_ok(scorer: "Scorer", b: Batch, start: int, atol: float = 1e-3) -> bool:
+def from_block_ok(scorer: "Scorer", b: Batch, start: int, atol: float = 1e-3, *,
+                  full: torch.Tensor | None = None, resid: torch.Tensor | None = None) -> bool:
     """True when a forward from block ``start`` on the recorded residual gives the full forward's
-    last logits (so the unsteered prefix of a plan can be computed once)."""
+    last logits (so the unsteered prefix of a plan can be computed once). ``full`` ``[B, V]`` (the
+    batch's last logits) and ``resid`` (its residual at block ``start``'s input), when already
+    computed, are used instead of recomputing them."""
     cfg = getattr(scorer.lm.model, "config", None)
     types = getattr(cfg, "layer_types", None)
     if types and len(set(types)) > 1:
         return False
     try:
-        full = scorer._logits(b, 1).float()
-        resid = scorer.residuals(b, [start])[start]
+        full = scorer._logits(b, 1).float() if full is None else full.reshape(len(b.idx), 1, -1).float().to(b.ids.device)
+        resid = scorer.residuals(b, [start])[start] if resid is None else resid
         with from_block(scorer.lm, start):
             t = b.ids.shape[1]
             part = scorer.lm.model(inputs_embeds=resid, attention_mask=b.mask, position_ids=b.pos, use_cache=False,

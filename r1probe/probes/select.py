@@ -275,13 +275,27 @@ class FastSearch(CausalSearch):
         self.n_layers = lm.layout.n_layers
         self._hl = sc.batches([enc(t) for t in self.harmless])
         self._hf = sc.batches([enc(t) for t in self.harmful])
+        self._hl_gen = sc.batches([enc(t) for t in self.harmless], cfg.gen_tokens)  # for generated induce rates
         self._la = []
         if cfg.score == "lookahead":
             self._la_conts = list(self.look.phrases)
             self._la = sc.batches([enc(t) + list(p) + list(c) for t, p, c in
                                    zip(self.look.texts, self.look.prefixes, self.look.phrases)])
         self._resid: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
-        self._prefix = R.from_block_ok(sc, self._hl[0], max(1, self.n_layers // 2))
+        self.induce_replies: dict[str, list] = {}
+        #: greedy replies to the harmful prompts under a candidate's bypass plan, generated beside its
+        #: induce replies (one batch, two per-row plans) when verify will want them
+        self.bypass_replies: dict[str, list] = {}
+        self._pair_verify = bool(cfg.verify_top) and len(self.harmful) == len(self.harmless)
+        # the first harmless batch's residuals at every block input, in one forward pass: they serve
+        # the check below and every candidate's KL on that batch; its full logits are the baseline's
+        half = max(1, self.n_layers // 2)
+        b0 = self._hl[0]
+        top = min(self.n_layers - 1, math.ceil(cfg.max_layer_frac * self.n_layers) + 1)  # no start after it
+        if top >= 1:
+            self._resid[("hl", 0)] = sc.residuals(b0, range(1, top + 1))
+        self._prefix = R.from_block_ok(sc, b0, half, full=self.base_logits[b0.idx],
+                                       resid=self._resid.get(("hl", 0), {}).get(half))
         #: candidates per induce round of the pruned search: one on CPU, where a forward pass is already
         #: compute-bound at the search's batch size, so stacking gains nothing and rounds stop sooner
         self._cpu = torch.device(lm.device).type == "cpu"
@@ -305,16 +319,22 @@ class FastSearch(CausalSearch):
                 out.append([i])
         return out
 
-    def _run(self, which: str, j: int, b, plans: list, cols: int) -> list[torch.Tensor]:
-        """Logits of batch ``j`` of ``which`` under each plan, from the latest block all plans leave alone."""
+    def _run(self, which: str, j: int, b, plans: list, cols: int, want: set | None = None) -> list[torch.Tensor]:
+        """Logits of batch ``j`` of ``which`` under each plan, from the latest block all plans leave alone.
+        A missing unsteered residual is recorded together with those at the blocks in ``want`` (the
+        start blocks the caller will need next), in one forward pass."""
         start = min(plan_start(p, self.n_layers) for p in plans) if self._prefix else 0
         resid = None
         if start:
             cache = self._resid.setdefault((which, j), {})
             if start not in cache:
-                cache.update(self.scorer.residuals(b, [start]))
+                need = ({start} | {s for s in (want or ()) if s}) - set(cache)
+                cache.update(self.scorer.residuals(b, sorted(need)))
             resid = cache[start]
         return self.scorer.forward_many(b, plans, cols, start=start, resid=resid)
+
+    def _starts(self, plans: list) -> set[int]:
+        return {plan_start(p, self.n_layers) for p in plans} if self._prefix else set()
 
     def _bypass_plans(self, cands):
         return [self.bypass_plan(d, layer, site) for _, d, layer, site in cands]
@@ -328,28 +348,31 @@ class FastSearch(CausalSearch):
         return [cands[i] for i in order], [plans[i] for i in order]
 
     # -- scores ------------------------------------------------------------------------------------
-    def kl_many(self, cands: list, prune: bool = False) -> dict[str, tuple[float, bool]]:
+    def kl_many(self, cands: list, prune: bool = False, phase: "_Phase | None" = None) -> dict[str, tuple[float, bool]]:
         """Mean ``KL(p‖p_ablated)`` on the harmless prompts per candidate: ``key -> (value, complete)``.
         With ``prune`` a candidate whose partial sum already exceeds ``kl_max · N`` (KL rows are
-        non-negative) is not run on later batches (``complete`` False, ``value`` a lower bound)."""
+        non-negative) is not run on later batches (``complete`` False, ``value`` a lower bound).
+        ``phase``: the progress counter to advance (one unit per candidate and batch); by default one
+        of this call's own, closed at its end."""
         n = len(self.harmless)
         tot = {c[0]: 0.0 for c in cands}
         out_early: set[str] = set()
         cands, plans = self._sorted(cands, self._bypass_plans)
-        total, done = len(cands) * len(self._hl), 0
+        own = phase is None
+        phase = phase or _Phase(self.say, "KL", len(cands) * len(self._hl))
+        want = self._starts(plans)
         for j, b in enumerate(self._hl):
             live = [i for i, c in enumerate(cands) if c[0] not in out_early]
-            done += len(cands) - len(live)
+            phase.advance(len(cands) - len(live), quiet=True)
             for grp in self._groups(live, len(b.idx), plans):
-                lgs = self._run("hl", j, b, [plans[i] for i in grp], 1)
+                lgs = self._run("hl", j, b, [plans[i] for i in grp], 1, want)
                 for i, lg in zip(grp, lgs):
                     tot[cands[i][0]] += float(R.kl_rows(self.base_logits[b.idx], lg[:, -1].cpu()).double().sum())
-                done += len(grp)
-                self.say(f"probe KL: {done}/{total}")
+                phase.advance(len(grp))
             if prune:
                 out_early |= {k for k, v in tot.items() if math.isfinite(v) and v / n > self.cfg.kl_max}
-        if not live or done < total:  # candidates stopped early: close the bar
-            self.say(f"probe KL: {total}/{total}")
+        if own:
+            phase.close()
         last = len(self._hl) - 1
         return {k: (v / n, k not in out_early or last == 0) for k, v in tot.items()}
 
@@ -362,65 +385,123 @@ class FastSearch(CausalSearch):
                 res.update({c[0]: float(R.judge(o).mean()) for c, o in zip(grp, outs)})
             return res
         cands, plans = self._sorted(cands, self._bypass_plans)
+        want = self._starts(plans)
         if cfg.score == "first_token":
             vals = {c[0]: torch.zeros(len(self.harmful)) for c in cands}
             for j, b in enumerate(self._hf):
                 for grp in self._groups(list(range(len(cands))), len(b.idx), plans):
-                    for i, lg in zip(grp, self._run("hf", j, b, [plans[i] for i in grp], 1)):
+                    for i, lg in zip(grp, self._run("hf", j, b, [plans[i] for i in grp], 1, want)):
                         vals[cands[i][0]][b.idx] = R.first_token_log_odds(lg[:, -1].cpu(), sc.refusal_ids)
             return {k: R.nanmean(v) for k, v in vals.items()}
         vals = {c[0]: torch.zeros(len(self.look.texts)) for c in cands}
-        total, done = len(cands) * len(self._la), 0
+        phase = _Phase(self.say, "bypass", len(cands) * len(self._la))
         for j, b in enumerate(self._la):
             m = max(len(self._la_conts[i]) for i in b.idx)
             for grp in self._groups(list(range(len(cands))), len(b.idx), plans):
-                done += len(grp)
-                self.say(f"probe bypass: {done}/{total}")
-                for i, lg in zip(grp, self._run("la", j, b, [plans[i] for i in grp], m + 1)):
+                for i, lg in zip(grp, self._run("la", j, b, [plans[i] for i in grp], m + 1, want)):
                     lp = torch.log_softmax(lg[:, :-1], -1)
                     v = vals[cands[i][0]]
                     for r, q in enumerate(b.idx):
                         c = self._la_conts[q]
                         tgt = torch.tensor(c, device=lp.device)
                         v[q] = float(lp[r, m - len(c):].gather(-1, tgt[:, None]).sum()) if c else float("nan")
+                phase.advance(len(grp))
+        phase.close()
         return {k: R.nanmean(R.log_odds(v)) for k, v in vals.items()}
 
-    def induce_many(self, cands: list, prune: bool = False) -> dict[str, float]:
+    def induce_many(self, cands: list, prune: bool = False, phase: "_Phase | None" = None) -> dict[str, float]:
         """Induce score per candidate. With ``prune`` and a generated induce rate, a candidate whose
         refusals so far plus the prompts still to go cannot exceed ``induce_min`` stops early: its
-        value is then that upper bound, listed in ``self.induce_bounded``."""
+        value is then that upper bound, listed in ``self.induce_bounded``. Generated replies of
+        candidates scored on every prompt are kept in ``self.induce_replies`` (key -> replies in
+        input order) for :meth:`verify`. ``phase`` as in :meth:`kl_many`."""
         cfg, sc = self.cfg, self.scorer
         res: dict[str, float] = {}
         self.induce_bounded: set[str] = set()
         if self._induce_by_generation:
             n = len(self.harmless)
             hits = {c[0]: 0.0 for c in cands}
-            seen, total, done = 0, len(cands) * len(self._hl), 0
-            for b in self._hl:
+            replies: dict[str, list] = {c[0]: [None] * n for c in cands}
+            own = phase is None
+            phase = phase or _Phase(self.say, "induce", len(cands) * len(self._hl_gen))
+            seen = 0
+            for b in self._hl_gen:
                 texts = [self.harmless[i] for i in b.idx]
                 live = [c for c in cands if c[0] not in self.induce_bounded]
-                done += len(cands) - len(live)
+                phase.advance(len(cands) - len(live), quiet=True)
                 for grp in self._groups(live, len(b.idx)):
-                    outs = sc.generate(texts, cfg.gen_tokens, plans=self._induce_plans(grp))
+                    if self._pair_verify and len(grp) == 1:
+                        # the candidate's bypass generation for verify rides in the same batch
+                        c = grp[0]
+                        outs, byp = sc.generate_blocks(
+                            [(texts, self._induce_plans(grp)[0]),
+                             ([self.harmful[i] for i in b.idx], self._bypass_plans(grp)[0])], cfg.gen_tokens)
+                        outs = [outs]
+                        kept = self.bypass_replies.setdefault(c[0], [None] * len(self.harmful))
+                        for i, r in zip(b.idx, byp):
+                            kept[i] = r
+                    else:
+                        outs = sc.generate(texts, cfg.gen_tokens, plans=self._induce_plans(grp))
                     for c, o in zip(grp, outs):
                         hits[c[0]] += float(R.judge(o).sum())
-                    done += len(grp)
-                    self.say(f"probe induce: {done}/{total}")
+                        for i, r in zip(b.idx, o):
+                            replies[c[0]][i] = r
+                    phase.advance(len(grp))
                 seen += len(b.idx)
                 if prune and seen < n:
                     self.induce_bounded |= {k for k, h in hits.items() if (h + n - seen) / n <= cfg.induce_min}
-            if not live or done < total:
-                self.say(f"probe induce: {total}/{total}")
+            if own:
+                phase.close()
             for k, h in hits.items():
                 res[k] = (h + n - seen) / n if k in self.induce_bounded else h / n
+                if k not in self.induce_bounded:
+                    self.induce_replies[k] = replies[k]
             return res
         cands, plans = self._sorted(cands, self._induce_plans)
+        want = self._starts(plans)
         vals = {c[0]: torch.zeros(len(self.harmless)) for c in cands}
         for j, b in enumerate(self._hl):
             for grp in self._groups(list(range(len(cands))), len(b.idx), plans):
-                for i, lg in zip(grp, self._run("hl", j, b, [plans[i] for i in grp], 1)):
+                for i, lg in zip(grp, self._run("hl", j, b, [plans[i] for i in grp], 1, want)):
                     vals[cands[i][0]][b.idx] = R.first_token_log_odds(lg[:, -1].cpu(), sc.refusal_ids)
         return {k: R.nanmean(v) for k, v in vals.items()}
+
+    def verify(self, direction: torch.Tensor, layer: int, site: str, key: str | None = None) -> dict:
+        """:meth:`CausalSearch.verify`; the induce replies of a candidate whose induce score was
+        generated on every harmless prompt (same plan, prompts and token budget) are reused, and so are
+        the bypass replies generated beside them."""
+        kept = self.induce_replies.get(key) if key is not None else None
+        if kept is None or any(r is None for r in kept):
+            return super().verify(direction, layer, site)
+        sc, g = self.scorer, self.cfg.gen_tokens
+        b = self.bypass_replies.get(key)
+        if b is None or any(r is None for r in b):
+            with self._steer(self.bypass_plan(direction, layer, site)):
+                b = sc.generate(self.harmful, g)
+        return {"bypass_rate": float(R.judge(b).mean()), "induce_rate": float(R.judge(kept).mean()),
+                "examples": {"bypass": b[:3], "induce": list(kept[:3])}}
+
+
+class _Phase:
+    """One progress bar's counter, ``probe NAME: done/total``, kept across the calls of a lazy search."""
+
+    def __init__(self, say, name: str, total: int):
+        self.say, self.name, self.total = say, name, int(total)
+        self.done = self.shown = 0
+
+    def advance(self, n: int, quiet: bool = False) -> None:
+        if n <= 0:
+            return
+        self.done = min(self.total, self.done + n)
+        if not quiet:
+            self.shown = self.done
+            self.say(f"probe {self.name}: {self.done}/{self.total}")
+
+    def close(self) -> None:
+        """Say ``total/total`` unless it was the last line said (candidates stopped early count as done)."""
+        if self.shown < self.total or self.total == 0:
+            self.done = self.shown = self.total
+            self.say(f"probe {self.name}: {self.total}/{self.total}")
 
 
 def _per_group(fn, cands: list, scores: dict) -> dict:
@@ -439,28 +520,30 @@ def _per_group(fn, cands: list, scores: dict) -> dict:
 
 def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, scores: dict, prune: bool,
                  say) -> None:
-    """Fill ``scores`` like the per-candidate loop. With ``prune``: KL first (stopping early once over
-    ``kl_max``), bypass where KL passes, then induce in ascending bypass order until ``verify_top``
-    candidates pass (the lowest bypass among passing candidates is the choice); bypass of the rest only
-    when none passes (the fallback needs it). With ``prune=False`` every score of every candidate is computed."""
+    """Fill ``scores`` like the per-candidate loop. With ``prune``: bypass of every candidate, then KL
+    (stopping early once over ``kl_max``) and, where KL passes, induce, in ascending bypass order until
+    ``verify_top`` candidates pass (the lowest bypass among passing candidates is the choice; with none
+    passing, the lowest bypass overall). With ``prune=False`` every score of every candidate is computed."""
     cfg = search.cfg
     cands = [(k, candidates[k]["direction"], int(candidates[k]["layer"]), site) for k in live]
-    t0 = time.time()
     for k in live:
         scores[k]["status"] = "scored"
     ok = lambda k: scores[k]["status"] == "scored"  # noqa: E731
-    kl = _per_group(lambda cs: search.kl_many(cs, prune=prune), cands, scores)
-    for k, (v, complete) in kl.items():
-        scores[k]["kl" if complete else "kl_at_least"] = v
-    say(f"probe: KL of {len(cands)} candidates ({time.time() - t0:.0f} s)")
 
-    def induce(cs):
-        for k, v in _per_group(lambda g: search.induce_many(g, prune=prune), cs, scores).items():
+    def kl(cs, phase=None):
+        for k, (v, complete) in _per_group(lambda g: search.kl_many(g, prune=prune, phase=phase), cs, scores).items():
+            scores[k]["kl" if complete else "kl_at_least"] = v
+
+    def induce(cs, phase=None):
+        for k, v in _per_group(lambda g: search.induce_many(g, prune=prune, phase=phase), cs, scores).items():
             scores[k]["induce_at_most" if k in getattr(search, "induce_bounded", ()) else "induce"] = v
 
     def bypass(cs):
         for k, v in _per_group(search.bypass_many, cs, scores).items():
             scores[k]["bypass"] = v
+
+    def kl_ok(k):
+        return ok(k) and _finite(scores[k].get("kl")) and scores[k]["kl"] <= cfg.kl_max
 
     def passes(k):
         r = scores[k]
@@ -468,24 +551,38 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
                 and r["induce"] > cfg.induce_min)
     t = time.time()
     if not prune:
+        kl(cands)
+        say(f"probe: KL of {len(cands)} candidates ({time.time() - t:.0f} s)")
         bypass([c for c in cands if ok(c[0])])
         induce([c for c in cands if ok(c[0])])
     else:
-        # the choice is the lowest bypass among candidates passing KL and induce: score bypass where KL
-        # passes, then induce in ascending bypass order until verify_top (at least one) candidates pass
-        bypass([c for c in cands if ok(c[0]) and _finite(scores[c[0]].get("kl")) and scores[c[0]]["kl"] <= cfg.kl_max])
+        # the choice is the lowest bypass among candidates passing KL and induce: score bypass of every
+        # candidate, then KL and induce in ascending bypass order until verify_top (at least one) pass;
+        # the KL and induce of candidates after them cannot change the choice
+        bypass(cands)
         ranked = sorted([c for c in cands if ok(c[0]) and _finite(scores[c[0]].get("bypass"))],
                         key=lambda c: scores[c[0]]["bypass"])
+        say(f"probe: bypass of {len(cands)} candidates ({time.time() - t:.0f} s)")
+        t = time.time()
         step = search.lazy_group
+        n_hl, n_gen = len(search._hl), len(search._hl_gen)
+        kl_bar = _Phase(say, "KL", len(ranked) * n_hl)
+        in_bar = _Phase(say, "induce", len(ranked) * n_gen) if search._induce_by_generation else None
         found, i = 0, 0
         while i < len(ranked) and found < max(1, cfg.verify_top):
             grp = ranked[i:i + step]
             i += len(grp)
-            induce(grp)
-            found += sum(passes(c[0]) for c in grp)
-        if not found:  # the fallback chooses the lowest bypass of all scored candidates
-            bypass([c for c in cands if ok(c[0]) and "bypass" not in scores[c[0]]])
-    say(f"probe: bypass and induce ({time.time() - t:.0f} s)")
+            kl(grp, kl_bar)
+            live_grp = [c for c in grp if kl_ok(c[0])]
+            if in_bar is not None:
+                in_bar.advance((len(grp) - len(live_grp)) * n_gen, quiet=True)
+            if live_grp:
+                induce(live_grp, in_bar)
+            found += sum(passes(c[0]) for c in live_grp)
+        kl_bar.close()
+        if in_bar is not None:
+            in_bar.close()
+    say(f"probe: {'KL and induce' if prune else 'bypass and induce'} ({time.time() - t:.0f} s)")
     for j, k in enumerate(live):
         r = scores[k]
         if not ok(k):
@@ -495,11 +592,10 @@ def _fast_scores(search: FastSearch, live: list, candidates: dict, site: str, sc
             why.append(f"kl>{cfg.kl_max}")
         elif "induce_at_most" in r:
             why.append(f"induce<={cfg.induce_min}")
-        elif not _finite(r.get("kl")) or (not _finite(r.get("induce")) and "induce" in r) or \
-                ("bypass" in r and not _finite(r["bypass"])):
+        elif any(x in r and not _finite(r[x]) for x in ("bypass", "induce", "kl")):
             why.append("non-finite score")
         else:
-            if r["kl"] > cfg.kl_max:
+            if "kl" in r and r["kl"] > cfg.kl_max:
                 why.append(f"kl>{cfg.kl_max}")
             if "induce" in r and r["induce"] <= cfg.induce_min:
                 why.append(f"induce<={cfg.induce_min}")
@@ -524,8 +620,8 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
     """Score every candidate and pick the refusal direction.
 
     ``fast`` (default) scores several candidates per forward pass (:class:`FastSearch`); with ``prune``
-    it skips the scores that cannot change the chosen cell (induce and bypass of candidates already
-    out on KL, bypass of candidates out on induce while another passes: ``skipped`` lists them).
+    it skips the scores that cannot change the chosen cell (KL and induce of candidates whose bypass
+    ranks after the chosen one, induce of candidates out on KL: ``skipped`` lists them).
     ``fast=False`` is the one-candidate-at-a-time loop; both choose the same cell.
 
     ``candidates``: key -> ``{"layer": int, "pos": int|str, "direction": Tensor[d], "rank": float, "auroc": float}``
@@ -603,7 +699,8 @@ def select_direction(lm, candidates: dict[str, dict], harmful: Sequence, harmles
         pool = (ok or [chosen])[: cfg.verify_top]
         for k in pool:
             c = candidates[k]
-            scores[k]["verify"] = search.verify(c["direction"], int(c["layer"]), site)
+            scores[k]["verify"] = search.verify(c["direction"], int(c["layer"]), site, key=k) if fast else \
+                search.verify(c["direction"], int(c["layer"]), site)
             v = scores[k]["verify"]
             say(f"probe: verify {k}: refusal with ablation {v['bypass_rate']:.2f}, harmless refusal with "
                 f"addition {v['induce_rate']:.2f}")
