@@ -98,6 +98,42 @@ class HFEngine:
                               batch_size=self.batch_size, temperature=self.temperature, top_p=self.top_p,
                               seed=self.seed, plan=self.plan, done=done)
 
+    def shares_calls_with(self, other) -> bool:
+        """True when ``other``'s generations can run in the same engine call as this engine's
+        (:meth:`generate_many`): the same loaded model, plan, system prompt and sampling (the rows in
+        flight are those of the engine that runs the shared call)."""
+        same_plan = other.plan is self.plan or (self.plan_path is not None and other.plan_path == self.plan_path)
+        return (isinstance(other, HFEngine) and other.lm is self.lm and same_plan
+                and other.system == self.system
+                and (other.temperature, other.top_p, other.seed) == (self.temperature, self.top_p, self.seed))
+
+    def generate_many(self, calls: Sequence[tuple]) -> list[list[str]]:
+        """Several :meth:`generate` calls ``(requests, max_new_tokens, done)`` as one call of the generation
+        engine: every request keeps its own token budget and early-stop callback, and rows of one call
+        take the places of finished rows of another. One list of replies per call."""
+        from r1probe.models.engine import SamplingParams, generate
+
+        texts, params, owner = [], [], []
+        for c, (reqs, mnt, _done) in enumerate(calls):
+            p = SamplingParams(max_new_tokens=mnt or self.max_new_tokens, temperature=self.temperature,
+                               top_p=self.top_p, seed=self.seed)
+            for j, (t, h) in enumerate(reqs):
+                texts.append(self.format(t, h))
+                params.append(p)
+                owner.append((c, j))
+        dones = [d for _, _, d in calls]
+
+        def done(i: int, text: str) -> bool:
+            c, j = owner[i]
+            return dones[c] is not None and dones[c](j, text)
+
+        comps = generate(self.lm, texts, params, plan=self.plan, batch_size=self.batch_size,
+                         done=done if any(d is not None for d in dones) else None)
+        out: list[list[str]] = [[] for _ in calls]
+        for (c, _), cs in zip(owner, comps):
+            out[c].append(cs[0].text)
+        return out
+
     @torch.inference_mode()
     def _last_logits(self, texts: list[str]) -> torch.Tensor:
         from r1probe.models.generate import forward_overhead, left_pad, length_sorted_batches

@@ -321,6 +321,40 @@ def evaluate(benches: Sequence[Bench], engine, judge=None, out_dir: str | os.Pat
     return summary
 
 
+def evaluate_together(jobs: Sequence[tuple], judge=None, out_dir: str | os.PathLike | None = None, *,
+                      manifest: dict | None = None, progress=None) -> dict:
+    """:func:`evaluate` of several benchmarks, each job ``(bench, engine, run_bench keyword arguments)``
+    with its own engine (e.g. its own token budget). When the engines can share calls
+    (:func:`r1probe.eval.gang.can_share`) the benchmarks run side by side and their generations meet
+    in shared engine calls; otherwise one after another. ``summary.json`` is written once all have ended
+    (records are appended as each chunk is judged, so an interrupted run resumes)."""
+    from r1probe.eval.gang import can_share, run_together
+
+    summary: dict = {}
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "summary.json").exists():
+            try:
+                summary = json.loads((out / "summary.json").read_text("utf-8"))
+            except json.JSONDecodeError:
+                summary = {}
+    engines = [e for _, e, _ in jobs]
+    if can_share(engines):
+        gen = [i for i, (b, _, _) in enumerate(jobs) if get_kind(b.kind).generates]
+        entries = run_together(engines, lambda i, eng: run_bench(jobs[i][0], eng, judge, out, progress=progress,
+                                                                 **jobs[i][2])[1], lead=gen[0] if gen else 0)
+    else:
+        entries = [run_bench(b, e, judge, out, progress=progress, **k)[1] for b, e, k in jobs]
+    for (b, _, _), entry in zip(jobs, entries):
+        summary[b.name] = entry
+    if out is not None:
+        _write_summary(out, summary, engines[0], judge, manifest)
+    else:
+        summary["manifest"] = _manifest(engines[0], judge, manifest)
+    return summary
+
+
 def _manifest(engine, judge, extra):
     m = base_manifest(engine=engine.describe(), judge=judge.describe() if judge is not None else None)
     if extra:

@@ -355,8 +355,9 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
     total = len(pending)
     results: list[list[Completion | None]] = [[None] * p.n for p in plist]
     finished = 0
-    # longest first: the long prompts set the cache length early; groups have similar lengths
-    pending.sort(key=lambda r: -len(r.ids))
+    # longest first (prompt plus token budget): the long rows start early and the short ones fill the
+    # places they leave; with one budget for all, the long prompts set the cache length early
+    pending.sort(key=lambda r: -(len(r.ids) + r.params.max_new_tokens))
     pending.reverse()  # pop() from the end takes the longest
     merge_ok = _mergeable(lm.model)
 

@@ -413,18 +413,19 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
         from r1probe.eval.benches import get_bench
         from r1probe.eval.engines import HFEngine
         from r1probe.eval.judges import make_judge
-        from r1probe.eval.runner import evaluate as run_eval
+        from r1probe.eval.runner import evaluate_together
 
         lm = ctx.models.get(v.spec)
-        summary = {}
-        for b in ev.benches:
+        jobs = []
+        for b in ev.benches:  # one engine per bench (its token budget); their generations share engine calls
             e = eval_plan(s, b)
             eng = HFEngine(lm, max_new_tokens=e["max_new_tokens"], batch_size=e["batch_size"], plan=v.plan)
-            summary = run_eval([get_bench(b)], eng, make_judge(DEFAULT_JUDGE), path, limit=s.limit(b), seed=s.seed,
-                               chunk_size=eng.chunk_size(),
-                               data_root=e["data_root"], max_new_tokens=e["max_new_tokens"],
-                               judge_reasoning=e["judge_reasoning"], split="report", split_seed=s.seed,
-                               progress=lambda m: ctx.log(f"eval {variant} {m}"))
+            jobs.append((get_bench(b), eng, dict(limit=s.limit(b), seed=s.seed, chunk_size=eng.chunk_size(),
+                                                 data_root=e["data_root"], max_new_tokens=e["max_new_tokens"],
+                                                 judge_reasoning=e["judge_reasoning"], split="report",
+                                                 split_seed=s.seed)))
+        summary = evaluate_together(jobs, make_judge(DEFAULT_JUDGE), path,
+                                    progress=lambda m: ctx.log(f"eval {variant} {m}"))
         return {"summary": str(path / "summary.json"),
                 "metrics": {b: summary[b]["metrics"] for b in ev.benches if b in summary}}
 
