@@ -113,6 +113,32 @@ def test_writer_inputs_equal_the_recorded_projection_inputs(tiny_lm, writer, las
     torch.testing.assert_close(G, ref.T @ ref, atol=1e-4, rtol=1e-6)
 
 
+@pytest.mark.parametrize("writer", ["mlp", "attn"])
+def test_writer_inputs_gram_with_the_shared_prefix_run_once(tiny_lm, writer):
+    """Formatted prompts share the template's system prompt: the gram counts its rows once per
+    sequence from one pass and reads each sequence's own tokens after its cache; equal to every token
+    read in full (float32). ``after_prefix`` refuses a prefix the texts do not share, in one line."""
+    from r1probe.steering.edit import _gram_prefix, writer_inputs
+
+    lm = tiny_lm
+    system = "You are a helpful assistant. 你是一个乐于助人的助手。"
+    toks = [lm.chat.encode(lm.chat.format(t, system=system)) for t in ["写一首诗", "hello world", "如何做饭", "hi"]]
+    assert _gram_prefix(lm, toks) >= 8
+    old = old_writer_inputs(lm, 1, toks, writer, None, batch_size=2)
+    ref = torch.cat([old[j] for j in range(len(toks))]).double()
+    G, n = writer_inputs(lm, 1, toks, writer=writer, batch_size=2, gram=True)
+    assert n == ref.shape[0]
+    torch.testing.assert_close(G, ref.T @ ref, atol=1e-4, rtol=1e-6)
+    p = _gram_prefix(lm, toks)
+    rows = read_activations(lm, toks, sites=[f"{writer}_z"], positions=["all"], layers=[1], after_prefix=p)
+    assert rows[(f"{writer}_z", 1)].shape[0] == sum(len(t) - p for t in toks)
+    with pytest.raises(ExtractError, match="not a prefix"):
+        read_activations(lm, toks + [lm.chat.encode("hi")], sites=["mlp_z"], positions=["all"], layers=[1],
+                         after_prefix=p)
+    with pytest.raises(ExtractError, match="positions 'all'"):
+        read_activations(lm, toks, sites=["mlp_z"], positions=[-1], layers=[1], after_prefix=p)
+
+
 # ---- properties ---------------------------------------------------------------------------------------------------
 
 def test_left_padding_reads_the_last_real_token(tiny_lm):

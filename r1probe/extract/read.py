@@ -202,18 +202,19 @@ def encode_texts(lm, texts: Sequence) -> list[Encoded]:
 
 def read_batches(hooks, lm, encs: Sequence[Encoded], batches: Sequence[Sequence[int]], names: Sequence,
                  keys: Sequence[tuple[str, int]], sink: Sink, *,
-                 generate: Callable | None = None) -> None:
+                 generate: Callable | None = None, after_prefix: int = 0) -> None:
     """Run ``batches`` (lists of indices into ``encs``) through ``hooks`` and hand each batch to ``sink``.
 
     ``names``: the positions (see the module doc; ``["all"]`` for every real token). ``generate``:
     ``generate(rows, ids, mask) -> (ids, mask, gen_lens)`` extends a batch with generated tokens first
-    (the extraction store's ``--generate``); ``gen*`` positions then read them.
+    (the extraction store's ``--generate``); ``gen*`` positions then read them. ``after_prefix``: see
+    :func:`read_activations` (checked there).
     """
     pad = _pad_id(lm)
     device = lm.device
     every = list(names) == ["all"]
-    n_pre = 0 if generate is not None or not getattr(hooks, "supports_past", False) else \
-        prefix_to_share(lm, [encs[i] for b in batches for i in b], names)
+    n_pre = after_prefix or (0 if generate is not None or not getattr(hooks, "supports_past", False) else
+                             prefix_to_share(lm, [encs[i] for b in batches for i in b], names))
     kv = None
     if n_pre:
         from r1probe.models.prefix import cache_kv
@@ -289,7 +290,7 @@ def check_positions(names: Sequence, encs: Sequence[Encoded]) -> list:
 @torch.inference_mode()
 def read_activations(lm, texts: Sequence, *, sites: Sequence[str] = ("resid_post",),
                      positions: Sequence = (-1,), layers: Sequence[int], batch_size: int | None = None,
-                     sink: Sink | None = None) -> dict[tuple[str, int], torch.Tensor]:
+                     sink: Sink | None = None, after_prefix: int = 0) -> dict[tuple[str, int], torch.Tensor]:
     """Activations of ``lm`` at ``sites`` x ``layers`` and ``positions`` of each text (float32, on the CPU).
 
     ``texts``: formatted strings, token lists or :class:`~r1probe.extract.batching.Encoded`.
@@ -298,6 +299,11 @@ def read_activations(lm, texts: Sequence, *, sites: Sequence[str] = ("resid_post
     in input order; for ``positions="all"`` each value is ``Tensor[n_tokens, d]``, every real token of
     each text, texts in input order. With a ``sink``, each batch goes to ``sink(rows, acts)`` instead
     (see :data:`Sink`) and the result is ``{}``.
+
+    ``after_prefix=N`` (with ``positions="all"``): the first ``N`` tokens, the same in every text, run
+    once as a key/value cache and are not read; each text's rows are its tokens after them (a caller
+    that needs the prefix's rows reads them once, e.g. :func:`r1probe.steering.edit.writer_inputs`).
+    Needs a model without value-changing hooks.
     """
     if isinstance(positions, (str, int)):
         positions = [positions]
@@ -309,6 +315,16 @@ def read_activations(lm, texts: Sequence, *, sites: Sequence[str] = ("resid_post
     if any(len(e) == 0 for e in encs):
         raise ExtractError("cannot read activations of an empty text")
     names = check_positions(positions, encs)
+    if after_prefix:
+        from r1probe.models.prefix import hooked, shared_prefix
+
+        if names != ["all"]:
+            raise ExtractError("after_prefix reads every token after the prefix: use positions 'all'")
+        if min(len(e) for e in encs) <= after_prefix or shared_prefix([e.ids for e in encs]) < after_prefix:
+            raise ExtractError(f"after_prefix={after_prefix}: not a prefix every text shares and outgrows")
+        if hooked(lm.model):
+            raise ExtractError("after_prefix: the model carries a value-changing hook, so the prefix cannot be "
+                               "computed once")
     n = lm.layout.n_layers
     bad = [l for l in layers if not EMBED <= int(l) < n]
     if bad:
@@ -335,18 +351,19 @@ def read_activations(lm, texts: Sequence, *, sites: Sequence[str] = ("resid_post
                 parts[k].append(v.cpu())
 
         with ActivationHooks(lm, keys) as hooks:
-            read_batches(hooks, lm, encs, batches, names, keys, sink)
+            read_batches(hooks, lm, encs, batches, names, keys, sink, after_prefix=after_prefix)
         inv = torch.empty(len(done), dtype=torch.long)
         inv[torch.tensor(done, dtype=torch.long)] = torch.arange(len(done))
         for k, chunks in parts.items():
             if every:  # split the packed rows back into texts, then restore the input order
-                per_text = [t for c, rows in zip(chunks, batches) for t in c.split([lengths[r] for r in rows])]
+                per_text = [t for c, rows in zip(chunks, batches)
+                            for t in c.split([lengths[r] - after_prefix for r in rows])]
                 result[k] = torch.cat([per_text[i] for i in inv.tolist()])
             else:
                 result[k] = torch.cat(chunks)[inv]
         return result
     with ActivationHooks(lm, keys) as hooks:
-        read_batches(hooks, lm, encs, batches, names, keys, sink)
+        read_batches(hooks, lm, encs, batches, names, keys, sink, after_prefix=after_prefix)
     return result
 
 

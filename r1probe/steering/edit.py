@@ -185,6 +185,17 @@ def fit_read_vector(pos: torch.Tensor, neg: torch.Tensor | None = None, *, neg_g
 
 # ---- the activations a read vector is fitted on ----
 
+def _gram_prefix(lm, token_lists) -> int:
+    """Tokens of a prefix every sequence shares and outgrows, worth computing once (0: none, or the
+    model carries a value-changing hook)."""
+    from r1probe.models.prefix import MIN_SHARED_PREFIX, hooked, shared_prefix
+
+    if len(token_lists) < 2 or hooked(lm.model):
+        return 0
+    n = min(shared_prefix(token_lists), min(len(t) for t in token_lists) - 1)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
 def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, writer: str = "mlp",
                   last: int | None = None, batch_size: int = 16, gram: bool = False):
     """Inputs ``z`` of one output projection over tokenised sequences: ``read_activations`` at site
@@ -193,6 +204,9 @@ def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, write
     ``last=k`` keeps each sequence's last ``min(k, length)`` tokens (e.g. the post-instruction tokens) and
     returns the rows ``[N·k, K]``, sequences in input order; ``last=None`` keeps every real token.
     ``gram=True`` returns ``(Σ z zᵀ, count)`` in float64 instead of the rows (benign sets of any size).
+    With ``gram=True`` and every token read, a token prefix all sequences share (the chat template's
+    system prompt) runs once: its rows enter the sum once per sequence, ``k · Z_pᵀ Z_p``, and the
+    sequences' own tokens are read after it from its key/value cache.
     """
     from r1probe.extract.read import read_activations
 
@@ -207,6 +221,12 @@ def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, write
 
     if gram:
         acc: dict = {"G": None, "n": 0}
+        pre = _gram_prefix(lm, token_lists) if last is None else 0
+        if pre:
+            zp = read_activations(lm, [list(token_lists[0][:pre])], sites=[site], positions=["all"],
+                                  layers=[i])[(site, i)]
+            acc["G"] = (zp.T @ zp).double().cpu() * len(token_lists)
+            acc["n"] = pre * len(token_lists)
 
         def add(rows, acts):  # one float32 product per batch (a few thousand rows), summed in float64
             z = acts[(site, i)]
@@ -215,7 +235,7 @@ def writer_inputs(lm, layer: int, token_lists: Sequence[Sequence[int]], *, write
             acc["G"] = g if acc["G"] is None else acc["G"] + g
             acc["n"] += z.shape[0]
         read_activations(lm, token_lists, sites=[site], positions=positions, layers=[i], batch_size=batch_size,
-                         sink=add)
+                         sink=add, after_prefix=pre)
         return acc["G"], acc["n"]
     z = read_activations(lm, token_lists, sites=[site], positions=positions, layers=[i],
                          batch_size=batch_size)[(site, i)]
