@@ -36,19 +36,22 @@ def test_benches_together_give_the_records_of_benches_one_by_one(tmp_path, tiny_
     calls = []
     orig = HFEngine.generate_many
 
-    def counting(self, c):
+    def counting(self, c, **kw):
         calls.append([len(r) for r, _, _ in c])
-        return orig(self, c)
+        return orig(self, c, **kw)
     HFEngine.generate_many = counting
+    said: list[str] = []
     try:
         together = tmp_path / "tog"
-        summary = runner.evaluate_together(_jobs(tiny_lm, str(shared_data), budgets), KeywordJudge(), together)
+        summary = runner.evaluate_together(_jobs(tiny_lm, str(shared_data), budgets), KeywordJudge(), together,
+                                           progress=said.append)
     finally:
         HFEngine.generate_many = orig
     for b in BENCHES:
         assert sorted(_records(together, b), key=lambda r: r["id"]) == sorted(_records(seq, b), key=lambda r: r["id"]), b
     # chisafety's 6 items in chunks of 4, gsm8k's and cmath's 3: two shared calls, the first with three benches
     assert calls[0] == [4, 3, 3] and len(calls) == 2
+    assert "generate: 10/10" in said and "generate: 2/2" in said  # the shared calls' progress
     assert set(json.loads((together / "summary.json").read_text())) >= set(BENCHES) | {"manifest"}
     assert summary["gsm8k-nll"]["metrics"]["mean_nll"] > 0
 

@@ -107,10 +107,11 @@ class HFEngine:
                 and other.system == self.system
                 and (other.temperature, other.top_p, other.seed) == (self.temperature, self.top_p, self.seed))
 
-    def generate_many(self, calls: Sequence[tuple]) -> list[list[str]]:
+    def generate_many(self, calls: Sequence[tuple], progress=None) -> list[list[str]]:
         """Several :meth:`generate` calls ``(requests, max_new_tokens, done)`` as one call of the generation
         engine: every request keeps its own token budget and early-stop callback, and rows of one call
-        take the places of finished rows of another. One list of replies per call."""
+        take the places of finished rows of another. One list of replies per call; ``progress(n_finished,
+        n_total)`` as replies finish."""
         from r1probe.models.engine import SamplingParams, generate
 
         texts, params, owner = [], [], []
@@ -128,7 +129,7 @@ class HFEngine:
             return dones[c] is not None and dones[c](j, text)
 
         comps = generate(self.lm, texts, params, plan=self.plan, batch_size=self.batch_size,
-                         done=done if any(d is not None for d in dones) else None)
+                         done=done if any(d is not None for d in dones) else None, progress=progress)
         out: list[list[str]] = [[] for _ in calls]
         for (c, _), cs in zip(owner, comps):
             out[c].append(cs[0].text)

@@ -22,8 +22,10 @@ from r1probe.errors import R1ProbeError
 class Gang:
     """Meeting point of ``members`` threads' ``generate`` calls on one engine."""
 
-    def __init__(self, engine, members: int):
+    def __init__(self, engine, members: int, progress: Callable[[str], None] | None = None):
         self.engine = engine
+        #: ``progress("generate: N/TOTAL")`` as the replies of a shared call finish
+        self.progress = progress
         self.live = int(members)
         self._cv = threading.Condition()
         self._queue: dict[int, dict] = {}
@@ -62,8 +64,12 @@ class Gang:
         entries = [self._queue[i] for i in order]
         self._queue = {}
         try:
+            kw = {}
+            if self.progress is not None:
+                say = self.progress
+                kw["progress"] = lambda n, total: say(f"generate: {n}/{total}")
             with self.compute:
-                results = self.engine.generate_many([e["call"] for e in entries])
+                results = self.engine.generate_many([e["call"] for e in entries], **kw)
             for e, r in zip(entries, results):
                 e["result"] = r
         except BaseException as err:  # noqa: BLE001 - every waiting member gets the error
@@ -106,15 +112,17 @@ def can_share(engines: Sequence) -> bool:
         getattr(first, "shares_calls_with", lambda e: False)(e) for e in engines[1:])
 
 
-def run_together(engines: Sequence, run: Callable, lead: int = 0) -> list:
+def run_together(engines: Sequence, run: Callable, lead: int = 0,
+                 progress: Callable[[str], None] | None = None) -> list:
     """``run(i, view_i)`` for every engine in its own thread, ``view_i`` engine ``i`` whose generations go
-    through one :class:`Gang` on ``engines[lead]`` (whose rows in flight the shared calls use). Returns
-    each run's result in order; the first error (in order) is raised after every thread has ended."""
+    through one :class:`Gang` on ``engines[lead]`` (whose rows in flight the shared calls use; ``progress``
+    gets ``"generate: N/TOTAL"`` as their replies finish). Returns each run's result in order; the first
+    error (in order) is raised after every thread has ended."""
     engines = list(engines)
     if not can_share(engines):
         raise R1ProbeError("these engines cannot share generation calls (different model, plan or sampling)")
     jobs = engines
-    gang = Gang(engines[lead], len(jobs))
+    gang = Gang(engines[lead], len(jobs), progress)
     out: list = [None] * len(jobs)
     errors: list = [None] * len(jobs)
 

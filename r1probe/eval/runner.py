@@ -343,7 +343,8 @@ def evaluate_together(jobs: Sequence[tuple], judge=None, out_dir: str | os.PathL
     if can_share(engines):
         gen = [i for i, (b, _, _) in enumerate(jobs) if get_kind(b.kind).generates]
         entries = run_together(engines, lambda i, eng: run_bench(jobs[i][0], eng, judge, out, progress=progress,
-                                                                 **jobs[i][2])[1], lead=gen[0] if gen else 0)
+                                                                 **jobs[i][2])[1], lead=gen[0] if gen else 0,
+                               progress=progress)
     else:
         entries = [run_bench(b, e, judge, out, progress=progress, **k)[1] for b, e, k in jobs]
     for (b, _, _), entry in zip(jobs, entries):
