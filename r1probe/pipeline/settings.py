@@ -122,8 +122,10 @@ class ProbeSettings(SelectConfig):
 class EditSettings(Settings):
     """Exported weight edits evaluated beside the base model (``r1probe edit``)."""
 
-    edits: list[str] = Field(["orthogonalize", "rank1-gate"],
-                             description="Exported edits to evaluate (names of the weight-edit registry).")
+    edits: list[str] = Field(["rank1-gate"],
+                             description="Exported edits to evaluate (names of the weight-edit registry; add "
+                                         "orthogonalize for the refusal-ablated export and its comparison with "
+                                         "the base model).")
     rank1_gate_layer: int = Field(-1, ge=-1, description="rank1-gate: its layer (-1: the middle layer).")
     rank1_gate_lam: float = Field(10.0, description="rank1-gate: the write strength lambda of W <- W + lambda r a^T "
                                                    "(the value the dev-part screen chose).")
