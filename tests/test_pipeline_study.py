@@ -31,6 +31,8 @@ def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path
     report = tmp_path / "study" / "report.md"
     text = report.read_text()
     assert "## Key numbers" in text and "r1probe eval" in text and "orthogonalize" in text
+    legend = next(x for x in text.splitlines() if x.startswith("Variants: "))  # the variants of this run only
+    assert "`orthogonalize` =" in legend and "`plan-conditional` =" in legend and "`amplify`" not in legend
     ran = {r.name for r in first["results"].values() if not r.skipped}
     assert {"extract", "probe", "edit-orthogonalize", "plan-conditional", "eval-base", "eval-orthogonalize",
             "eval-plan-conditional", "extract-orthogonalize", "compare", "report"} <= ran

@@ -311,18 +311,26 @@ def write_study_report(ctx, path: Path) -> dict:
     md += ["", f"Per-item outcomes behind every number: `{_rel(paired['per_sample'], out)}`.", ""]
     e = s.edit
     lay = "the middle layer" if e.rank1_gate_layer < 0 else f"layer {e.rank1_gate_layer}"
-    md += ["Variants: `base` = the unedited model; `orthogonalize` = exported checkpoint with the refusal direction "
-           "removed from every residual write; `rank1-gate` = exported checkpoint with the rank-one read/write edit "
-           f"W ← W + {e.rank1_gate_lam:g} r̂aᵀ in the MLP output projection of {lay} (r̂: that layer's difference-in-means "
-           "direction; a: a read vector fitted to fire on harmful prompts and stay silent on harmless prompts and "
-           "GSM8K solutions; `r1probe edit --op rank1-gate`); `rank1-gate-borderline` = the same edit with the read vector "
-           f"also kept silent on {e.rank1_gate_borderline} CValues borderline prompts (sensitive but answerable; "
-           "`--borderline`); `amplify` = exported checkpoint with the direction amplified "
-           f"in the output projections of layers {e.amplify_layers} (W ← (I + {e.amplify_beta:g} r̂r̂ᵀ) W); "
-           "`plan-conditional` = run-time CAST-style plan (add the direction only to prompts whose projection passes "
-           "the gate); `plan-add` = unconditional addition"
-           + (f"; `rank1-gate@sK` = rank1-gate refitted on a seeded {e.rank1_gate_fit_fraction:g} subsample of each "
-              "part of its fit data (seed K)" if e.fit_seeds else "") + ".", ""]
+    legend = {
+        "base": "the unedited model",
+        "orthogonalize": "exported checkpoint with the refusal direction removed from every residual write",
+        "rank1-gate": f"exported checkpoint with the rank-one read/write edit W ← W + {e.rank1_gate_lam:g} r̂aᵀ in the "
+                      f"MLP output projection of {lay} (r̂: that layer's difference-in-means direction; a: a read vector "
+                      "fitted to fire on harmful prompts and stay silent on harmless prompts and GSM8K solutions; "
+                      "`r1probe edit --op rank1-gate`)",
+        "rank1-gate-borderline": f"the same edit with the read vector also kept silent on {e.rank1_gate_borderline} "
+                                 "CValues borderline prompts (sensitive but answerable; `--borderline`)",
+        "amplify": f"exported checkpoint with the direction amplified in the output projections of layers "
+                   f"{e.amplify_layers} (W ← (I + {e.amplify_beta:g} r̂r̂ᵀ) W)",
+        "plan-conditional": "run-time CAST-style plan (add the direction only to prompts whose projection passes the gate)",
+        "plan-add": "unconditional addition",
+    }
+    present = {v.split("@s")[0] for v in table}
+    parts = [f"`{k}` = {d}" for k, d in legend.items() if k in present]
+    if any("@s" in v for v in table):
+        parts.append(f"`rank1-gate@sK` = rank1-gate refitted on a seeded {e.rank1_gate_fit_fraction:g} subsample of "
+                     "each part of its fit data (seed K)")
+    md += ["Variants: " + "; ".join(parts) + ".", ""]
     if chosen:
         sc = {k: chosen.get(k) for k in ("bypass", "induce", "kl") if k in chosen}
         md += ["## Refusal direction", "",
