@@ -262,7 +262,10 @@ class FastSearch(CausalSearch):
       forward) and every block of rows carries its own candidate's plan;
     - the unsteered prefix is computed once: a plan that acts from block ``s`` on (``affine-downstream``
       bypass, induce at layer ``s``) runs only blocks ``s..`` on the recorded residual at block ``s``'s
-      input (used when :func:`r1probe.probes.refusal.from_block_ok` confirms the model allows it);
+      input (used when :func:`r1probe.probes.refusal.from_block_ok` confirms the model allows it); the
+      residuals at every start block a call needs are recorded in one forward pass;
+    - with verification on and as many harmful as harmless prompts, a lone candidate's induce generation
+      carries its bypass generation on the harmful prompts in the same batch, and :meth:`verify` reuses both;
     - the unsteered harmless logits, lookahead targets and reference means come from ``CausalSearch``.
     """
 
