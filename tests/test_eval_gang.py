@@ -64,6 +64,8 @@ def test_engines_that_differ_do_not_share(tiny_lm, tiny_llama):
     assert can_share([a, HFEngine(tiny_lm, max_new_tokens=9, batch_size=2)])
     assert not can_share([a, HFEngine(tiny_llama_lm, max_new_tokens=3)])
     assert not can_share([a, HFEngine(tiny_lm, max_new_tokens=3, temperature=0.7)])
+    sampling = HFEngine(tiny_lm, max_new_tokens=3, temperature=0.7)
+    assert not can_share([sampling, sampling])  # each sample has its own seed: never shared
     assert not can_share([a])
     with pytest.raises(R1ProbeError, match="cannot share"):
         run_together([a, HFEngine(tiny_llama_lm)], lambda i, e: None)

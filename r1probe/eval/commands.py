@@ -154,13 +154,15 @@ def eval_cmd(**kw):
         judge = make_judge(js, **extra)
     chunk = engine.chunk_size() if kw["engine"] == "hf" else max(kw["concurrency"], 1) * 2
     bars = ProgressBars(quiet=kw["quiet"])
-    summary = runner.evaluate(
-        benches, engine, judge, kw["out"], limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],
-        max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
-        answers=answers, progress=bars, samples=kw["samples"], split=kw["split"], split_seed=kw["seed"],
-        manifest={"benches": [b.name for b in benches], "limit": kw["limit"],
-                  "seed": None if kw["first"] else kw["seed"], "sampling": sampling, "split": kw["split"],
-                  "tuning_records": sources, "tuning_overlap": overlap})
+    run_kw = dict(limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],
+                  max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
+                  answers=answers, samples=kw["samples"], split=kw["split"], split_seed=kw["seed"])
+    manifest = {"benches": [b.name for b in benches], "limit": kw["limit"],
+                "seed": None if kw["first"] else kw["seed"], "sampling": sampling, "split": kw["split"],
+                "tuning_records": sources, "tuning_overlap": overlap}
+    # several benches on one greedy hf engine: side by side, their generations in shared engine calls
+    summary = runner.evaluate_together([(b, engine, run_kw) for b in benches], judge, kw["out"], manifest=manifest,
+                                       progress=bars)
     bars.close()
     click.echo(runner.summary_markdown({k: v for k, v in summary.items() if k in {b.name for b in benches}}), nl=False)
     for b in benches:

@@ -102,10 +102,15 @@ class GangMember:
     def generate(self, requests, max_new_tokens: int | None = None, done=None) -> list[str]:
         return self._gang.submit(self._index, requests, max_new_tokens or self._engine.max_new_tokens, done)
 
+    def for_sample(self, k: int) -> "GangMember":
+        """Greedy engines draw every sample alike (see ``HFEngine.for_sample``): this member itself."""
+        return self
+
 
 def can_share(engines: Sequence) -> bool:
-    """True when every engine can join the first one's calls (``generate_many`` and ``shares_calls_with``)."""
-    if len(engines) < 2:
+    """True when every engine is greedy and can join the first one's calls (``generate_many`` and
+    ``shares_calls_with``). Sampling engines never share: each sample has its own seed."""
+    if len(engines) < 2 or any(getattr(e, "temperature", 1.0) != 0 for e in engines):
         return False
     first = engines[0]
     return hasattr(first, "generate_many") and all(
