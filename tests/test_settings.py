@@ -18,7 +18,7 @@ def _err(**kw) -> str:
 def test_defaults_are_the_study():
     s = load_settings(env={})
     assert s.preset == "study" and s.extract.n_train == 96 and s.probe.n_val == 24
-    assert s.edit.edits == ["orthogonalize", "rank1-gate"] and s.edit.rank1_gate_lam == 10.0
+    assert s.edit.edits == ["rank1-gate"] and s.edit.rank1_gate_lam == 10.0
     assert s.probe.select_config().n_reference == 32
 
 

@@ -299,7 +299,7 @@ def test_real_model_gate_moves_a_harmful_prompt_and_not_a_harmless_one(real_lm, 
         want = lm.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
     torch.save({"ids": ids, "want": want}, tmp_path / "inp.pt")
     code = ("import torch\nfrom transformers import AutoModelForCausalLM\n"
-            f"m = AutoModelForCausalLM.from_pretrained({str(out)!r}, dtype=torch.bfloat16)\n"
+            f"m = AutoModelForCausalLM.from_pretrained({str(out)!r}, dtype=torch.{str(lm.model.dtype).split('.')[-1]})\n"
             f"d = torch.load({str(tmp_path / 'inp.pt')!r})\n"
             "with torch.no_grad():\n    lo = m(input_ids=torch.tensor([d['ids']])).logits[0, -1].float()\n"
             "print(float((lo - d['want']).abs().max()), m.config.intermediate_size)\n")
@@ -307,6 +307,7 @@ def test_real_model_gate_moves_a_harmful_prompt_and_not_a_harmless_one(real_lm, 
                          env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
     diff, size = res.stdout.split()
+    # the same dtype as this process's model (float32 on a CPU without native bfloat16 matmul)
     assert float(diff) < 0.1 and int(size) == real_lm.model.config.intermediate_size + 2
 
 
