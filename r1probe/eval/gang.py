@@ -126,10 +126,9 @@ def run_together(engines: Sequence, run: Callable, lead: int = 0,
     engines = list(engines)
     if not can_share(engines):
         raise R1ProbeError("these engines cannot share generation calls (different model, plan or sampling)")
-    jobs = engines
-    gang = Gang(engines[lead], len(jobs), progress)
-    out: list = [None] * len(jobs)
-    errors: list = [None] * len(jobs)
+    gang = Gang(engines[lead], len(engines), progress)
+    out: list = [None] * len(engines)
+    errors: list = [None] * len(engines)
 
     def work(i: int) -> None:
         try:
@@ -140,7 +139,7 @@ def run_together(engines: Sequence, run: Callable, lead: int = 0,
             gang.leave()
 
     threads = [threading.Thread(target=work, args=(i,), name=f"r1probe-eval-{i}", daemon=True)
-               for i in range(len(jobs))]
+               for i in range(len(engines))]
     for t in threads:
         t.start()
     for t in threads:

@@ -301,35 +301,24 @@ def _data_hashes(bench: Bench, data_root) -> dict:
 
 def evaluate(benches: Sequence[Bench], engine, judge=None, out_dir: str | os.PathLike | None = None, *,
              manifest: dict | None = None, progress=None, **kw) -> dict:
-    """Run several benchmarks; write (merge into) ``out_dir/summary.json`` and ``summary.md``."""
-    summary: dict = {}
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if (out / "summary.json").exists():
-            try:
-                summary = json.loads((out / "summary.json").read_text("utf-8"))
-            except json.JSONDecodeError:
-                summary = {}
-    for b in benches:
-        _, entry = run_bench(b, engine, judge, out, progress=progress, **kw)
-        summary[b.name] = entry
-        if out is not None:
-            _write_summary(out, summary, engine, judge, manifest)
-    if out is None:
-        summary["manifest"] = _manifest(engine, judge, manifest)
-    return summary
+    """Run several benchmarks one after another; write (merge into) ``out_dir/summary.json`` and
+    ``summary.md`` after each."""
+    return evaluate_together([(b, engine, kw) for b in benches], judge, out_dir, manifest=manifest,
+                             progress=progress, share=False)
 
 
 def evaluate_together(jobs: Sequence[tuple], judge=None, out_dir: str | os.PathLike | None = None, *,
-                      manifest: dict | None = None, progress=None) -> dict:
+                      manifest: dict | None = None, progress=None, share: bool = True) -> dict:
     """:func:`evaluate` of several benchmarks, each job ``(bench, engine, run_bench keyword arguments)``
-    with its own engine (e.g. its own token budget). When the engines can share calls
-    (:func:`r1probe.eval.gang.can_share`) the benchmarks run side by side and their generations meet
-    in shared engine calls; otherwise one after another. ``summary.json`` is written once all have ended
-    (records are appended as each chunk is judged, so an interrupted run resumes)."""
+    with its own engine (e.g. its own token budget). With ``share`` and engines that can share calls
+    (:func:`r1probe.eval.gang.can_share`) the benchmarks run side by side, their generations meeting in
+    shared engine calls, and ``summary.json`` is written once all have ended (records are appended as
+    each chunk is judged, so an interrupted run resumes); otherwise one after another, the summary
+    written after each."""
     from r1probe.eval.gang import can_share, run_together
 
+    if not jobs:
+        raise R1ProbeError("no benchmarks to evaluate")
     summary: dict = {}
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -340,18 +329,20 @@ def evaluate_together(jobs: Sequence[tuple], judge=None, out_dir: str | os.PathL
             except json.JSONDecodeError:
                 summary = {}
     engines = [e for _, e, _ in jobs]
-    if can_share(engines):
+    if share and can_share(engines):
         gen = [i for i, (b, _, _) in enumerate(jobs) if get_kind(b.kind).generates]
         entries = run_together(engines, lambda i, eng: run_bench(jobs[i][0], eng, judge, out, progress=progress,
                                                                  **jobs[i][2])[1], lead=gen[0] if gen else 0,
                                progress=progress)
+        summary.update({b.name: entry for (b, _, _), entry in zip(jobs, entries)})
+        if out is not None:
+            _write_summary(out, summary, engines[0], judge, manifest)
     else:
-        entries = [run_bench(b, e, judge, out, progress=progress, **k)[1] for b, e, k in jobs]
-    for (b, _, _), entry in zip(jobs, entries):
-        summary[b.name] = entry
-    if out is not None:
-        _write_summary(out, summary, engines[0], judge, manifest)
-    else:
+        for b, eng, kw in jobs:
+            _, summary[b.name] = run_bench(b, eng, judge, out, progress=progress, **kw)
+            if out is not None:
+                _write_summary(out, summary, eng, judge, manifest)
+    if out is None:
         summary["manifest"] = _manifest(engines[0], judge, manifest)
     return summary
 
