@@ -60,8 +60,9 @@ class ProgressBars:
     A message ``NAME: N/TOTAL`` or ``NAME: [N/TOTAL] detail`` moves the bar named NAME (created on first
     sight, closed at TOTAL; the detail is shown beside it); any other message is printed on stderr above
     the bars. ``quiet``: nothing is shown. :meth:`counter` gives the ``progress(n_done, n_total)`` form.
-    A bar's clock starts when the previous bar closed (or at construction): the first message of a step
-    comes after its first chunk, and the rate and ETA count that chunk's time too.
+    A bar's clock starts when the previous bar closed or the last line was printed with no bar open (or
+    at construction): the first message of a step comes after its first chunk, and the rate and ETA count
+    that chunk's time too, but not the work the lines before it reported.
     """
 
     _STEP = re.compile(r"^(?P<name>[^:\[\]]+?): \[?(?P<n>\d+)/(?P<total>\d+)\]?(?P<rest>.*)$")
@@ -77,9 +78,13 @@ class ProgressBars:
             return
         m = self._STEP.match(msg)
         if m is None:
+            import time
+
             from tqdm.auto import tqdm
 
             tqdm.write(msg, file=sys.stderr)
+            if not self.bars:
+                self._since = time.time()
             return
         self.update(m["name"], int(m["n"]), int(m["total"]), m["rest"].strip(" :"))
 

@@ -36,6 +36,25 @@ def test_the_first_chunk_counts_in_the_rate(monkeypatch):
     assert bars.bars["x"].start_t <= t0 + 1e-6
 
 
+def test_a_line_between_bars_restarts_the_next_bars_clock(monkeypatch):
+    """Work a plain line reported (e.g. a search's setup) does not count in the next bar's rate."""
+    import time
+
+    _capture(monkeypatch)
+    bars = ProgressBars()
+    t0 = bars._since
+    time.sleep(0.05)
+    bars("setup done (5 s)")
+    assert bars._since > t0
+    bars("x: 1/2")
+    assert bars.bars["x"].start_t >= t0 + 0.04
+    since = bars._since
+    time.sleep(0.01)
+    bars("a line while x runs")
+    assert bars.bars["x"].n == 1 and bars._since == since  # a line beside an open bar leaves the clock
+    bars.close()
+
+
 def test_quiet_prints_nothing(monkeypatch):
     buf = _capture(monkeypatch)
     bars = ProgressBars(quiet=True)
