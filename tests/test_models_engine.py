@@ -290,23 +290,66 @@ def test_prefill_in_length_groups_gives_the_same_tokens(tiny_lm, monkeypatch):
 
 def test_shared_prefix_is_computed_once_and_gives_the_same_tokens(tiny_lm, monkeypatch):
     """The template's common opening is run once and copied into every row ([prefix][padding][own tokens]):
-    the same greedy tokens as plain ``generate``; not used under a steering plan or with another hook."""
+    the same greedy tokens as plain ``generate``; under a plan without conditions it is run once under
+    the plan, with the steered tokens; not with a conditional plan or a hook of unknown effect."""
     import r1probe.models.engine as E
+    from r1probe.steering import Condition, SteeringPlan, steering
 
     calls = []
     real = E._Batch.set_prefix
-    monkeypatch.setattr(E._Batch, "set_prefix", lambda self, ids: (calls.append(len(ids)), real(self, ids))[1])
+    monkeypatch.setattr(E._Batch, "set_prefix",
+                        lambda self, ids, n_plans=1: (calls.append((len(ids), n_plans)), real(self, ids, n_plans))[1])
     monkeypatch.setattr(E, "MIN_SHARED_PREFIX", 2)
     texts = _texts(tiny_lm)
     n_common = E.shared_prefix([tiny_lm.chat.encode(t) for t in texts])
     assert n_common >= 2
     budgets = [3, 9, 5, 12, 2, 7, 10, 4]
     out = generate(tiny_lm, texts, [SamplingParams(max_new_tokens=b) for b in budgets], batch_size=3)
-    assert calls == [n_common]
+    assert calls == [(n_common, 1)]
     assert [c[0].token_ids for c in out] == [_plain(tiny_lm, t, b) for t, b in zip(texts, budgets)]
+    d = torch.randn(tiny_lm.layout.d_model, generator=torch.Generator().manual_seed(1))
+    plan = SteeringPlan.add_at([0, 2], d, 6.0)
+    out = generate(tiny_lm, texts, [SamplingParams(max_new_tokens=b) for b in budgets], plan=plan, batch_size=3)
+    assert calls == [(n_common, 1)] * 2
+    with steering(tiny_lm, plan):
+        assert [c[0].token_ids for c in out] == [_plain(tiny_lm, t, b) for t, b in zip(texts, budgets)]
+    cond = Condition(layer=1, direction=d, threshold=0.0, position=-1)
+    generate(tiny_lm, texts, SamplingParams(max_new_tokens=2), plan=SteeringPlan.conditional_add(2, d, 1.0, condition=cond))
     h = tiny_lm.model.model.layers[0].register_forward_hook(lambda m, a, o: None)
     try:
         generate(tiny_lm, texts, SamplingParams(max_new_tokens=2), batch_size=3)
     finally:
         h.remove()
-    assert calls == [n_common]
+    assert calls == [(n_common, 1)] * 2
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_per_row_plans_equal_each_plan_on_its_own(tiny_lm, monkeypatch, share):
+    """Prompts under different plans in one call (rows retired and admitted, the prefix once per plan):
+    each prompt's tokens are those of plain ``generate`` under its own plan, token for token (float32)."""
+    import r1probe.models.engine as E
+    from r1probe.steering import SteeringPlan, steering
+
+    monkeypatch.setattr(E, "MIN_SHARED_PREFIX", 2)
+    g = torch.Generator().manual_seed(3)
+    d = tiny_lm.layout.d_model
+    plans = [SteeringPlan.add_at([0, 2], torch.randn(d, generator=g), 6.0, tokens="prompt"),
+             SteeringPlan.ablate_everywhere(torch.randn(d, generator=g), tiny_lm.layout.n_layers),
+             SteeringPlan.add_at([1], torch.randn(d, generator=g), 5.0, tokens="generated")]
+    texts = _texts(tiny_lm) * 2
+    which = [i % 3 for i in range(len(texts))]
+    budgets = [3, 9, 5, 12, 2, 7, 10, 4, 6, 1, 8, 11, 3, 5, 7, 9]
+    out = generate(tiny_lm, texts, [SamplingParams(max_new_tokens=b) for b in budgets], plan=plans,
+                   row_plans=which, batch_size=4, share_prefix=share)
+    ref = []
+    for t, j, b in zip(texts, which, budgets):
+        with steering(tiny_lm, plans[j]):
+            ref.append(_plain(tiny_lm, t, b))
+    assert [c[0].token_ids for c in out] == ref
+    assert len({tuple(r) for r, j in zip(ref, which) if j == 0} ^ {tuple(r) for r, j in zip(ref, which) if j == 2}) > 0
+    with pytest.raises(R1ProbeError, match="one plan index per prompt"):
+        generate(tiny_lm, texts, plan=plans)
+    with pytest.raises(R1ProbeError, match="out of range"):
+        generate(tiny_lm, texts[:1], plan=plans, row_plans=[3])
+    with pytest.raises(R1ProbeError, match="needs a list of plans"):
+        generate(tiny_lm, texts[:1], plan=plans[0], row_plans=[0])

@@ -123,24 +123,35 @@ def test_per_row_plans_equal_one_plan_per_batch(tiny_lm):
     for p, lg in zip(plans, many):
         assert torch.allclose(lg, sc.forward_many(b, [p], 2)[0], atol=1e-4)
     outs = sc.generate(texts, 4, plans=plans)
-    assert outs == [sc.generate(texts, 4, plans=[p])[0] for p in plans]
+    from r1probe.steering import steering
+
+    ref = []
+    for p in plans:
+        with steering(tiny_lm, p):
+            ref.append(sc.generate(texts, 4))
+    assert outs == ref
 
 
 def test_generate_blocks_equals_each_plan_on_its_own_prompts(tiny_lm):
-    """Two blocks of different prompts, each under its own plan, in one batch: each block's replies are
-    those of its prompts generated alone under its plan; unequal blocks are one clear error."""
-    from r1probe.errors import R1ProbeError
+    """Blocks of different prompts (of different sizes), each under its own plan, in one engine call:
+    each block's replies are those of its prompts generated alone under its plan (the plain loop inside
+    ``steering``)."""
     from r1probe.probes.select import bypass_plan, induce_plan
+    from r1probe.steering import steering
 
     sc = R.Scorer(tiny_lm, batch_size=8)
     g = torch.Generator().manual_seed(2)
     d = tiny_lm.layout.d_model
-    hl, hf = sc.format(HARMLESS[:3]), sc.format(HARMFUL[:3])
+    hl, hf = sc.format(HARMLESS[:3]), sc.format(HARMFUL[:2])
     pi, pb = induce_plan(torch.randn(d, generator=g), 1, alpha=4.0), bypass_plan(torch.randn(d, generator=g), 2)
     a, b = sc.generate_blocks([(hl, pi), (hf, pb)], 5)
-    assert a == sc.generate(hl, 5, plans=[pi])[0] and b == sc.generate(hf, 5, plans=[pb])[0]
-    with pytest.raises(R1ProbeError, match="same number"):
-        sc.generate_blocks([(hl, pi), (hf[:2], pb)], 5)
+    with steering(tiny_lm, pi):
+        ra = sc.generate(hl, 5)
+    with steering(tiny_lm, pb):
+        rb = sc.generate(hf, 5)
+    assert (a, b) == (ra, rb)
+    assert sc.generate(hl, 5) != ra or sc.generate(hf, 5) != rb  # the plans change something
+    assert sc.generate_blocks([([], pi)], 5) == [[]]
 
 
 def test_forward_from_a_block_equals_the_full_forward(tiny_lm):

@@ -5,13 +5,15 @@ flight in one left-padded KV cache (a ``transformers`` ``DynamicCache``):
 
 - rows retire as they finish (end of sequence, a stop string, their token budget, or the caller's
   ``done`` callback) and are pruned from the cache, so finished rows cost nothing;
-- waiting prompts take the freed places: they are prefilled as a group (length-sorted, so a group
-  has little padding) and their cache is merged into the running one (left-padded to a common
-  length; padding is masked out of attention);
+- waiting prompts take the freed places: they are prefilled in groups of similar length (the
+  length-sorted prompts cut where a group's padding would cost more than another forward pass,
+  :func:`r1probe.models.generate.length_sorted_batches`) and their cache is merged into the running
+  one (left-padded to a common length; padding is masked out of attention);
 - the rows in flight are also bounded by a token budget (rows x cache length), so memory stays bounded;
 - a token prefix every prompt of the call shares (a chat template's system prompt) is computed once
-  and its keys and values copied into each row (:mod:`r1probe.models.prefix`), without a steering
-  plan only.
+  (once per plan with per-row plans) and its keys and values copied into each row
+  (:mod:`r1probe.models.prefix`); with no hook but the plan's, and a plan without conditions (its
+  transforms act token by token, so the prefix computed under the plan is every row's prefix).
 
 Every forward pass is the model's own (``model(input_ids, attention_mask, position_ids, cache,
 cache_position)``), with the position ids and masks ``model.generate`` uses under left padding,
@@ -22,7 +24,9 @@ calls at different batch sizes, so a near-tie can go the other way.
 
 Steering: ``plan`` (a ``SteeringPlan`` or its path) is applied around the whole run by the
 function :mod:`r1probe.steering` registers (:func:`register_plan_context`: its ``steering`` hooks); the per-row gates of conditional
-steps follow their rows through pruning and merging.
+steps follow their rows through pruning and merging. Per-row plans: ``plan`` a list of plans and
+``row_plans`` the plan index of each prompt; each forward pass tells the hooks which plan each of its
+rows follows (the handle's ``rows``), so variants of a model share the engine's batches.
 
 Sampling: ``temperature > 0`` samples (with ``top_p`` nucleus filtering) from a per-row random
 generator seeded from the request's ``seed`` (completion ``k`` of a prompt uses ``seed + k``), so
@@ -68,12 +72,15 @@ class SamplingParams:
 class Completion:
     """One completion: its text (special tokens removed), the generated token ids (including a final
     end-of-sequence token), why it ended (``"stop"``: end of sequence or a stop string; ``"length"``:
-    the token budget; ``"done"``: the caller's ``done`` callback) and the prompt's length in tokens."""
+    the token budget; ``"done"``: the caller's ``done`` callback) and the prompt's length in tokens;
+    with ``generate(..., first_logits=True)``, the prompt pass's next-token logits ``[V]`` (float32, CPU),
+    the logits its first token was chosen from."""
 
     text: str
     token_ids: list[int]
     finish_reason: str
     prompt_tokens: int
+    first_logits: torch.Tensor | None = None
 
 
 #: default rows in flight (``batch_size=None``) per device kind
@@ -95,6 +102,8 @@ class _Row:
     out: list[int]
     text: str = ""
     finish: str | None = None
+    plan: int = 0  # index of the row's plan (per-row plans)
+    first: torch.Tensor | None = None  # the prompt pass's logits, when asked for
 
 
 def eos_ids(lm) -> set[int]:
@@ -132,8 +141,8 @@ def register_plan_context(fn: Callable) -> None:
 def _plan_context(lm, plan):
     if plan is None:
         return contextlib.nullcontext(None)
-    if isinstance(plan, (list, tuple)):
-        raise R1ProbeError("the generation engine applies one steering plan to every row, not a list of plans")
+    if isinstance(plan, (list, tuple)) and not plan:
+        raise R1ProbeError("per-row plans: the list of plans is empty")
     if not _PLAN_CONTEXT:
         raise R1ProbeError("a steering plan needs r1probe.steering (import it before generating with a plan)")
     return _PLAN_CONTEXT[0](lm, plan)
@@ -155,8 +164,10 @@ def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None
 class _Batch:
     """The rows in flight: their KV cache, attention mask and steering gates."""
 
-    def __init__(self, model, device, handle):
+    def __init__(self, model, device, handle, per_row: bool = False):
         self.model, self.device, self.handle = model, device, handle
+        #: per-row plans: each forward pass names its rows' plans to the hooks (``handle.rows``)
+        self.per_row = per_row
         self.cache_kw = cache_kwarg(model)
         self.rows: list[_Row] = []
         self.cache = None
@@ -164,16 +175,17 @@ class _Batch:
         #: the shared prefix's length and its per-layer (keys, values) [1, heads, P, dim], or None
         self.prefix: tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
-    def set_prefix(self, ids: list[int]) -> None:
-        """Compute the keys and values of ``ids`` (a prefix of every prompt to come) once; each prompt
-        pass then runs only the tokens after it. A row's cache is ``[prefix][padding][own tokens]``:
-        padding masked out, positions counted over unmasked tokens, so attention and rotary positions
-        are those of the unpadded prompt."""
+    def set_prefix(self, ids: list[int], n_plans: int = 1) -> None:
+        """Compute the keys and values of ``ids`` (a prefix of every prompt to come) once, one row per
+        plan with per-row plans; each prompt pass then runs only the tokens after it. A row's cache is
+        ``[prefix][padding][own tokens]``: padding masked out, positions counted over unmasked tokens,
+        so attention and rotary positions are those of the unpadded prompt."""
         from transformers import DynamicCache
 
+        k = n_plans if self.per_row else 1
         cache = DynamicCache(config=self.model.config)
-        t = torch.tensor([ids], dtype=torch.long, device=self.device)
-        self._forward(t, torch.ones_like(t), cache, 0)
+        t = torch.tensor([ids] * k, dtype=torch.long, device=self.device)
+        self._forward(t, torch.ones_like(t), cache, 0, list(range(k)))
         self.prefix = (len(ids), cache_kv(cache))
 
     @property
@@ -183,15 +195,13 @@ class _Batch:
     # -- prefill and merge -------------------------------------------------------------------
     def prefill(self, rows: list[_Row], pad: int, budget: int = 0) -> torch.Tensor:
         """Prefill ``rows`` in groups of similar length (at most ``budget`` padded tokens a group, or
-        one row), merging each into the batch; returns their last-position logits [b, V]."""
+        one row; cut where padding costs more than a forward pass), merging each into the batch;
+        returns their last-position logits [b, V]."""
+        from r1probe.models.generate import forward_overhead, length_sorted_batches
+
         skip = self.prefix[0] if self.prefix else 0
-        order = sorted(range(len(rows)), key=lambda j: -len(rows[j].ids))
-        groups: list[list[int]] = []
-        for j in order:
-            if groups and (len(groups[-1]) + 1) * (len(rows[groups[-1][0]].ids) - skip) <= budget:
-                groups[-1].append(j)
-            else:
-                groups.append([j])
+        groups = length_sorted_batches([len(r.ids) - skip for r in rows], len(rows), max(1, budget),
+                                       overhead=forward_overhead(self.device))
         logits: list[torch.Tensor | None] = [None] * len(rows)
         for g in groups:
             out = self._prefill([rows[j] for j in g], pad)
@@ -210,12 +220,12 @@ class _Batch:
             ids, mask = left_pad([r.ids for r in rows], pad, self.device)
         else:
             past, kv = self.prefix
-            cache = expand_cache(self.model, kv, len(rows))
+            cache = expand_cache(self.model, kv, len(rows), [r.plan for r in rows] if self.per_row else None)
             ids, mask = left_pad([r.ids[past:] for r in rows], pad, self.device)
             mask = with_prefix_mask(mask, past)
         n_old = len(self.rows)
         old = self._gates()
-        logits = self._forward(ids, mask, cache, past)
+        logits = self._forward(ids, mask, cache, past, [r.plan for r in rows], prompt=True)
         self._merge(rows, cache, mask)
         h = self.handle
         if h is not None and h.conditions and n_old:
@@ -258,20 +268,31 @@ class _Batch:
         return [list(h.gates), list(h.scores)]
 
     # -- decode ------------------------------------------------------------------------------
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache, past: int) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache, past: int, plans: list[int] | None = None,
+                 prompt: bool = False) -> torch.Tensor:
         pos = mask.long().cumsum(-1) - 1
         pos = pos.masked_fill(mask == 0, 1)[:, -ids.shape[1]:]
         cpos = torch.arange(past, past + ids.shape[1], device=ids.device)
         kw = {self.cache_kw: cache}
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache_position=cpos,
-                         use_cache=True, logits_to_keep=1, **kw)
+        h = self.handle
+        if h is not None:
+            # a prompt's tokens after the shared prefix are still a prompt pass; per-row plans by row
+            h.phase = "prompt" if prompt else None
+            if self.per_row:
+                h.rows = torch.tensor(plans, dtype=torch.long, device=ids.device)
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache_position=cpos,
+                             use_cache=True, logits_to_keep=1, **kw)
+        finally:
+            if h is not None:
+                h.phase = None
         return out.logits[:, -1, :].float()
 
     def step(self, tokens: list[int]) -> torch.Tensor:
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(1)
         past = self.length
         self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
-        return self._forward(ids, self.mask, self.cache, past)
+        return self._forward(ids, self.mask, self.cache, past, [r.plan for r in self.rows])
 
     def keep(self, keep: list[int]) -> None:
         """Keep only the rows at ``keep`` (positions in ``self.rows``); drop leading all-padding columns."""
@@ -313,7 +334,8 @@ def _mergeable(model) -> bool:
 def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
              plan=None, batch_size: int | None = None, max_tokens: int | None = None,
              progress: Callable[[int, int], None] | None = None,
-             done: Callable[[int, str], bool] | None = None, share_prefix: bool = True) -> list[list[Completion]]:
+             done: Callable[[int, str], bool] | None = None, share_prefix: bool = True,
+             row_plans: Sequence[int] | None = None, first_logits: bool = False) -> list[list[Completion]]:
     """Complete each already chat-formatted prompt; ``n`` completions per prompt, in input order.
 
     ``params``: one :class:`SamplingParams` for all prompts or one per prompt (default: greedy,
@@ -322,9 +344,14 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
     may exceed it). ``done(prompt_index, text_so_far) -> bool``: True stops that row
     (``finish_reason="done"``). ``progress(n_finished, n_total)`` is called as completions finish.
     ``share_prefix``: run a token prefix common to every prompt (at least :data:`MIN_SHARED_PREFIX`
-    tokens, e.g. the template's system prompt) once and copy its keys and values into each row; with
-    no steering plan or value-changing hook only. Exact in float32; in bfloat16 the prefix computed
-    alone rounds like any other change of batch shape.
+    tokens, e.g. the template's system prompt) once (once per plan with per-row plans) and copy its
+    keys and values into each row; not with a value-changing hook other than the plan's, nor with a
+    conditional plan (its gates read whole prompts). Exact in float32; in bfloat16 the prefix
+    computed alone rounds like any other change of batch shape.
+    ``plan`` a list of plans with ``row_plans`` (one plan index per prompt): per-row plans, each
+    prompt's rows under its own plan (no conditional steps).
+    ``first_logits``: keep each prompt pass's next-token logits in its completions (a prompt's last
+    logits for free when it is generated from anyway).
     """
     prompts = list(prompts)
     if params is None:
@@ -340,6 +367,16 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
     eos = eos_ids(lm)
     pad = pad_id(lm)
 
+    per_row = isinstance(plan, (list, tuple))
+    if per_row:
+        if row_plans is None or len(row_plans) != len(prompts):
+            raise R1ProbeError(f"per-row plans need one plan index per prompt ({len(prompts)}), "
+                               f"not {'none' if row_plans is None else len(row_plans)}")
+        bad = [j for j in row_plans if not 0 <= int(j) < len(plan)]
+        if bad:
+            raise R1ProbeError(f"per-row plans: plan index {bad[0]} is out of range for {len(plan)} plans")
+    elif row_plans is not None:
+        raise R1ProbeError("row_plans needs a list of plans")
     pending: list[_Row] = []
     for i, (text, p) in enumerate(zip(prompts, plist)):
         ids = lm.chat.encode(text)
@@ -351,7 +388,7 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
                 seed = p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,)))
                 gen = torch.Generator(device="cpu")
                 gen.manual_seed(seed + k)
-            pending.append(_Row(i, k, ids, p, gen, []))
+            pending.append(_Row(i, k, ids, p, gen, [], plan=int(row_plans[i]) if per_row else 0))
     total = len(pending)
     results: list[list[Completion | None]] = [[None] * p.n for p in plist]
     finished = 0
@@ -365,7 +402,7 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
         nonlocal finished
         r.finish = reason
         text = r.text if (r.params.stop and reason == "stop" and r.text) else tok.decode(r.out, skip_special_tokens=True)
-        results[r.prompt][r.k] = Completion(text, list(r.out), reason, len(r.ids))
+        results[r.prompt][r.k] = Completion(text, list(r.out), reason, len(r.ids), r.first)
         finished += 1
         if progress is not None:
             progress(finished, total)
@@ -401,14 +438,16 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
         finish(r, "length")
     pending = [r for r in pending if r.params.max_new_tokens > 0]
 
+    foreign = hooked(lm.model)  # hooks not of this run's plan
     with _plan_context(lm, plan) as handle:
-        batch = _Batch(lm.model, device, handle)
-        # a steering plan (or any hook) may read or change every token and gate rows by their prompt pass:
-        # the prefix is shared only for the bare model
-        if share_prefix and handle is None and merge_ok and len(pending) > 1 and not hooked(lm.model):
+        batch = _Batch(lm.model, device, handle, per_row)
+        # the prefix is shared when every hook acts token by token: not with hooks of unknown effect,
+        # nor with a plan whose gates read whole prompts (conditions)
+        if share_prefix and merge_ok and len(pending) > 1 and not foreign and \
+                (handle is None or not getattr(handle, "conditions", None)):
             n_pre = shared_prefix([r.ids for r in pending])
             if n_pre >= MIN_SHARED_PREFIX:
-                batch.set_prefix(pending[0].ids[:n_pre])
+                batch.set_prefix(pending[0].ids[:n_pre], len(plan) if per_row else 1)
         while pending or batch.rows:
             # admit waiting prompts when at least a quarter of the places are free (or none is running)
             free = rows_cap - len(batch.rows)
@@ -426,6 +465,10 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
                     logits = batch.prefill(group, pad, PREFILL_TOKENS if merge_ok else 1 << 62)
                     # rows are now in prefill order within the batch: pick and check by row object
                     toks = pick(logits, group)
+                    if first_logits:
+                        kept = logits.cpu()
+                        for j, r in enumerate(group):
+                            r.first = kept[j]
                     for r, t in zip(group, toks):
                         check(r, t)
                     batch.keep([j for j, r in enumerate(batch.rows) if r.finish is None])

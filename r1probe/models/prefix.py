@@ -3,9 +3,10 @@
 Causal attention makes a prefix's keys and values independent of what follows it, so they can be
 computed once and copied into every row: a row's cache is then ``[prefix][padding][own tokens]``
 with the padding masked out and positions counted over unmasked tokens, which gives the attention
-and rotary positions of the unpadded prompt. The generation engine and the activation reader use it
-for the bare model only: a hook that changes values (steering) or gates rows by their prompt pass
-must see every token.
+and rotary positions of the unpadded prompt. The activation reader uses it for the bare model; the
+generation engine also under steering plans without conditions (transforms act token by token, so
+the prefix computed once under a plan is the prefix of every row under it: one prefix per plan). A
+hook of unknown effect, or a condition that gates rows by their whole prompt, must see every token.
 """
 
 from __future__ import annotations
@@ -54,14 +55,20 @@ def cache_kwarg(module) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
-def expand_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]], n: int):
+def expand_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]], n: int,
+                 rows: Sequence[int] | None = None):
     """A fresh ``DynamicCache`` holding the prefix keys/values ``kv`` (per layer, ``[1, heads, P, dim]``)
-    copied into ``n`` rows."""
+    copied into ``n`` rows; with ``rows`` (one index per row into ``kv``'s ``[k, heads, P, dim]``),
+    row ``i`` gets prefix ``rows[i]`` (one prefix per steering plan)."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
+    idx = None if rows is None else torch.tensor(list(rows), dtype=torch.long, device=kv[0][0].device)
     for i, (k, v) in enumerate(kv):
-        cache.update(k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous(), i)
+        if idx is None:
+            cache.update(k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous(), i)
+        else:
+            cache.update(k.index_select(0, idx), v.index_select(0, idx), i)
     return cache
 
 

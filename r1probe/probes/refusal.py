@@ -181,46 +181,39 @@ class Scorer:
         return [x.float() for x in out.logits.split(n)]
 
     @torch.inference_mode()
-    def residuals(self, b: Batch, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    def residuals(self, b: Batch, layers: Sequence[int], logits: bool = False):
         """Unsteered residual stream ``[B, T, d]`` at the input of each block in ``layers`` (one forward
-        that stops after the last of them; hooks from ``r1probe.steering.runtime.recording``)."""
+        that stops after the last of them; hooks from ``r1probe.steering.runtime.recording``). With
+        ``logits`` the forward runs to the end and ``(residuals, last logits [B, V] float32)`` is returned."""
         from contextlib import ExitStack
 
         from r1probe.steering.runtime import StopForward, recording
 
         blocks = self.lm.layout.layers(self.lm.model)
         wanted = sorted(set(layers))
+        out = None
         with ExitStack() as stack:
-            seen = {li: stack.enter_context(recording(blocks[li], stop=li == wanted[-1])) for li in wanted}
+            seen = {li: stack.enter_context(recording(blocks[li], stop=li == wanted[-1] and not logits))
+                    for li in wanted}
             try:
-                self.lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, use_cache=False,
-                              logits_to_keep=1)
+                out = self.lm.model(input_ids=b.ids, attention_mask=b.mask, position_ids=b.pos, use_cache=False,
+                                    logits_to_keep=1)
             except StopForward:
                 pass
-        return {li: v[0] for li, v in seen.items()}
+        res = {li: v[0] for li, v in seen.items()}
+        return (res, out.logits[:, -1].float()) if logits else res
 
     @torch.inference_mode()
     def generate(self, texts: Sequence[str], max_new_tokens: int = 24, plans: Sequence | None = None):
         """Greedy continuations (KV cache, early stop on EOS), decoded, input order.
 
-        With ``plans`` the prompts are stacked once per plan (per-row steering, see :meth:`forward_many`)
-        and the result is one list of continuations per plan."""
+        With ``plans`` the result is one list of continuations per plan: every prompt under every plan,
+        in one call of the generation engine with per-row plans (:func:`r1probe.models.engine.generate`:
+        rows in flight, prompts prefilled in groups of similar length, the shared prefix once per plan)."""
+        if plans is not None:
+            return self.generate_blocks([(texts, p) for p in plans], max_new_tokens)
         eos, eos_t = self._eos()
         seqs = [self.lm.chat.encode(t) for t in texts]
-        if plans is not None:
-            from r1probe.steering.runtime import steering
-
-            k = len(plans)
-            outs: list[list[str]] = [[""] * len(seqs) for _ in plans]
-            for b in self.batches(seqs, max_new_tokens):
-                kb = Batch(b.idx * k, b.ids.repeat(k, 1), b.mask.repeat(k, 1), b.pos.repeat(k, 1))
-                with steering(self.lm, list(plans) if k > 1 else plans[0]):
-                    texts_b = self._generate_batch(kb, max_new_tokens, eos, eos_t)
-                n = len(b.idx)
-                for j in range(k):
-                    for r, i in enumerate(b.idx):
-                        outs[j][i] = texts_b[j * n + r]
-            return outs
         out: list[str] = [""] * len(seqs)
         for b in self.batches(seqs, max_new_tokens):
             for r, txt in zip(b.idx, self._generate_batch(b, max_new_tokens, eos, eos_t)):
@@ -229,23 +222,26 @@ class Scorer:
 
     @torch.inference_mode()
     def generate_blocks(self, blocks: Sequence[tuple[Sequence[str], object]], max_new_tokens: int = 24) -> list[list[str]]:
-        """Greedy continuations of several ``(texts, plan)`` blocks of equal size in one batch, each
-        block under its own plan (per-row steering): e.g. harmless prompts under an induce plan beside
-        harmful ones under a bypass plan, for the cost of one generation (decoding reads the weights
-        once a step, whatever the rows). One list of continuations per block, in input order."""
-        from r1probe.steering.runtime import steering
+        """Greedy continuations of several ``(texts, plan)`` blocks, each block under its own plan, in
+        one call of the generation engine with per-row plans: e.g. harmless prompts under an induce
+        plan beside harmful ones under a bypass plan, for about the cost of one generation (decoding
+        reads the weights once a step, whatever the rows). One list of continuations per block, in
+        input order."""
+        import r1probe.steering  # noqa: F401 - registers how the engine applies plans
+        from r1probe.models.engine import SamplingParams, generate
 
-        n = len(blocks[0][0])
-        if any(len(t) != n for t, _ in blocks):
-            raise R1ProbeError("generate_blocks: the blocks must hold the same number of prompts")
-        eos, eos_t = self._eos()
-        rows = [self.lm.chat.encode(t) for texts, _ in blocks for t in texts]
-        ids, mask = left_pad(rows, self.pad, self.lm.device)
-        b = Batch(list(range(len(rows))), ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
-        plans = [p for _, p in blocks]
-        with steering(self.lm, plans if len(plans) > 1 else plans[0]):
-            out = self._generate_batch(b, max_new_tokens, eos, eos_t)
-        return [out[j * n:(j + 1) * n] for j in range(len(blocks))]
+        texts = [t for ts, _ in blocks for t in ts]
+        if not texts:
+            return [[] for _ in blocks]
+        which = [j for j, (ts, _) in enumerate(blocks) for _ in ts]
+        done = generate(self.lm, texts, SamplingParams(max_new_tokens=max_new_tokens),
+                        plan=[p for _, p in blocks], row_plans=which)
+        out: list[list[str]] = []
+        k = 0
+        for ts, _ in blocks:
+            out.append([c[0].text for c in done[k:k + len(ts)]])
+            k += len(ts)
+        return out
 
     def _eos(self):
         tok = self.lm.tokenizer

@@ -164,10 +164,11 @@ class CausalSearch:
                 raise R1ProbeError("affine ablation needs harmless reference prompts (other than the validation ones)")
             self.ref_means = block_input_means(self.scorer, self.scorer.format(list(reference)[: cfg.n_reference]))
         t = time.time()
-        self.base_logits = self.scorer.last_logits(self.harmless)
-        self.baseline = {"induce_first_token": R.nanmean(R.first_token_log_odds(self.base_logits, self.scorer.refusal_ids))}
         need_harmful = cfg.score in ("lookahead", "generation") or bool(cfg.verify_top)
-        replies, harmless_replies = self._unsteered_replies(need_harmful, self._induce_by_generation)
+        # generated harmless replies bring the unsteered harmless logits with them (their prompt pass)
+        replies, harmless_replies, logits = self._unsteered_replies(need_harmful, self._induce_by_generation)
+        self.base_logits = logits if logits is not None else self.scorer.last_logits(self.harmless)
+        self.baseline = {"induce_first_token": R.nanmean(R.first_token_log_odds(self.base_logits, self.scorer.refusal_ids))}
         if cfg.score in ("lookahead",) or cfg.verify_top:
             self.baseline["bypass_rate"] = float(R.judge(replies).mean())
             self.baseline_replies = replies
@@ -189,17 +190,20 @@ class CausalSearch:
         self.baseline["seconds"] = round(time.time() - t, 1)
         self.say(f"probe: unsteered baselines ({time.time() - t_setup:.0f} s)")
 
-    def _unsteered_replies(self, harmful: bool, harmless: bool) -> tuple[list[str], list[str]]:
+    def _unsteered_replies(self, harmful: bool, harmless: bool):
         """Greedy ``gen_tokens``-token replies of the unsteered model to the harmful and/or harmless
-        validation prompts, in one call of the generation engine (rows in flight, shared prefix)."""
-        from r1probe.models.engine import generate_texts
+        validation prompts, in one call of the generation engine (rows in flight, shared prefix), and
+        the harmless prompts' next-token logits ``[N, V]`` from their prompt pass (None without them)."""
+        from r1probe.models.engine import SamplingParams, generate
 
         texts = (self.harmful if harmful else []) + (self.harmless if harmless else [])
         if not texts:
-            return [], []
-        outs = generate_texts(self.lm, texts, max_new_tokens=self.cfg.gen_tokens)
+            return [], [], None
+        done = generate(self.lm, texts, SamplingParams(max_new_tokens=self.cfg.gen_tokens), first_logits=True)
         n = len(self.harmful) if harmful else 0
-        return outs[:n], outs[n:]
+        outs = [c[0].text for c in done]
+        logits = torch.stack([c[0].first_logits for c in done[n:]]) if harmless else None
+        return outs[:n], outs[n:], logits
 
     @property
     def _induce_by_generation(self) -> bool:
@@ -290,14 +294,15 @@ class FastSearch(CausalSearch):
         #: induce replies (one batch, two per-row plans) when verify will want them
         self.bypass_replies: dict[str, list] = {}
         self._pair_verify = bool(cfg.verify_top) and len(self.harmful) == len(self.harmless)
-        # the first harmless batch's residuals at every block input, in one forward pass: they serve
-        # the check below and every candidate's KL on that batch; its full logits are the baseline's
+        # the first harmless batch's residuals at every block input and its last logits, in one forward
+        # pass: they serve the check below, and the residuals every candidate's KL on that batch
         half = max(1, self.n_layers // 2)
         b0 = self._hl[0]
         top = min(self.n_layers - 1, math.ceil(cfg.max_layer_frac * self.n_layers) + 1)  # no start after it
-        if top >= 1:
-            self._resid[("hl", 0)] = sc.residuals(b0, range(1, top + 1))
-        self._prefix = R.from_block_ok(sc, b0, half, full=self.base_logits[b0.idx],
+        full0 = None
+        if top >= 1:  # the pass runs to the end: the check compares logits of the same batch
+            self._resid[("hl", 0)], full0 = sc.residuals(b0, range(1, top + 1), logits=True)
+        self._prefix = R.from_block_ok(sc, b0, half, full=full0,
                                        resid=self._resid.get(("hl", 0), {}).get(half))
         #: candidates per induce round of the pruned search: one on CPU, where a forward pass is already
         #: compute-bound at the search's batch size, so stacking gains nothing and rounds stop sooner

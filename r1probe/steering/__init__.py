@@ -9,7 +9,10 @@ from r1probe.steering.transforms import (TRANSFORMS, Transform, ablate, add, cla
 
 
 def _plan_context(lm, plan):
-    """The generation engine's way to apply a plan (a ``SteeringPlan`` or its path): ``steering``."""
+    """The generation engine's way to apply a plan (a ``SteeringPlan`` or its path; a list of them for
+    per-row plans): ``steering``."""
+    if isinstance(plan, (list, tuple)):
+        return steering(lm, [p if isinstance(p, SteeringPlan) else SteeringPlan.load(p) for p in plan])
     if not isinstance(plan, SteeringPlan):
         plan = SteeringPlan.load(plan)
     return steering(lm, plan)

@@ -90,6 +90,13 @@ class SteeringHandle:
     scores: list[torch.Tensor | None] = field(default_factory=list)
     #: teacher-forced forwards: columns >= this index count as generated tokens
     generated_from: int | None = None
+    #: per-row plans: the plan index of each row of the next forward passes (``[B]`` long), for a caller
+    #: whose rows are not the plans' equal blocks (the generation engine retires and admits rows);
+    #: None reads the batch as equal blocks
+    rows: torch.Tensor | None = None
+    #: ``"prompt"`` makes the next forward passes a prompt pass even after cached keys and values (a
+    #: prompt's tokens run after a shared prefix); None: a pass with a cache is decoding
+    phase: str | None = None
     _kind: str = "prompt"  # "prompt" | "generated" | "mixed"
     _mixed: torch.Tensor | None = None  # [1, T] bool, generated columns, when _kind == "mixed"
     _valid: torch.Tensor | None = None  # [B, T] bool attention mask of the current call
@@ -115,7 +122,7 @@ class SteeringHandle:
             past = int(cache.get_seq_length())
         mask = kwargs.get("attention_mask")
         self._valid = mask[:, -t:].bool() if (isinstance(mask, torch.Tensor) and mask.dim() == 2 and t) else None
-        if past == 0:
+        if past == 0 or self.phase == "prompt":
             self.gates = [None] * len(self.conditions)
             self.scores = [None] * len(self.conditions)
             if self.generated_from is not None and t is not None:
@@ -163,6 +170,16 @@ class SteeringHandle:
             self.gates[i] = T.gate(s, c.threshold, c.above)
 
     def _apply(self, h: torch.Tensor, steps: list[_Step]) -> torch.Tensor:
+        if steps and steps[0].block is not None and self.rows is not None:  # per-row plans, rows named
+            if self.rows.shape[0] != h.shape[0]:
+                raise R1ProbeError(f"per-row steering: {self.rows.shape[0]} row plans but a batch of {h.shape[0]} rows")
+            rows = self.rows.to(h.device)
+            out = h.clone()
+            for s in steps:
+                idx = (rows == s.block[0]).nonzero().squeeze(1)
+                if idx.numel():
+                    out[idx] = self._apply_steps(out[idx], [s])
+            return out
         if steps and steps[0].block is not None:  # per-row plans: each block of rows gets its own steps
             n = steps[0].block[1]
             if h.shape[0] % n:
@@ -216,7 +233,8 @@ def steering(lm_or_model, plan: SteeringPlan | list[SteeringPlan], *, layout: La
 
     Per-row plans: with a list of ``n`` plans every batch is read as ``n`` equal blocks of rows (the
     same prompts stacked once per plan) and plan ``k`` acts on block ``k`` only, so ``n`` variants
-    share one forward pass. Conditional steps need a single plan.
+    share one forward pass; or, when the handle's ``rows`` is set, plan ``rows[i]`` acts on row ``i``.
+    Conditional steps need a single plan.
     """
     model, layout = _unpack(lm_or_model, layout)
     n = layout.n_layers
