@@ -85,13 +85,21 @@ def pad(lm, seqs):
     from r1probe.extract.batching import left_pad, position_ids
 
     ids, mask = left_pad(seqs, lm.tokenizer.pad_token_id)
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
     return ids, mask, position_ids(mask)
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # a GPU runs ahead of the host: time the work, not its launch
 
 
 def timed(fn):
     gc.collect()
+    _sync()
     t = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t
 
 
