@@ -144,11 +144,13 @@ def run_body(lm, batches):
 def sorted_batches(lm, encs):
     """The batches r1probe native forms (--batch-size auto), as token lists."""
     from r1probe.extract.batching import auto_token_budget, plan_batches, plan_shards
+    from r1probe.models.generate import forward_overhead
 
     lengths = [len(e) for e in encs]
     out = []
     for shard in plan_shards(lengths, 256):
-        out += [[encs[i] for i in b] for b in plan_batches(shard, lengths, None, auto_token_budget(lm, max(lengths)))]
+        out += [[encs[i] for i in b] for b in plan_batches(shard, lengths, None, auto_token_budget(lm, max(lengths)),
+                                                            overhead=forward_overhead(lm.device))]
     return out
 
 

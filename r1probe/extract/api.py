@@ -13,9 +13,10 @@ from r1probe.errors import DataError
 from r1probe.extract import heap
 from r1probe.extract.backends import canonical_backend, get_backend
 from r1probe.extract.batching import auto_token_budget, encode_prompts, plan_batches, plan_shards
-from r1probe.extract.read import capture_keys, read_batches
+from r1probe.extract.read import capture_keys, prefix_to_share, read_batches
 from r1probe.extract.spec import ExtractError, parse_layers, parse_positions, parse_sites
 from r1probe.extract.store import ActivationStore, StoreWriter, label_counts, layer_name, tensor_key
+from r1probe.models.generate import forward_overhead
 from r1probe.models.loader import DTYPES, model_provenance
 from r1probe.provenance import base_manifest, sha256_json
 
@@ -169,7 +170,11 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
                     parts[k].append(v.to("cpu", sdtype))
                 bar.update(len(rows))
             # a batch of `generate` grows by the generated tokens: size the budget on the full width
-            batches = plan_batches(shards[si], [lengths[i] + generate for i in range(len(lengths))], fixed, budget)
+            # the rows' cost is their tokens after a prefix the reader computes once
+            n_pre = 0 if generate or not getattr(be, "supports_past", False) else \
+                prefix_to_share(lm, [encs[i] for i in shards[si]], names)
+            batches = plan_batches(shards[si], [lengths[i] + generate - n_pre for i in range(len(lengths))], fixed,
+                                   budget, overhead=forward_overhead(lm.device))
             read_batches(be, lm, encs, batches, names, keys, sink, generate=extend if generate else None)
             # the shard's large blocks are mapped and unmapped, so they never fragment the heap; the
             # forward passes run at the default threshold (see r1probe.extract.heap)

@@ -61,12 +61,22 @@ def plan_shards(lengths: Sequence[int], shard_rows: int) -> list[list[int]]:
 
 
 def plan_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int | None = None,
-                 token_budget: int | None = None) -> list[list[int]]:
+                 token_budget: int | None = None, overhead: int = 0) -> list[list[int]]:
     """Consecutive batches of already length-sorted ``rows``: ``batch_size`` rows each, or as many as fit
-    ``rows * longest <= token_budget`` (at least one row per batch)."""
+    ``rows * longest <= token_budget`` (at least one row per batch). With a token budget and
+    ``overhead > 0`` (a forward pass's fixed cost in token equivalents) the rows are cut where
+    ``Σ_batches (rows · longest + overhead)`` is least under the budget
+    (:func:`r1probe.models.generate.length_sorted_batches`), so a few long prompts do not pad many
+    shorter ones."""
     if batch_size is not None:
         return [list(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
     assert token_budget is not None
+    if overhead > 0 and rows:
+        from r1probe.models.generate import length_sorted_batches
+
+        rows = list(rows)
+        cut = length_sorted_batches([lengths[r] for r in rows], len(rows), token_budget, overhead=overhead)
+        return [[rows[j] for j in sorted(b)] for b in cut]
     out: list[list[int]] = []
     cur: list[int] = []
     longest = 0
