@@ -353,3 +353,18 @@ def test_per_row_plans_equal_each_plan_on_its_own(tiny_lm, monkeypatch, share):
         generate(tiny_lm, texts[:1], plan=plans, row_plans=[3])
     with pytest.raises(R1ProbeError, match="needs a list of plans"):
         generate(tiny_lm, texts[:1], plan=plans[0], row_plans=[0])
+
+
+def test_a_cache_that_cannot_merge_is_prefilled_as_one_group(tiny_lm, monkeypatch):
+    """Without mergeable caches (e.g. sliding-window layers) the engine admits prompts only into an empty
+    batch and prefills them as one group, however different their lengths; the tokens stay plain ``generate``'s."""
+    import r1probe.models.engine as E
+
+    monkeypatch.setattr(E, "_mergeable", lambda model: False)
+    groups = []
+    real = E._Batch._prefill
+    monkeypatch.setattr(E._Batch, "_prefill", lambda self, rows, pad: (groups.append(len(rows)), real(self, rows, pad))[1])
+    texts = _texts(tiny_lm)[:3] + [tiny_lm.chat.format("春天 " * 40)]
+    out = generate(tiny_lm, texts, SamplingParams(max_new_tokens=4), batch_size=8)
+    assert groups == [4]
+    assert [c[0].token_ids for c in out] == [_plain(tiny_lm, t, 4) for t in texts]

@@ -193,15 +193,17 @@ class _Batch:
         return 0 if self.mask is None else int(self.mask.shape[1])
 
     # -- prefill and merge -------------------------------------------------------------------
-    def prefill(self, rows: list[_Row], pad: int, budget: int = 0) -> torch.Tensor:
+    def prefill(self, rows: list[_Row], pad: int, budget: int | None = 0) -> torch.Tensor:
         """Prefill ``rows`` in groups of similar length (at most ``budget`` padded tokens a group, or
         one row; cut where padding costs more than a forward pass), merging each into the batch;
-        returns their last-position logits [b, V]."""
+        ``budget=None``: one group (a model whose cache cannot be merged); returns their last-position
+        logits [b, V]."""
         from r1probe.models.generate import forward_overhead, length_sorted_batches
 
         skip = self.prefix[0] if self.prefix else 0
-        groups = length_sorted_batches([len(r.ids) - skip for r in rows], len(rows), max(1, budget),
-                                       overhead=forward_overhead(self.device))
+        groups = [list(range(len(rows)))] if budget is None else \
+            length_sorted_batches([len(r.ids) - skip for r in rows], len(rows), max(1, budget),
+                                  overhead=forward_overhead(self.device))
         logits: list[torch.Tensor | None] = [None] * len(rows)
         for g in groups:
             out = self._prefill([rows[j] for j in g], pad)
@@ -462,7 +464,7 @@ def generate(lm, prompts: Sequence[str], params: SamplingParams | Sequence[Sampl
                         break
                     group.append(pending.pop())
                 if group:
-                    logits = batch.prefill(group, pad, PREFILL_TOKENS if merge_ok else 1 << 62)
+                    logits = batch.prefill(group, pad, PREFILL_TOKENS if merge_ok else None)
                     # rows are now in prefill order within the batch: pick and check by row object
                     toks = pick(logits, group)
                     if first_logits:
