@@ -195,7 +195,7 @@ class _Batch:
     # -- prefill and merge -------------------------------------------------------------------
     def prefill(self, rows: list[_Row], pad: int, budget: int | None = 0) -> torch.Tensor:
         """Prefill ``rows`` in groups of similar length (at most ``budget`` padded tokens a group, or
-        one row; cut where padding costs more than a forward pass), merging each into the batch;
+        one row; cut where padding costs more than a forward pass), then join them to the batch;
         ``budget=None``: one group (a model whose cache cannot be merged); returns their last-position
         logits [b, V]."""
         from r1probe.models.generate import forward_overhead, length_sorted_batches
@@ -205,13 +205,18 @@ class _Batch:
             length_sorted_batches([len(r.ids) - skip for r in rows], len(rows), max(1, budget),
                                   overhead=forward_overhead(self.device))
         logits: list[torch.Tensor | None] = [None] * len(rows)
+        parts = []
         for g in groups:
-            out = self._prefill([rows[j] for j in g], pad)
+            out, cache, mask = self._prefill([rows[j] for j in g], pad)
+            parts.append((cache, mask))
             for k, j in enumerate(g):
                 logits[j] = out[k]
+        self._join(parts)
         return torch.stack(logits)  # type: ignore[arg-type]
 
-    def _prefill(self, rows: list[_Row], pad: int) -> torch.Tensor:
+    def _prefill(self, rows: list[_Row], pad: int):
+        """One group's prompt pass: its logits, cache and mask. The rows join ``self.rows`` at once (the
+        gates follow them); their cache joins the batch's in :meth:`_join`, in the same order."""
         from transformers import DynamicCache
 
         from r1probe.models.generate import left_pad
@@ -228,7 +233,7 @@ class _Batch:
         n_old = len(self.rows)
         old = self._gates()
         logits = self._forward(ids, mask, cache, past, [r.plan for r in rows], prompt=True)
-        self._merge(rows, cache, mask)
+        self.rows.extend(rows)
         h = self.handle
         if h is not None and h.conditions and n_old:
             # the prompt pass set the gates of the new rows only: put the running rows' gates first
@@ -243,11 +248,23 @@ class _Batch:
                     gn = gn if gn is not None else torch.zeros(len(rows), dtype=ref.dtype, device=ref.device)
                     merged.append(torch.cat([go, gn]))
                 setattr(h, attr, merged)
-        return logits
+        return logits, cache, mask
 
-    def _merge(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
-        if not self.rows:
-            self.rows, self.cache, self.mask = list(rows), cache, mask
+    def _join(self, parts: list) -> None:
+        """Append prefilled groups' ``(cache, mask)`` to the batch's cache, in prefill order: the groups
+        are joined among themselves first (left-padded to their common length), so the running cache,
+        which can be large, is copied once per admission rather than once per group."""
+        pad = torch.nn.functional.pad
+        cache, mask = parts[0]
+        if len(parts) > 1:
+            L = max(int(m.shape[1]) for _, m in parts)
+            for i, layer in enumerate(cache.layers):
+                for name in ("keys", "values"):
+                    setattr(layer, name, torch.cat([pad(getattr(c.layers[i], name), (0, 0, L - int(m.shape[1]), 0))
+                                                    for c, m in parts], 0))
+            mask = torch.cat([pad(m, (L - int(m.shape[1]), 0)) for _, m in parts], 0)
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
             return
         L = max(self.length, int(mask.shape[1]))
         a_pad, b_pad = L - self.length, L - int(mask.shape[1])
@@ -261,7 +278,6 @@ class _Batch:
                 setattr(la, name, torch.cat([ta, tb], 0))
         self.mask = torch.cat([torch.nn.functional.pad(self.mask, (a_pad, 0)),
                                torch.nn.functional.pad(mask, (b_pad, 0))], 0)
-        self.rows.extend(rows)
 
     def _gates(self):
         h = self.handle
