@@ -291,10 +291,14 @@ def _data_hashes(bench: Bench, data_root) -> dict:
     out = {}
     for rel in bench.files:
         p = root / rel
-        if bench.name.startswith("chisafety") and data_root is None:
+        if bench.name.startswith("chisafety"):
             from r1probe.data.chisafety import default_root
 
-            p = default_root() / rel.split("/", 1)[1]
+            own = rel.split("/", 1)[1]  # the file inside a CHiSafetyBench folder
+            if data_root is None:
+                p = default_root() / own
+            elif not p.exists() and (Path(data_root) / own).exists():  # data_root is that folder itself
+                p = Path(data_root) / own
         out[rel] = sha256_file(p) if p.exists() else "missing"
     return out
 

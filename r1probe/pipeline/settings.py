@@ -191,7 +191,7 @@ class EvalSettings(Settings):
                                                               "else 16).")
     judge_reasoning: bool = Field(False, description="Also judge the <think> reasoning of refusal benches separately.")
     data_root: str | None = Field(None, description="Folder with the benchmark data (unset: ../shared/data or R1PROBE_DATA).")
-    chisafety_root: str | None = Field(None, description="CHiSafetyBench folder (never shipped: no licence).")
+    chisafety_root: str | None = Field(None, description="CHiSafetyBench folder (never shipped: no licence; unset: data_root's chisafetybench/).")
 
     @field_validator("benches", mode="before")
     @classmethod

@@ -363,7 +363,7 @@ def eval_plan(settings: StudySettings, bench_name: str) -> dict:
     kind = _kind(bench)
     return {"max_new_tokens": ev.reasoning_max_new_tokens if uses_reasoning_budget(bench_name) else ev.max_new_tokens,
             "batch_size": ev.batch_size if kind.generates or ev.nll_batch_size is None else ev.nll_batch_size,
-            "data_root": ev.chisafety_root if bench_name.startswith("chisafety") else ev.data_root,
+            "data_root": (ev.chisafety_root or ev.data_root) if bench_name.startswith("chisafety") else ev.data_root,
             "judge_reasoning": bool(ev.judge_reasoning and kind.needs_judge)}
 
 
