@@ -52,6 +52,15 @@ def default_root() -> Path:
     return cache_dir() / "data" / "chisafetybench" / COMMIT[:12]
 
 
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """The CHiSafetyBench folder of ``root``: a data root holding ``chisafetybench/``, or a CHiSafetyBench
+    folder itself (it holds one of :data:`FILES`); None: :func:`default_root`."""
+    if root is None:
+        return default_root()
+    root = Path(root)
+    return root if any((root / f).exists() for f in FILES) else root / "chisafetybench"
+
+
 def _read(root: str | os.PathLike | None, rel: str) -> Any:
     root = Path(root) if root is not None else default_root()
     path = root / rel

@@ -32,9 +32,7 @@ def _chisafety(part: str):
     def load(root):
         from r1probe.data import chisafety as cs
 
-        # ``root``: a data root holding ``chisafetybench/``, or a CHiSafetyBench folder itself
-        csroot = None if root is None else (
-            Path(root) if any((Path(root) / f).exists() for f in cs.FILES) else Path(root) / "chisafetybench")
+        csroot = cs.resolve_root(root)
         fn = {"refusal": cs.load_chisafety_refusal, "multiturn": cs.load_chisafety_multiturn,
               "mcq": cs.load_chisafety_mcq}[part]
         out = []

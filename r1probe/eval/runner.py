@@ -291,14 +291,10 @@ def _data_hashes(bench: Bench, data_root) -> dict:
     out = {}
     for rel in bench.files:
         p = root / rel
-        if bench.name.startswith("chisafety"):
-            from r1probe.data.chisafety import default_root
+        if bench.name.startswith("chisafety"):  # its data root may be the CHiSafetyBench folder itself
+            from r1probe.data.chisafety import resolve_root
 
-            own = rel.split("/", 1)[1]  # the file inside a CHiSafetyBench folder
-            if data_root is None:
-                p = default_root() / own
-            elif not p.exists() and (Path(data_root) / own).exists():  # data_root is that folder itself
-                p = Path(data_root) / own
+            p = resolve_root(data_root) / rel.split("/", 1)[1]
         out[rel] = sha256_file(p) if p.exists() else "missing"
     return out
 

@@ -175,7 +175,8 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
                 prefix_to_share(lm, [encs[i] for i in shards[si]], names)
             batches = plan_batches(shards[si], [lengths[i] + generate - n_pre for i in range(len(lengths))], fixed,
                                    budget, overhead=forward_overhead(lm.device))
-            read_batches(be, lm, encs, batches, names, keys, sink, generate=extend if generate else None)
+            read_batches(be, lm, encs, batches, names, keys, sink, generate=extend if generate else None,
+                         after_prefix=n_pre)
             # the shard's large blocks are mapped and unmapped, so they never fragment the heap; the
             # forward passes run at the default threshold (see r1probe.extract.heap)
             with heap.extraction_heap():
