@@ -96,7 +96,7 @@ def test_progress_and_zero_budget_and_errors(tiny_lm):
         [c[0].text for c in generate(tiny_lm, _texts(tiny_lm)[:2], SamplingParams(max_new_tokens=4))]
 
 
-@pytest.mark.parametrize("plan_kind", ["add", "conditional"])
+@pytest.mark.parametrize("plan_kind", ["add", "conditional", "graded"])
 def test_steered_engine_equals_steered_plain_generate(tiny_lm, plan_kind):
     from r1probe.steering import Condition, SteeringPlan, steering
 
@@ -104,6 +104,13 @@ def test_steered_engine_equals_steered_plain_generate(tiny_lm, plan_kind):
     texts = _texts(tiny_lm)
     if plan_kind == "add":
         plan = SteeringPlan.add_at([0, 2], d, 6.0)
+    elif plan_kind == "graded":  # AlphaSteer's form: each row's prompt tokens get a share of its own score
+        from r1probe.steering.alphasteer import plan_from_fit
+
+        g = torch.Generator().manual_seed(3)
+        fitted = {L: {"r": torch.randn(tiny_lm.layout.d_model, generator=g),
+                      "a": torch.randn(tiny_lm.layout.d_model, generator=g) / 4} for L in (1, 2)}
+        plan = plan_from_fit(fitted, 3.0)
     else:
         d2 = torch.randn(tiny_lm.layout.d_model, generator=torch.Generator().manual_seed(2))
         cond = Condition(layer=1, direction=d2, threshold=0.0, position=-1)

@@ -94,20 +94,30 @@ class Condition:
     at the input of block ``layer`` (see ``transforms.gate_scores``), computed once per
     generation during the prompt's forward pass; rows with ``score > threshold`` (or ``<``
     when ``above`` is False) are steered, the others are left untouched.
-    """
 
+    ``scale=True`` makes the gate graded: a steered row's change is multiplied by its score,
+    ``x' = x + s (T(x) − x)`` (for ``add``: ``x + s α d̂``), so the step writes in proportion to how
+    strongly the prompt reads along ``direction`` (AlphaSteer's ``x + λ (a·x_last) r``, with ``metric="dot"``
+    and the read vector ``a`` as direction). ``threshold`` is then optional (None: every row, weight ``s``).
+    """
     layer: int
     direction: object
-    threshold: float
+    threshold: float | None
     position: int | str = -1
     metric: str = "projection"
     above: bool = True
+    scale: bool = False
 
     def __post_init__(self):
         if not isinstance(self.layer, int) or isinstance(self.layer, bool):
             raise R1ProbeError(f"condition layer must be an int, got {self.layer!r}")
         self.direction = _direction_ok(self.direction, "condition")
-        self.threshold = float(self.threshold)
+        if self.threshold is None:
+            if not self.scale:
+                raise R1ProbeError("a condition needs a threshold (only a graded condition, scale=True, may omit it)")
+        else:
+            self.threshold = float(self.threshold)
+        self.scale = bool(self.scale)
         if self.metric not in METRICS:
             raise R1ProbeError(f"condition metric {self.metric!r}: choose one of {', '.join(METRICS)}")
         if not (isinstance(self.position, int) or self.position == "mean"):
@@ -115,7 +125,8 @@ class Condition:
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "direction": _dir_json(self.direction), "threshold": self.threshold,
-                "position": self.position, "metric": self.metric, "above": self.above}
+                "position": self.position, "metric": self.metric, "above": self.above,
+                **({"scale": True} if self.scale else {})}
 
 
 @dataclass

@@ -71,10 +71,11 @@ class _Cond:
     layer: int
     unit: torch.Tensor
     raw: torch.Tensor
-    threshold: float
+    threshold: float | None
     position: int | str
     metric: str
     above: bool
+    scale: bool = False
 
 
 @dataclass
@@ -167,7 +168,8 @@ class SteeringHandle:
                 rows = T.pool(h, c.position, self._valid)
             s = T.gate_scores(rows, c.raw if c.metric == "dot" else c.unit, c.metric)
             self.scores[i] = s.detach()
-            self.gates[i] = T.gate(s, c.threshold, c.above)
+            self.gates[i] = (torch.ones_like(s, dtype=torch.bool) if c.threshold is None
+                             else T.gate(s, c.threshold, c.above))
 
     def _apply(self, h: torch.Tensor, steps: list[_Step]) -> torch.Tensor:
         if steps and steps[0].block is not None and self.rows is not None:  # per-row plans, rows named
@@ -202,7 +204,10 @@ class SteeringHandle:
                 g = self._gate(s.cond, h.shape[0])
                 if not bool(g.any()):
                     continue
-                new = T.where_rows(new, h, g)
+                if self.conditions[s.cond].scale:
+                    new = T.scale_rows(new, h, self.scores[s.cond] * g.to(self.scores[s.cond].dtype))
+                else:
+                    new = T.where_rows(new, h, g)
             h = new
         return h
 
@@ -264,7 +269,8 @@ def steering(lm_or_model, plan: SteeringPlan | list[SteeringPlan], *, layout: La
                 c = st.condition
                 cl = _resolve_layer(c.layer, n, f"step {k} condition")
                 raw = c.direction.to(dev, torch.float32)
-                handle.conditions.append(_Cond(cl, T.unit(raw), raw, c.threshold, c.position, c.metric, c.above))
+                handle.conditions.append(_Cond(cl, T.unit(raw), raw, c.threshold, c.position, c.metric, c.above,
+                                               c.scale))
                 cond_index[key] = len(handle.conditions) - 1
             ci = cond_index[key]
         u = T.unit(st.direction).to(dev)

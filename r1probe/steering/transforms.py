@@ -136,6 +136,13 @@ def where_rows(h_new: torch.Tensor, h: torch.Tensor, rows: torch.Tensor) -> torc
     return torch.where(rows.view(-1, *([1] * (h.dim() - 1))).to(h.device), h_new, h)
 
 
+def scale_rows(h_new: torch.Tensor, h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A graded gate: ``h + w_b (h_new − h)`` per row ``b`` (``weights`` ``[B]``; 0 keeps ``h``, 1 takes ``h_new``)."""
+    w = weights.float().view(-1, *([1] * (h.dim() - 1))).to(h.device)
+    h32 = h.float()
+    return (h32 + w * (h_new.float() - h32)).to(h.dtype)
+
+
 def where_tokens(h_new: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Take ``h_new`` at tokens where ``mask`` (``[B, T]`` or ``[1, T]``) is true and ``h`` elsewhere."""
     return torch.where(mask.unsqueeze(-1).to(h.device), h_new, h)
