@@ -102,12 +102,13 @@ def run_edit(name: str, lm, probe_dir: str | os.PathLike, settings: BaseModel | 
     return [edit.apply(lm, fitted)]
 
 
-from r1probe.steering.edits import amplify, gate_mlp, orthogonalize, rank1_gate  # noqa: E402
+from r1probe.steering.edits import amplify, fr_ablate, gate_mlp, orthogonalize, rank1_gate  # noqa: E402
 
 register_edit(orthogonalize.Orthogonalize())
 register_edit(amplify.Amplify())
 register_edit(rank1_gate.Rank1Gate(), aliases={"enhance": "r1probe: 'enhance' is deprecated, use 'rank1-gate'"})
 register_edit(gate_mlp.GateMlp())
+register_edit(fr_ablate.FrAblate())
 
 __all__ = ["WeightEdit", "EditSettings", "Fitted", "EDITS", "ALIASES", "register_edit", "get_edit", "resolve_name",
            "make_settings", "run_edit"]
