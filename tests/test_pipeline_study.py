@@ -164,3 +164,45 @@ def test_fit_seeds_add_refits_on_seeded_subsamples_and_their_spread(tiny_qwen2, 
                           eval={"data_root": str(shared_data)}), log=lambda m: None)
     redone = {r.name for r in more["results"].values() if not r.skipped}
     assert redone == {"edit-rank1-gate@s3", "eval-rank1-gate@s3", "report"}, redone
+
+
+def test_study_alphasteer_plan_is_fitted_recorded_and_evaluated(tiny_qwen2, tmp_path, shared_data):
+    out = tmp_path / "study"
+    cfg = _cfg(tiny_qwen2, out, edits=[], plans=["alphasteer"], benches=["gsm8k-nll"], limits={"gsm8k-nll": 2},
+               plan={"alphasteer_layers": "1-2", "alphasteer_borderline": 12}, eval={"data_root": str(shared_data)})
+    res = run_study(cfg, log=lambda m: None)
+    path = res["results"]["plan-alphasteer"].path
+    plan = json.loads((path / "plan.json").read_text())
+    assert [st["layers"] for st in plan["steps"]] == [[1], [2]]
+    assert all(st["condition"]["scale"] and st["tokens"] == "prompt" for st in plan["steps"])
+    reads = json.loads((path / "tuning_reads.json").read_text())
+    assert len(reads["cvalues"]) == 12 and any(k.startswith("zh-harmful") for k in reads)
+    assert set(json.loads((path / "fit.json").read_text())["layers"]) == {"1", "2"}
+    assert not res["results"]["eval-plan-alphasteer"].skipped
+    text = (out / "report.md").read_text()
+    assert "`plan-alphasteer` = run-time AlphaSteer" in text and "overlap: 0 items" in text
+
+
+def test_study_composite_edit_applies_its_edits_in_order_and_exports_once(tiny_qwen2, tmp_path, shared_data):
+    out = tmp_path / "study"
+    cfg = _cfg(tiny_qwen2, out, edits=["fr-ablate+rank1-gate"], plans=[], benches=["gsm8k-nll"],
+               limits={"gsm8k-nll": 2}, edit={"rank1_gate_layer": 1, "fr_ablate_borderline": 12},
+               eval={"data_root": str(shared_data)})
+    res = run_study(cfg, log=lambda m: None)
+    export = out / "exports" / "fr-ablate+rank1-gate" / "model"
+    man = json.loads((export / "r1probe_manifest.json").read_text())
+    assert [e["op"] for e in man["edits"]] == ["fr-ablate", "rank1-gate"]
+    reads = json.loads((export / "tuning_reads.json").read_text())
+    assert len(reads["cvalues"]) == 12  # fr-ablate's borderline prompts are on the tuning record
+    assert not res["results"]["eval-fr-ablate+rank1-gate"].skipped
+    text = (out / "report.md").read_text()
+    assert "--op fr-ablate" in text and "--op rank1-gate" in text and ".step1" in text
+
+
+def test_study_rejects_an_unknown_part_of_a_composite_edit():
+    import pytest
+
+    from r1probe.settings import SettingsError
+
+    with pytest.raises((SettingsError, ValueError), match="unknown edit"):
+        load_settings(env={}, flags={"edit": {"edits": ["fr-ablate+nope"]}})

@@ -324,6 +324,11 @@ def write_study_report(ctx, path: Path) -> dict:
                    f"{e.amplify_layers} (W ← (I + {e.amplify_beta:g} r̂r̂ᵀ) W)",
         "plan-conditional": "run-time CAST-style plan (add the direction only to prompts whose projection passes the gate)",
         "plan-add": "unconditional addition",
+        "plan-alphasteer": f"run-time AlphaSteer as published (at the inputs of layers {s.plan.alphasteer_layers}, "
+                           f"every prompt token gets {s.plan.alphasteer_strength:g} (a·x_last) r, a fitted in the null "
+                           f"space of harmless and {s.plan.alphasteer_borderline} CValues contrast prompts; "
+                           "`r1probe.steering.alphasteer`)",
+        "gate-mlp": "exported checkpoint with gate neurons added to the MLP (`r1probe edit --op gate-mlp`)",
     }
     present = {v.split("@s")[0] for v in table}
     parts = [f"`{k}` = {d}" for k, d in legend.items() if k in present]

@@ -136,6 +136,9 @@ class EditSettings(Settings):
                         "each part) for each seed; each refit is a variant rank1-gate@sK evaluated like the others.")
     rank1_gate_fit_fraction: float = Field(0.8, gt=0, le=1, description="rank1-gate: share of each fit-data part a "
                                                                         "seeded refit keeps.")
+    fr_ablate_borderline: int = Field(332, ge=1, description="fr-ablate: CValues contrast prompts (dev) whose mean, "
+                                                             "less the harmless train prompts', is the false-refusal "
+                                                             "direction (read at the rank1-gate layer).")
     amplify_layers: str = Field("8-19", description="amplify: the layers whose output projections are amplified.")
     amplify_beta: float = Field(1.0, description="amplify: beta of W <- (I + beta r r^T) W.")
 
@@ -152,7 +155,10 @@ class EditSettings(Settings):
                     print(f"r1probe: edit {name!r} is deprecated; use {RENAMED_EDITS[name]!r}", file=sys.stderr)
                     name = RENAMED_EDITS[name]
                 out.append(name)
-            return _check_names(out, edit_names(), "edit")
+            allowed = edit_names()
+            _check_names([p for name in out for p in name.split("+")], allowed,
+                         "edit (a name, or names joined by + to apply in order)")
+            return out
         return v
 
 
@@ -169,11 +175,22 @@ class SeparabilitySettings(Settings):
 class PlanSettings(Settings):
     """Run-time steering plans evaluated beside the base model."""
 
-    plans: list[Literal["add", "conditional"]] = Field(["conditional"], description="Run-time plans: conditional, add.")
+    plans: list[Literal["add", "conditional", "alphasteer"]] = Field(
+        ["conditional"], description="Run-time plans: conditional (CAST), add, alphasteer (AlphaSteer as published).")
     gate_quantile: float = Field(0.95, gt=0, lt=1, description="The conditional plan steers prompts whose projection "
                                                               "passes this quantile of the harmless train prompts.")
+    alphasteer_layers: str = Field("6-16", description="alphasteer: the steered layers (block inputs).")
+    alphasteer_strength: float = Field(0.3, description="alphasteer: lambda of s = lambda (a.x_last) r.")
+    alphasteer_null_ratio: float = Field(0.5, gt=0, lt=1, description="alphasteer: share of the width kept as the "
+                                                                      "benign null space.")
+    alphasteer_ridge: float = Field(10.0, ge=0, description="alphasteer: ridge gamma of its read-vector fit.")
+    alphasteer_borderline: int = Field(332, ge=0, description="alphasteer: CValues contrast prompts (dev) in its "
+                                                              "benign null space.")
+    alphasteer_extra_benign: list[str] = Field([], description="alphasteer: benches whose whole dev part also joins "
+                                                               "its benign null space (or-bench, xstest-safe).")
 
-    _split = field_validator("plans", mode="before")(classmethod(lambda cls, v: split_list(v)))
+    _split = field_validator("plans", "alphasteer_extra_benign", mode="before")(
+        classmethod(lambda cls, v: split_list(v)))
 
 
 class EvalSettings(Settings):
@@ -237,6 +254,9 @@ class DistillSettings(Settings):
     restores: list[Literal["plan-base", "plan-own", "edit-base", "edit-own"]] = Field(
         list(RESTORES), description="Restorations: a gated plan or an amplify edit, with the base or the distilled "
                                     "model's own direction.")
+    fr_ablate_borderline: int = Field(332, ge=1, description="fr-ablate: CValues contrast prompts (dev) whose mean, "
+                                                             "less the harmless train prompts', is the false-refusal "
+                                                             "direction (read at the rank1-gate layer).")
     amplify_layers: str = Field("8-19", description="Restoring edit: the layers whose output projections are amplified.")
     amplify_beta: float = Field(1.0, description="Restoring edit: beta of W <- (I + beta r r^T) W.")
 

@@ -208,6 +208,11 @@ def edit_settings(ctx: Context, variant: str, n_layers: int, *, amplify: tuple[s
     if variant == "amplify":
         layers, beta = amplify or (e.amplify_layers, e.amplify_beta)
         return "amplify", {"direction_key": "chosen", "layers": layers, "beta": beta}
+    if variant == "fr-ablate":
+        layer = rank1_gate_layer(s, n_layers)
+        return "fr-ablate", {"direction_key": f"layer{layer}_pos-1", "layer": layer,
+                             "borderline": e.fr_ablate_borderline, "harmless_set": s.extract.harmless,
+                             "data_root": s.eval.data_root, "seed": s.seed}
     if variant.startswith("rank1-gate"):
         layer = rank1_gate_layer(s, n_layers)
         return "rank1-gate", {"direction_key": f"layer{layer}_pos-1", "layer": layer, "lam": e.rank1_gate_lam,
@@ -244,22 +249,32 @@ def edit(ctx: Context, variant: str, *, name: str | None = None, rel: str | None
         from r1probe.steering.export import export_checkpoint
 
         lm = ctx.models.take(spec)  # the edit changes weights in place: the cache forgets this copy
-        edit_name, settings = edit_settings(ctx, variant, lm.layout.n_layers, amplify=amplify, fit_seed=fit_seed)
-        if edit_name == "rank1-gate":
-            ctx.log(f"[{name}] fitting the read vector at layer {settings['layer']}")
-        recs = run_edit(edit_name, lm, dirs, settings, log=lambda m: ctx.log(f"[{name}] {m}"))
+        recs, parts = [], []
+        for part in variant.split("+"):  # a composite variant applies its edits in order, then exports once
+            edit_name, settings = edit_settings(ctx, part, lm.layout.n_layers, amplify=amplify, fit_seed=fit_seed)
+            if edit_name == "rank1-gate":
+                ctx.log(f"[{name}] fitting the read vector at layer {settings['layer']}")
+            recs += run_edit(edit_name, lm, dirs, settings, log=lambda m: ctx.log(f"[{name}] {m}"))
+            parts.append({"edit": edit_name, "settings": settings})
+        last = parts[-1]["settings"]
         export_checkpoint(lm, path / "model", edits=recs, directions_file=str(dirs),
-                          direction_key=settings.get("direction_key", "chosen"))
-        return {"export": str(path / "model"), "edit": edit_name, "settings": settings,
-                "direction_key": settings.get("direction_key"), "layer": settings.get("layer"),
+                          direction_key=last.get("direction_key", "chosen"))
+        return {"export": str(path / "model"), "edit": "+".join(p["edit"] for p in parts), "settings": last,
+                "parts": parts, "direction_key": last.get("direction_key"), "layer": last.get("layer"),
                 "edits": [{k: v for k, v in r.items() if k not in ("layers", "tuning_reads")} for r in recs]}
 
     r = ctx.stage(name, rel or f"exports/{label}", inputs, fn)
     info = r.info
-    sets = [x for k, v in (info.get("settings") or {}).items() if v is not None
-            for x in ("--set", f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")]
-    ctx.commands[name] = command("r1probe", "edit", "--model", spec, "--directions", dirs, "--op",
-                                 info.get("edit", variant), *sets, "--out", info["export"])
+    parts = info.get("parts") or [{"edit": info.get("edit", variant), "settings": info.get("settings")}]
+    cmds, src = [], spec
+    for k, p in enumerate(parts):  # a composite: each edit exports, the next one loads that export
+        sets = [x for key_, v in (p["settings"] or {}).items() if v is not None
+                for x in ("--set", f"{key_}={','.join(map(str, v)) if isinstance(v, list) else v}")]
+        dst = info["export"] if k == len(parts) - 1 else f"{info['export']}.step{k + 1}"
+        cmds.append(command("r1probe", "edit", "--model", src, "--directions", dirs, "--op", p["edit"], *sets,
+                            "--out", dst))
+        src = dst
+    ctx.commands[name] = " && ".join(cmds)
     ctx.variants[label if name == f"edit-{label}" else name] = Variant(info["export"], None, r.key)
     return r
 
@@ -316,6 +331,8 @@ def plan(ctx: Context, kind: str, *, name: str | None = None, rel: str | None = 
     """A run-time plan with the chosen direction of stage ``directions`` at the chosen cell: ``add``
     (unconditional, at the read layer) or ``conditional`` (:func:`gated_plan` on the harmless prompts of
     ``extract_name``, the model being steered); adds the variant to ``ctx.variants``."""
+    if kind == "alphasteer":
+        return alphasteer_plan(ctx, name=name, rel=rel, spec=spec, key=key)
     L, P = ctx.values["chosen"]
     name = name or f"plan-{kind}"
     q = ctx.settings.plan.gate_quantile
@@ -336,6 +353,39 @@ def plan(ctx: Context, kind: str, *, name: str | None = None, rel: str | None = 
               "kind": kind, "quantile": q}
     r = ctx.stage(name, rel or f"plans/{kind}", inputs, fn)
     ctx.variants[name] = Variant(spec or ctx.settings.model.spec, r.info["plan"], (key or ctx.base_key) + r.key)
+    return r
+
+
+def alphasteer_plan(ctx: Context, *, name: str | None = None, rel: str | None = None, spec: str | None = None,
+                    key: str | None = None) -> StageResult:
+    """AlphaSteer as published (:mod:`r1probe.steering.alphasteer`), fitted on ``spec``'s activations with the
+    plan settings' ``alphasteer_*``; writes the plan, its fit record and the ids it read (``tuning_reads.json``)."""
+    from r1probe.steering.alphasteer import AlphaSteerSettings
+
+    p, s = ctx.settings.plan, ctx.settings
+    spec = spec or s.model.spec
+    name = name or "plan-alphasteer"
+    settings = AlphaSteerSettings(layers=p.alphasteer_layers, strength=p.alphasteer_strength,
+                                  null_ratio=p.alphasteer_null_ratio, ridge=p.alphasteer_ridge,
+                                  borderline=p.alphasteer_borderline, extra_benign=p.alphasteer_extra_benign,
+                                  harmful_set=s.extract.harmful,
+                                  harmless_set=s.extract.harmless, data_root=s.eval.data_root, seed=s.seed)
+
+    def fn(path: Path):
+        from r1probe.data.partitions import write_tuning_reads
+        from r1probe.provenance import atomic_write_json
+        from r1probe.steering.alphasteer import alphasteer_plan as fit_plan
+
+        lm = ctx.models.get(spec)
+        plan_, rec = fit_plan(lm, settings, log=lambda m: ctx.log(f"[{name}] {m}"))
+        plan_.save(path / "plan.json")
+        write_tuning_reads(path, rec.pop("tuning_reads"))
+        atomic_write_json(path / "fit.json", rec)
+        return {"plan": str(path / "plan.json"), "method": rec["method"], "settings": rec["settings"]}
+
+    inputs = {"kind": "alphasteer", "model": key or ctx.base_key, "settings": settings.model_dump(mode="json")}
+    r = ctx.stage(name, rel or "plans/alphasteer", inputs, fn)
+    ctx.variants[name] = Variant(spec, r.info["plan"], (key or ctx.base_key) + r.key)
     return r
 
 
