@@ -14,7 +14,10 @@ zh-harmless val split), ``cvalues-search`` (the CValues search part), or any reg
 (a report-only bench such as CHiSafetyBench is refused), then restores the weights. Each result goes to
 ``OUT/screen.jsonl`` as soon as it is measured (a rerun skips measured edits); every item read, the fits'
 data included, is recorded in ``OUT/tuning_reads.json``.
-``--export`` applies one edit exactly as screened and exports it; measure that checkpoint with ``r1probe eval``.
+``alphasteer:LAYERS:STRENGTH[:bN][:rRATIO][:gRIDGE][:eBENCH+BENCH]`` screens the run-time AlphaSteer plan
+(``r1probe.steering.alphasteer``: N borderline contrast prompts in its benign null space, default 332; null-space
+ratio and ridge default to its settings'; ``e``: benches whose whole dev part joins the null space, so their dev
+numbers in this screen are in-sample); the fit data's activations are read once per layer set and fit data. ``--export`` applies one edit exactly as screened and exports it; measure that checkpoint with ``r1probe eval``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,16 @@ import torch
 
 
 def parse_edit(s: str) -> dict:
-    """``amplify[-attn|-mlp]:LAYERS:BETA`` or ``rank1-gate:LAYER:LAMBDA[:bN]`` as an edit name and its settings."""
+    """``amplify[-attn|-mlp]:LAYERS:BETA``, ``rank1-gate:LAYER:LAMBDA[:bN]`` or
+    ``alphasteer:LAYERS:STRENGTH[:bN][:rRATIO][:gRIDGE][:eBENCH+BENCH]`` as an edit name and its settings."""
     op, layers, strength, *rest = s.split(":")
+    if op == "alphasteer":
+        st = {"layers": layers, "strength": float(strength)}
+        for r in rest:
+            key = {"b": "borderline", "r": "null_ratio", "g": "ridge", "e": "extra_benign"}[r[0]]
+            st[key] = (int(r[1:]) if key == "borderline" else r[1:].split("+") if key == "extra_benign"
+                       else float(r[1:]))
+        return {"edit": s, "op": "alphasteer", "settings": st}
     if op in ("rank1-gate", "enhance"):  # bN: N borderline contrast prompts added to the benign fit
         border = int(rest[0][1:]) if rest else 0
         return {"edit": s, "op": "rank1-gate", "settings": {"layer": int(layers), "lam": float(strength),
@@ -77,7 +88,12 @@ def main(argv=None):
         t = time.time()
         saved = {}
         row = {"edit": spec, "n": a.n, "tokens": a.tokens}
-        if not spec.startswith("none"):
+        plan = None
+        if spec.startswith("alphasteer"):
+            plan, rec = alphasteer(lm, parse_edit(spec)["settings"], a)
+            reads = merge_reads(reads, rec["tuning_reads"])
+            row["fit"] = rec["layers"]
+        elif not spec.startswith("none"):
             e = parse_edit(spec)
             saved = {n: (p, p.detach().clone()) for n, p in lm.model.named_parameters()}
             rec = apply_edit(lm, e, a)
@@ -90,10 +106,10 @@ def main(argv=None):
                 if prompts is not None:
                     from r1probe.eval.api import refusal_rate
 
-                    row[b] = refusal_rate(lm, prompts, max_new_tokens=a.tokens, batch_size=8)["rate"]
+                    row[b] = refusal_rate(lm, prompts, max_new_tokens=a.tokens, plan=plan)["rate"]
                     reads = merge_reads(reads, ids)
                     continue
-                res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, batch_size=8, split="dev",
+                res = bench(lm, b, limit=a.n, seed=0, max_new_tokens=a.tokens, split="dev", plan=plan,
                             out_dir=out / spec.replace(":", "_") / b)
                 m = res["metrics"]
                 row[b] = m.get("RR-1", m.get("refusal_rate"))
@@ -138,6 +154,27 @@ def _bench_reads(bench: str, recs: dict) -> dict:
     from r1probe.data.partitions import canonical, reads_of
 
     return reads_of((canonical(bench, i) or (None, i))[1] for i in recs)
+
+
+_STATES: dict = {}
+
+
+def alphasteer(lm, settings: dict, a):
+    """The AlphaSteer plan of ``settings`` and its record; the fit data's activations are read once per
+    (layers, borderline) in this process."""
+    from r1probe.steering import alphasteer as A
+    from r1probe.steering.plan import parse_layers
+
+    s = A.AlphaSteerSettings(data_root=a.data_root, **settings)
+    layers = sorted(set(parse_layers(s.layers, lm.layout.n_layers)))
+    key = (tuple(layers), s.borderline, tuple(s.extra_benign))
+    if key not in _STATES:
+        _STATES[key] = A.fit_states(lm, s, layers)
+    st = _STATES[key]
+    fitted = A.fit(st, s)
+    rec = {"tuning_reads": st.ids, "layers": {str(L): {k: round(v, 4) for k, v in f.items() if k not in ("r", "a")
+                                                       and v is not None} for L, f in fitted.items()}}
+    return A.plan_from_fit(fitted, s.strength), rec
 
 
 def apply_edit(lm, e: dict, a) -> dict:
