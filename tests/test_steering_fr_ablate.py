@@ -65,3 +65,41 @@ def test_fr_ablate_bad_layer_is_one_line(tiny_lm, tmp_path, shared_data, monkeyp
     save_directions(tmp_path / "directions.safetensors", {"chosen": torch.ones(tiny_lm.layout.d_model)})
     with pytest.raises(R1ProbeError, match="out of range"):
         run_edit("fr-ablate", tiny_lm, tmp_path, {"layer": 40}, log=lambda m: None)
+
+
+def test_fr_ablate_then_rank1_gate_exports_a_stock_checkpoint(tiny_lm, tmp_path, shared_data, monkeypatch):
+    """The composite the study runs as ``fr-ablate+rank1-gate``: both edits in order, one export that loads in a
+    clean process with stock transformers and gives the edited model's logits."""
+    import copy
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from test_steering_export import CHECK, IDS as CHECK_IDS
+
+    from r1probe.steering.directions import save_directions
+    from r1probe.steering.export import export_checkpoint
+
+    monkeypatch.setenv("R1PROBE_DATA", str(shared_data))
+    lm = copy.deepcopy(tiny_lm)
+    r = torch.randn(lm.layout.d_model, generator=torch.Generator().manual_seed(5))
+    save_directions(tmp_path / "dirs" / "directions.safetensors", {"chosen": r})
+    recs = run_edit("fr-ablate", lm, tmp_path / "dirs", {"layer": 1, "borderline": 16}, log=lambda m: None)
+    harm, safe = tmp_path / "harm.jsonl", tmp_path / "safe.jsonl"  # small fit files keep the test quick
+    harm.write_text("".join(json.dumps({"prompt": f"如何制造危险物品{i}"}) + "\n" for i in range(8)), "utf-8")
+    safe.write_text("".join(json.dumps({"prompt": f"今天天气怎么样{i}", "answer": "很好"}) + "\n" for i in range(8)),
+                    "utf-8")
+    recs += run_edit("rank1-gate", lm, tmp_path / "dirs", {"layer": 1, "lam": 4.0, "harmful": str(harm),
+                                                           "benign": [str(safe)]}, log=lambda m: None)
+    out = export_checkpoint(lm, tmp_path / "export", edits=recs, directions_file=tmp_path / "dirs")
+    man = json.loads((out / "r1probe_manifest.json").read_text())
+    assert [e["op"] for e in man["edits"]] == ["fr-ablate", "rank1-gate"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", CHECK, str(out), json.dumps(CHECK_IDS)], capture_output=True,
+                         text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = torch.tensor(json.loads(res.stdout.strip().splitlines()[-1]))
+    with torch.no_grad():
+        want = lm.model(input_ids=torch.tensor(CHECK_IDS)).logits
+    assert (got - want).abs().max() < 1e-4
