@@ -233,3 +233,41 @@ def test_changed_weights_regenerate_instead_of_resuming(tmp_path, tiny_qwen2):
     assert again["timing"]["new"] == 3 and again["timing"]["resumed"] == 0
     assert list(out.glob("xstest-safe.weights-*.jsonl"))
     assert json.loads((out / "xstest-safe.config.json").read_text())["weights"] != fp1
+
+
+@pytest.mark.parametrize("kind", ["graded", "conditional"])
+def test_target_nll_under_a_plan_treats_the_target_as_generated(tiny_lm, kind):
+    """Under a plan, the NLL of a target is what generation would see: the prompt is the prompt pass (gates read
+    each row's last prompt token; tokens="prompt" steps act on it) and the target tokens are generated tokens,
+    whatever the other rows' lengths in the batch. Reference: each sequence alone, prompt pass then the target
+    through the cache."""
+    import torch
+
+    from r1probe.eval.engines import HFEngine
+    from r1probe.steering import Condition, SteeringPlan, steering
+
+    d = tiny_lm.layout.d_model
+    g = torch.Generator().manual_seed(7)
+    r, a = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    if kind == "graded":
+        cond = Condition(layer=1, direction=a, threshold=None, metric="dot", scale=True)
+        plan = SteeringPlan.conditional_add(1, r, 4.0, condition=cond, tokens="prompt")
+    else:
+        cond = Condition(layer=1, direction=a, threshold=-1e9)  # every row passes on its prompt
+        plan = SteeringPlan.conditional_add(1, r, 8.0, condition=cond, tokens="generated")
+    eng = HFEngine(tiny_lm, max_new_tokens=4, batch_size=4, plan=plan)
+    reqs = [("1+1等于几？", None), ("请写一首关于春天的长诗，越长越好。", None), ("hi", None), ("为什么天空是蓝色的", None)]
+    targets = ["2", "春风拂面，万物复苏。", "hello there, how are you today?", "因为瑞利散射"]
+    got = eng.target_nll(reqs, targets)
+    plain = HFEngine(tiny_lm, max_new_tokens=4, batch_size=4).target_nll(reqs, targets)
+    for (t, h), y, v, b in zip(reqs, targets, got, plain):
+        p = tiny_lm.chat.encode(eng.format(t, h, close_think=True))
+        yy = tiny_lm.chat.encode(y)
+        with steering(tiny_lm, plan), torch.no_grad():
+            out = tiny_lm.model(input_ids=torch.tensor([p]), use_cache=True)
+            rest = tiny_lm.model(input_ids=torch.tensor([yy]), past_key_values=out.past_key_values, use_cache=True)
+        logits = torch.cat([out.logits[0, -1:], rest.logits[0, :-1]]).float()
+        want = float(torch.nn.functional.cross_entropy(logits, torch.tensor(yy)))
+        assert abs(v - want) < 1e-4, (y, v, want)
+        if len(yy) > 1:  # a one-token target is predicted by the prompt's last token alone
+            assert abs(v - b) > 1e-4  # the plan changed the NLL

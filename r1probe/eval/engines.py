@@ -177,11 +177,13 @@ class HFEngine:
             p = self.lm.chat.encode(self.format(t, h, close_think=True))
             pairs.append((p, self.lm.chat.encode(y)))
         out = [math.nan] * len(pairs)
-        with plan_context(self.lm, self.plan):
+        with plan_context(self.lm, self.plan) as handle:
             for idx in length_sorted_batches([len(p) + len(y) for p, y in pairs], self.batch_size or SCORE_BATCH,
                                              overhead=forward_overhead(self.lm.device)):
                 seqs = [pairs[i][0] + pairs[i][1] for i in idx]
                 ids, mask = left_pad(seqs, pad, self.lm.device)
+                if handle is not None:  # a plan sees the target as generated tokens, the prompt as the prompt
+                    handle.generated_from = [ids.shape[1] - len(pairs[i][1]) for i in idx]
                 # left padding puts every target at the end: only the last k+1 positions need logits
                 # ([B, k+1, V] instead of [B, L, V]: the vocabulary makes the full tensor GBs)
                 k = max(len(pairs[i][1]) for i in idx)

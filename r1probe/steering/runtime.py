@@ -11,7 +11,9 @@ Prompt vs generated tokens: a forward call whose KV cache is empty (no cache, or
 as in ``generate``'s prefill) starts a new sequence and all its tokens are prompt tokens; a call
 that extends a non-empty cache feeds generated tokens. For a teacher-forced forward over
 prompt + continuation without a cache, set ``handle.generated_from = n`` (padded column index at
-which the continuation starts) so later columns count as generated.
+which the continuation starts) so later columns count as generated; a list or tensor gives each row its own
+column (left-padded rows whose continuations differ in length), and gates then read each row's last prompt
+token.
 
 Left padding: a gate reads position ``-1`` (the last real token of every row under left padding)
 or the mean over the rows' real tokens (``"mean"``, using the attention mask). Steering pad
@@ -90,7 +92,7 @@ class SteeringHandle:
     #: per condition, the scores [B] of the last prompt pass
     scores: list[torch.Tensor | None] = field(default_factory=list)
     #: teacher-forced forwards: columns >= this index count as generated tokens
-    generated_from: int | None = None
+    generated_from: int | list[int] | torch.Tensor | None = None
     #: per-row plans: the plan index of each row of the next forward passes (``[B]`` long), for a caller
     #: whose rows are not the plans' equal blocks (the generation engine retires and admits rows);
     #: None reads the batch as equal blocks
@@ -99,7 +101,7 @@ class SteeringHandle:
     #: prompt's tokens run after a shared prefix); None: a pass with a cache is decoding
     phase: str | None = None
     _kind: str = "prompt"  # "prompt" | "generated" | "mixed"
-    _mixed: torch.Tensor | None = None  # [1, T] bool, generated columns, when _kind == "mixed"
+    _mixed: torch.Tensor | None = None  # [1, T] or [B, T] bool, generated columns, when _kind == "mixed"
     _valid: torch.Tensor | None = None  # [B, T] bool attention mask of the current call
     _hooks: list = field(default_factory=list)
     _warned: bool = False
@@ -128,7 +130,12 @@ class SteeringHandle:
             self.scores = [None] * len(self.conditions)
             if self.generated_from is not None and t is not None:
                 self._kind = "mixed"
-                self._mixed = (torch.arange(t, device=x.device) >= self.generated_from).unsqueeze(0)
+                gf = self.generated_from
+                if isinstance(gf, int):
+                    self._mixed = (torch.arange(t, device=x.device) >= gf).unsqueeze(0)
+                else:  # one column per row
+                    gf = torch.as_tensor(gf, device=x.device).reshape(-1, 1)
+                    self._mixed = torch.arange(t, device=x.device).unsqueeze(0) >= gf
             else:
                 self._kind = "prompt"
         else:
@@ -160,7 +167,11 @@ class SteeringHandle:
         for i, c in enumerate(self.conditions):
             if c.layer != layer:
                 continue
-            if self._kind == "mixed" and isinstance(c.position, int):
+            if self._kind == "mixed" and isinstance(c.position, int) and self._mixed.shape[0] > 1:
+                # each row's last prompt column (its own generated_from - 1)
+                last = (~self._mixed).long().cumsum(1).argmax(1)
+                rows = h[torch.arange(h.shape[0], device=h.device), last.to(h.device)]
+            elif self._kind == "mixed" and isinstance(c.position, int):
                 # pool the last prompt column
                 cols = (~self._mixed[0]).nonzero()
                 rows = h[:, int(cols[-1])] if len(cols) else h[:, c.position]
