@@ -15,6 +15,11 @@ def test_every_plot_writes_png_pdf_and_sidecar_with_its_data(tmp_path):
         plots.metric_bars({"m": {"RR-1": (0.4, 0.3, 0.5)}}, tmp_path / "d"),
         plots.tradeoff([{"kind": "edit", "x": 0.1, "y": 0.5}], tmp_path / "e", x="x", y="y", xlabel="x", ylabel="y"),
         plots.heatmap([[1.0, float("nan")]], tmp_path / "f", xlabels=[0, 1], ylabels=[-1], xlabel="l", ylabel="p", cbar="s"),
+        plots.tradeoff_paired([{"kind": "export", "name": "e", "y": (0.2, 0.1, 0.3),
+                                "x": {"CValues": (0.05, -0.01, 0.1), "XSTest": (None, None, None)}},
+                               {"kind": "run-time plan", "name": "p", "y": (0.1, 0.0, 0.2),
+                                "x": {"CValues": (0.0, -0.05, 0.05), "XSTest": (0.3, 0.2, 0.4)}}],
+                              tmp_path / "g", panels=["CValues", "XSTest"], ylabel="gain"),
     ]
     for o in outs:
         for k in ("png", "pdf", "sidecar"):

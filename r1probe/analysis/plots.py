@@ -134,6 +134,38 @@ def tradeoff(points: Sequence[Mapping], out_base: str | os.PathLike, *, x: str, 
     return save_figure(fig, out_base, sources, data={"points": list(points), "front": list(front)}, caption=title)
 
 
+def tradeoff_paired(points: Sequence[Mapping], out_base: str | os.PathLike, *, panels: Sequence[str], ylabel: str,
+                    group: str = "kind", title: str = "", sources: Iterable = ()) -> dict:
+    """One panel per over-refusal set: each variant's refusal gain (``y``: (difference, low, high)) against its
+    over-refusal rise on that set (``x[panel]``: (difference, low, high)), paired differences to the unedited
+    model with their intervals as error bars; the dashed lines mark no change."""
+    import matplotlib.pyplot as plt
+
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.6), sharey=True, squeeze=False)
+    groups = sorted({p.get(group, "") for p in points})
+    for ax, panel in zip(axes[0], panels):
+        for i, g in enumerate(groups):
+            pts = [p for p in points if p.get(group, "") == g and (p["x"].get(panel) or (None,))[0] is not None]
+            if not pts:
+                continue
+            xs = np.array([p["x"][panel] for p in pts], float)
+            ys = np.array([p["y"] for p in pts], float)
+            ax.errorbar(xs[:, 0], ys[:, 0], xerr=[xs[:, 0] - xs[:, 1], xs[:, 2] - xs[:, 0]],
+                        yerr=[ys[:, 0] - ys[:, 1], ys[:, 2] - ys[:, 0]], fmt="o", ms=4, lw=0.8, capsize=2,
+                        color=color_for(i), label=g, alpha=0.85)
+            for p, xv, yv in zip(pts, xs, ys):
+                ax.annotate(str(p["name"]), (xv[0], yv[0]), textcoords="offset points", xytext=(4, 3), fontsize=6)
+        ax.axvline(0, color="grey", ls="--", lw=0.8)
+        ax.axhline(0, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(f"{panel}: rise", fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, out_base, sources, data={"points": list(points), "panels": list(panels)}, caption=title)
+
+
 def heatmap(matrix: Sequence[Sequence[float]], out_base: str | os.PathLike, *, xlabels: Sequence, ylabels: Sequence,
             xlabel: str, ylabel: str, cbar: str, title: str = "", sources: Iterable = (), cmap: str = "viridis") -> dict:
     fig, ax = new_figure(figsize=(max(4.0, 0.35 * len(xlabels) + 2), max(3.0, 0.3 * len(ylabels) + 1.5)))

@@ -258,14 +258,31 @@ def write_study_report(ctx, path: Path) -> dict:
             title="refusal, over-refusal and accuracy per variant (95% CI)", sources=sources)
     harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
     over_t = next((c[2] for b in ("cvalues-report", "cvalues", "xstest-safe") for c in cols if c[0] == b), None)
+    def kind(v: str) -> str:
+        if all(part in edits for part in v.split("@s")[0].split("+")):
+            return "export"
+        return "run-time plan" if v.startswith("plan") else "base"
+
     if harm_t and over_t and "base" in table and s.report.figures:
-        pts = [{"kind": "export" if v.split("@s")[0] in edits else ("run-time plan" if v.startswith("plan") else "base"),
-                "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
+        pts = [{"kind": kind(v), "name": v, "over": table[v][over_t][0], "harm": table[v][harm_t][0]} for v in table
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
         written["figures"]["tradeoff"] = plots.tradeoff(
             pts, figs_dir / "tradeoff", x="over", y="harm", xlabel=f"{over_t} (share refused)",
             ylabel=f"{harm_t} (share refused)", title="safety bought against over-refusal", sources=sources,
             label="name")
+    over_ts = [c[2] for c in cols if c[0] in ("cvalues-report", "cvalues", "xstest-safe", "or-bench", "zh-harmless")
+               and c[1] == "refusal_rate"]
+    if harm_t and over_ts and paired["diff"] and s.report.figures:
+        def span(r):
+            return (r["diff"], *r["ci95"]) if r and r.get("diff") is not None and r.get("ci95") else (None, None, None)
+
+        dpts = [{"kind": kind(v), "name": v, "y": span(row.get(harm_t)), "x": {t: span(row.get(t)) for t in over_ts}}
+                for v, row in paired["diff"].items() if span(row.get(harm_t))[0] is not None]
+        if dpts:
+            written["figures"]["tradeoff_paired"] = plots.tradeoff_paired(
+                dpts, figs_dir / "tradeoff_paired", panels=over_ts, ylabel=f"{harm_t}: gain",
+                title="refusal gain against each over-refusal rise (variant − base, 95% paired intervals)",
+                sources=sources)
     probe = _load(results["probe"].path / "probe.json")
     chosen = probe.get("chosen") or {}
     probe_figs = sorted((results["probe"].path / "figures").glob("*.png")) if (results["probe"].path / "figures").exists() else []
