@@ -369,3 +369,14 @@ def read_activations(lm, texts: Sequence, *, sites: Sequence[str] = ("resid_post
 
 __all__ = ["READ_SITES", "Sink", "ActivationHooks", "TokenGather", "site_module", "capture_keys", "base_model",
            "untuple", "encode_texts", "check_positions", "read_batches", "read_activations"]
+
+
+def last_prompt_states(lm, prompts: Sequence[str], layers: Sequence[int], batch_size: int | None = 16) -> torch.Tensor:
+    """Residual stream ``x_L`` (input of block ``L``, HF ``hidden_states[L]``) at the last token of each prompt
+    formatted with the model's chat template (its last post-instruction token): ``[N, len(layers), d]`` float32."""
+    layers = [int(x) for x in layers]
+    if not prompts:
+        return torch.zeros(0, len(layers), lm.layout.d_model)
+    acts = read_activations(lm, [lm.chat.format(p) for p in prompts], sites=["resid_pre"], positions=[-1],
+                            layers=layers, batch_size=batch_size)
+    return torch.stack([acts[("resid_pre", L)][:, 0].float() for L in layers], 1)

@@ -115,7 +115,7 @@ def fit_states(lm, settings: AlphaSteerSettings, layers: list[int]) -> FitStates
     """Read the fit data's residual streams at the inputs of ``layers`` (last prompt token)."""
     from r1probe.data.partitions import canonical, filter_items, merge_reads, prompt_reads, reads_of
     from r1probe.data.prompts import load_prompt_set
-    from r1probe.extract.read import read_activations
+    from r1probe.extract.read import last_prompt_states
 
     s = settings
     harm = load_prompt_set(s.harmful_set, split="train", seed=s.seed).prompts
@@ -136,11 +136,7 @@ def fit_states(lm, settings: AlphaSteerSettings, layers: list[int]) -> FitStates
         extra_ids = merge_reads(extra_ids, reads_of((canonical(b, it.id) or (None, it.id))[1] for it in items))
 
     def states(texts):
-        if not texts:
-            return torch.zeros(0, len(layers), lm.layout.d_model)
-        acts = read_activations(lm, [lm.chat.format(t) for t in texts], sites=["resid_pre"], positions=[-1],
-                                layers=layers, batch_size=s.batch_size)
-        return torch.stack([acts[("resid_pre", L)][:, 0].float() for L in layers], 1)
+        return last_prompt_states(lm, texts, layers, s.batch_size)
 
     ids = merge_reads(prompt_reads(s.harmful_set, [p.id for p in harm]),
                       prompt_reads(s.harmless_set, [p.id for p in safe]),

@@ -20,20 +20,15 @@ import torch
 from r1probe.errors import R1ProbeError
 from r1probe.steering.transforms import unit
 from r1probe.tuning.data import SearchData
-from r1probe.tuning.objectives import chat_texts
 
 
 def last_token_states(lm, items, layers: Sequence[int], batch_size: int = 16) -> torch.Tensor:
     """Residual stream ``x_L`` (input of block ``L``, HF ``hidden_states[L]``) at the last prompt token
-    (the last post-instruction token) of each item: ``[N, len(layers), d]`` float32."""
-    from r1probe.extract.read import read_activations
+    (the last post-instruction token) of each item: ``[N, len(layers), d]`` float32
+    (:func:`r1probe.extract.read.last_prompt_states` on the items' texts)."""
+    from r1probe.extract.read import last_prompt_states
 
-    layers = [int(x) for x in layers]
-    acts = read_activations(lm, chat_texts(lm, items), sites=["resid_pre"], positions=[-1], layers=layers,
-                            batch_size=batch_size)
-    if not acts:
-        return torch.zeros(0, len(layers), lm.layout.d_model)
-    return torch.stack([acts[("resid_pre", L)][:, 0] for L in layers], 1)
+    return last_prompt_states(lm, [it.text if hasattr(it, "text") else str(it) for it in items], layers, batch_size)
 
 
 def diff_directions(states: dict[str, torch.Tensor], layers: Sequence[int]) -> dict[str, torch.Tensor]:

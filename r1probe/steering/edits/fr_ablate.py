@@ -57,7 +57,7 @@ class FrAblate:
         from r1probe.data.borderline import borderline_splits
         from r1probe.data.partitions import merge_reads, prompt_reads
         from r1probe.data.prompts import load_prompt_set
-        from r1probe.extract.read import read_activations
+        from r1probe.extract.read import last_prompt_states
 
         s = settings
         n = lm.layout.n_layers
@@ -70,9 +70,7 @@ class FrAblate:
         log(f"reading {len(border)} borderline and {len(safe)} harmless prompts at layer {layer}")
 
         def states(texts):
-            acts = read_activations(lm, [lm.chat.format(t) for t in texts], sites=["resid_pre"], positions=[-1],
-                                    layers=[layer], batch_size=s.batch_size)
-            return acts[("resid_pre", layer)][:, 0].float()
+            return last_prompt_states(lm, texts, [layer], s.batch_size)[:, 0]
 
         hb, hz = states([it.text for it in border]), states([p.text for p in safe])
         b = hb.double().mean(0) - hz.double().mean(0)
