@@ -35,7 +35,9 @@ def _refusal_logprob(lm, prompt, plan=None, target="抱歉，我不能"):
     tgt = lm.tokenizer(target, add_special_tokens=False)["input_ids"]
     x = torch.tensor([ids + tgt])
     ctx = steering(lm, plan) if plan is not None else contextlib.nullcontext()
-    with ctx, torch.inference_mode():
+    with ctx as handle, torch.inference_mode():
+        if handle is not None:  # the target is what the model would generate: the prompt pass ends before it
+            handle.generated_from = len(ids)
         lp = lm.model(x).logits[0, len(ids) - 1:-1].float().log_softmax(-1)
     return float(lp.gather(1, torch.tensor(tgt)[:, None]).sum())
 
@@ -74,3 +76,22 @@ def test_batched_steered_generation_matches_one_by_one(real_lm, direction):
         single = [generate_texts(real_lm, [t], max_new_tokens=10, batch_size=1)[0] for t in texts]
     # bf16 left padding can flip a late near-tie; the openings must agree
     assert [b[:6] for b in batched] == [s[:6] for s in single]
+
+
+def test_alphasteer_fitted_on_the_embedded_model_reads_harmful_prompts_it_never_saw(real_lm, shared_data, monkeypatch):
+    """AlphaSteer fitted on the embedded model (two layers, the built-in train splits and 64 CValues contrast
+    prompts): its read vector is larger on harmful prompts than on harmless ones outside its fit data, and the plan
+    leaves the harmless prompts' refusal opening nearly where it was (their reads are near zero)."""
+    from r1probe.extract.read import last_prompt_states
+    from r1probe.steering.alphasteer import AlphaSteerSettings, alphasteer_plan
+
+    monkeypatch.setenv("R1PROBE_DATA", str(shared_data))
+    plan, rec = alphasteer_plan(real_lm, AlphaSteerSettings(layers="10,12", strength=1.0, borderline=64),
+                                log=lambda m: None)
+    a = plan.steps[-1].condition.direction.float()
+    harm = last_prompt_states(real_lm, HARMFUL, [12])[:, 0] @ a
+    safe = last_prompt_states(real_lm, HARMLESS, [12])[:, 0] @ a
+    assert float(harm.mean()) > float(safe.mean()) + 0.1, (harm, safe)
+    assert rec["layers"]["12"]["harmful_read"] > 3 * rec["layers"]["12"]["benign_read_rms"]
+    shift = [abs(_refusal_logprob(real_lm, p, plan) - _refusal_logprob(real_lm, p)) for p in HARMLESS]
+    assert max(shift) < 1.0, shift
