@@ -254,9 +254,6 @@ class DistillSettings(Settings):
     restores: list[Literal["plan-base", "plan-own", "edit-base", "edit-own"]] = Field(
         list(RESTORES), description="Restorations: a gated plan or an amplify edit, with the base or the distilled "
                                     "model's own direction.")
-    fr_ablate_borderline: int = Field(332, ge=1, description="fr-ablate: CValues contrast prompts (dev) whose mean, "
-                                                             "less the harmless train prompts', is the false-refusal "
-                                                             "direction (read at the rank1-gate layer).")
     amplify_layers: str = Field("8-19", description="Restoring edit: the layers whose output projections are amplified.")
     amplify_beta: float = Field(1.0, description="Restoring edit: beta of W <- (I + beta r r^T) W.")
 
