@@ -167,14 +167,13 @@ class SteeringHandle:
         for i, c in enumerate(self.conditions):
             if c.layer != layer:
                 continue
-            if self._kind == "mixed" and isinstance(c.position, int) and self._mixed.shape[0] > 1:
-                # each row's last prompt column (its own generated_from - 1)
-                last = (~self._mixed).long().cumsum(1).argmax(1)
-                rows = h[torch.arange(h.shape[0], device=h.device), last.to(h.device)]
-            elif self._kind == "mixed" and isinstance(c.position, int):
-                # pool the last prompt column
-                cols = (~self._mixed[0]).nonzero()
-                rows = h[:, int(cols[-1])] if len(cols) else h[:, c.position]
+            if self._kind == "mixed" and isinstance(c.position, int):
+                # each row's last prompt column (a [1, T] mask: the same column for every row); a row with
+                # no prompt column reads the condition's own position
+                prompt = (~self._mixed).expand(h.shape[0], -1).to(h.device)
+                last = torch.where(prompt.any(1), prompt.long().cumsum(1).argmax(1),
+                                   torch.full((h.shape[0],), c.position % h.shape[1], device=h.device))
+                rows = h[torch.arange(h.shape[0], device=h.device), last]
             else:
                 rows = T.pool(h, c.position, self._valid)
             s = T.gate_scores(rows, c.raw if c.metric == "dot" else c.unit, c.metric)
