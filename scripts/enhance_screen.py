@@ -161,20 +161,17 @@ _STATES: dict = {}
 
 def alphasteer(lm, settings: dict, a):
     """The AlphaSteer plan of ``settings`` and its record; the fit data's activations are read once per
-    (layers, borderline) in this process."""
+    (layers, fit data) in this process."""
     from r1probe.steering import alphasteer as A
-    from r1probe.steering.plan import parse_layers
 
     s = A.AlphaSteerSettings(data_root=a.data_root, **settings)
-    layers = sorted(set(parse_layers(s.layers, lm.layout.n_layers)))
+    layers = A.steered_layers(lm, s)
     key = (tuple(layers), s.borderline, tuple(s.extra_benign))
     if key not in _STATES:
         _STATES[key] = A.fit_states(lm, s, layers)
-    st = _STATES[key]
-    fitted = A.fit(st, s)
-    rec = {"tuning_reads": st.ids, "layers": {str(L): {k: round(v, 4) for k, v in f.items() if k not in ("r", "a")
-                                                       and v is not None} for L, f in fitted.items()}}
-    return A.plan_from_fit(fitted, s.strength), rec
+    plan, rec = A.alphasteer_plan(lm, s, states=_STATES[key], log=lambda m: None)
+    rec["layers"] = {L: {k: round(v, 4) for k, v in d.items() if v is not None} for L, d in rec["layers"].items()}
+    return plan, rec
 
 
 def apply_edit(lm, e: dict, a) -> dict:

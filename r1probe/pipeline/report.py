@@ -258,6 +258,7 @@ def write_study_report(ctx, path: Path) -> dict:
             title="refusal, over-refusal and accuracy per variant (95% CI)", sources=sources)
     harm_t = next((c[2] for c in cols if c[0] == "chisafety-refusal" and c[1] == "RR-1"), None)
     over_t = next((c[2] for b in ("cvalues-report", "cvalues", "xstest-safe") for c in cols if c[0] == b), None)
+
     def kind(v: str) -> str:
         if all(part in edits for part in v.split("@s")[0].split("+")):
             return "export"

@@ -106,7 +106,7 @@ class FitStates:
     layers: list[int]
     harmful: torch.Tensor
     harmless: torch.Tensor
-    borderline: torch.Tensor
+    borderline: torch.Tensor  # the borderline prompts, then any extra benign ones
     description: str
     ids: dict = field(default_factory=dict)
 
@@ -178,20 +178,30 @@ def plan_from_fit(fitted: dict, strength: float, **meta):
     return SteeringPlan(steps, name="alphasteer", meta={"method": METHOD, **meta})
 
 
-def alphasteer_plan(lm, settings: AlphaSteerSettings | dict | None = None, *, log=print):
-    """Fit AlphaSteer on ``lm`` and return ``(plan, record)``; ``record`` holds the settings, the fit data, the
-    ids it read (``tuning_reads``) and per-layer diagnostics."""
+def steered_layers(lm, settings: AlphaSteerSettings) -> list[int]:
+    """The settings' layers as sorted block indices of ``lm`` (negative ones count from the end)."""
     from r1probe.steering.plan import parse_layers
 
-    s = settings if isinstance(settings, AlphaSteerSettings) else AlphaSteerSettings(**(settings or {}))
     n = lm.layout.n_layers
-    layers = sorted({L + n if L < 0 else L for L in parse_layers(s.layers, n)})
+    layers = sorted({L + n if L < 0 else L for L in parse_layers(settings.layers, n)})
     bad = [L for L in layers if not 0 <= L < n]
     if bad:
         raise R1ProbeError(f"AlphaSteer: layers {bad} out of range 0..{n - 1}")
-    log(f"AlphaSteer: reading the fit data at layers {layers[0]}-{layers[-1]}")
-    st = fit_states(lm, s, layers)
-    log(f"AlphaSteer: fitting {len(layers)} layers on {len(st.harmful)} harmful and "
+    return layers
+
+
+def alphasteer_plan(lm, settings: AlphaSteerSettings | dict | None = None, *, states: FitStates | None = None,
+                    log=print):
+    """Fit AlphaSteer on ``lm`` and return ``(plan, record)``; ``record`` holds the settings, the fit data, the
+    ids it read (``tuning_reads``) and per-layer diagnostics. ``states``: the fit data's activations read
+    before (:func:`fit_states` at :func:`steered_layers`), for several fits on the same data."""
+    s = settings if isinstance(settings, AlphaSteerSettings) else AlphaSteerSettings(**(settings or {}))
+    if states is None:
+        layers = steered_layers(lm, s)
+        log(f"AlphaSteer: reading the fit data at layers {layers[0]}-{layers[-1]}")
+        states = fit_states(lm, s, layers)
+    st = states
+    log(f"AlphaSteer: fitting {len(st.layers)} layers on {len(st.harmful)} harmful and "
         f"{len(st.harmless) + len(st.borderline)} benign prompts")
     fitted = fit(st, s)
     diag = {str(L): {k: v for k, v in f.items() if k not in ("r", "a")} for L, f in fitted.items()}
@@ -202,4 +212,4 @@ def alphasteer_plan(lm, settings: AlphaSteerSettings | dict | None = None, *, lo
 
 
 __all__ = ["AlphaSteerSettings", "null_space_projector", "read_vector", "fit_states", "fit", "plan_from_fit",
-           "alphasteer_plan", "METHOD"]
+           "steered_layers", "alphasteer_plan", "METHOD"]
