@@ -265,7 +265,7 @@ def test_target_nll_under_a_plan_treats_the_target_as_generated(tiny_lm, kind):
         yy = tiny_lm.chat.encode(y)
         with steering(tiny_lm, plan), torch.no_grad():
             out = tiny_lm.model(input_ids=torch.tensor([p]), use_cache=True)
-            rest = tiny_lm.model(input_ids=torch.tensor([yy]), past_key_values=out.past_key_values, use_cache=True)
+            rest = tiny_lm.model(input_ids=torch.tensor([yy]), cache=out.cache, use_cache=True)
         logits = torch.cat([out.logits[0, -1:], rest.logits[0, :-1]]).float()
         want = float(torch.nn.functional.cross_entropy(logits, torch.tensor(yy)))
         assert abs(v - want) < 1e-4, (y, v, want)
