@@ -73,3 +73,48 @@ def test_teacher_traces_keeps_only_closed_reasoning_with_answer(tiny_lm, monkeyp
     assert [(t.prompt, t.reasoning, t.answer) for t in out] == [("a", "reason", "answer \\boxed{1}")]
     assert stats == {"generated": 4, "kept": 1, "unterminated": 1, "no_reasoning": 1, "empty_answer": 1}
     assert out[0].source.startswith("teacher:")
+
+
+def _belle_file(tmp_path):
+    from r1probe.data.prompts import split_of
+
+    qs = [f"请介绍第{i}个城市。" for i in range(40)]
+    rows = [{"question": q, "std_answer": ("" if i % 5 == 0 else f"第{i}个城市很有名。它有很多公园！更多内容。"),
+             "class": "open qa"} for i, q in enumerate(qs)]
+    p = tmp_path / "eval_set.json"
+    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return p, {q: split_of(q, 0) for q in qs}
+
+
+def test_belle_traces_skip_the_zh_harmless_report_split_and_empty_answers(tmp_path):
+    from r1probe.distill.traces import belle_r1_traces
+
+    p, split = _belle_file(tmp_path)
+    ts = belle_r1_traces(p)
+    expect = {f"请介绍第{i}个城市。" for i in range(40) if i % 5 and split[f"请介绍第{i}个城市。"] != "test"}
+    assert {t.prompt for t in ts} == expect and 0 < len(ts) < 32
+    assert all(t.source == "belle-eval" and t.id.startswith("zh-harmless/belle-00") for t in ts)
+    assert len(belle_r1_traces(p, exclude_split=None)) == 32
+    assert [t.id for t in belle_r1_traces(p, seed=3)] == [t.id for t in belle_r1_traces(p, seed=3)]
+    assert [t.id for t in belle_r1_traces(p, limit=5, seed=1)] != [t.id for t in belle_r1_traces(p, limit=5, seed=2)]
+
+
+def test_general_reasoning_quotes_the_question_and_the_answer_opening_bounded():
+    from r1probe.distill.traces import general_reasoning
+
+    r = general_reasoning("回答以下问题的答案。\n中国有多少个省？", "中国有34个省级行政区。具体分为23个省。")
+    assert r.splitlines() == ["嗯，用户的问题是：「回答以下问题的答案。 中国有多少个省？」。", "我先想一想要点：中国有34个省级行政区。",
+                              "好，我把这些整理成完整的回答。"]
+    long = general_reasoning("问" * 500, "答" * 900)
+    assert len(long) < 60 + 120 + 60 and "……" in long
+
+
+def test_belle_traces_bad_input_is_one_line(tmp_path):
+    from r1probe.distill.traces import belle_r1_traces
+
+    with pytest.raises(DataError, match="not found"):
+        belle_r1_traces(tmp_path / "missing.json")
+    p = tmp_path / "bad.json"
+    p.write_text('{"question": "x"\n', encoding="utf-8")
+    with pytest.raises(DataError, match="bad.json:1"):
+        belle_r1_traces(p)

@@ -5,6 +5,9 @@ A trace is one (question, reasoning, answer) triple. Builders:
 - :func:`gsm8k_r1_traces`: GSM8K train (7,473 problems, MIT) with its worked solutions rewritten as the
   reasoning (calculator annotations ``<<48/2=24>>`` removed) and ``The answer is \\boxed{N}.`` as the answer;
   the question carries the same instruction suffix as the ``gsm8k`` benchmark.
+- :func:`belle_r1_traces`: BELLE eval instructions (Chinese, ODC-By) whose ``std_answer`` is non-empty, outside
+  the test split of ``builtin:zh-harmless`` (the over-refusal report part); the reasoning is written from the
+  question and the reference answer's opening (see :func:`general_reasoning`), the answer is the reference.
 - :func:`teacher_traces`: completions of a teacher model (through ``generate_texts``), split at
   ``</think>``; completions without a closed reasoning block or without an answer are dropped and counted.
 
@@ -90,6 +93,59 @@ def gsm8k_r1_traces(path: str | os.PathLike | None = None, limit: int | None = N
                               source="gsm8k-train"))
     if not rows:
         raise DataError(f"{p}: no rows")
+    random.Random(seed).shuffle(rows)
+    return rows[:limit] if limit else rows
+
+
+def general_reasoning(question: str, answer: str) -> str:
+    """Reasoning of a general-instruction trace, written from the question and its reference answer::
+
+        嗯，用户的问题是：「<question, lines joined, <= 60 characters>」。
+        我先想一想要点：<the answer's first sentence, <= 120 characters>
+        好，我把这些整理成完整的回答。
+
+    A template, not a model's thoughts: it teaches the R1 reply shape (think, then answer) on everyday
+    Chinese requests, and its length is bounded so the reasoning always closes.
+    """
+    q = " ".join(ln.strip() for ln in question.strip().splitlines() if ln.strip())
+    q = q if len(q) <= 60 else q[:60] + "……"
+    first = re.split(r"(?<=[。！？!?\n])", answer.strip(), maxsplit=1)[0].strip()
+    first = first if len(first) <= 120 else first[:120] + "……"
+    return f"嗯，用户的问题是：「{q}」。\n我先想一想要点：{first}\n好，我把这些整理成完整的回答。"
+
+
+def belle_r1_traces(path: str | os.PathLike | None = None, limit: int | None = None, seed: int = 0,
+                    exclude_split: str | None = "test") -> list[Trace]:
+    """BELLE eval instructions with a reference answer as R1 traces, shuffled with ``seed``, cut to ``limit``.
+
+    ``path``: the BELLE ``eval_set.json`` (JSON Lines; default ``<data root>/belle_eval/eval_set.json``).
+    Questions in ``exclude_split`` of the seeded prompt split (``r1probe.data.prompts.split_of``, seed 0, the
+    split ``builtin:zh-harmless`` uses) are left out, so the zh-harmless report part is never trained on.
+    Ids are the zh-harmless ids (``zh-harmless/belle-NNNN``, N the file line), so a tuning-read record of the
+    traces is checked against that set's report part like any other.
+    """
+    from r1probe.data.benchmarks import data_root
+    from r1probe.data.prompts import split_of
+
+    p = Path(path) if path else data_root() / "belle_eval" / "eval_set.json"
+    if not p.exists():
+        raise DataError(f"BELLE eval file not found: {p} (pass a path or set R1PROBE_DATA)")
+    rows = []
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                q, a = str(r["question"]).strip(), str(r.get("std_answer") or "").strip()
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{p}:{n}: not a BELLE row with question/std_answer ({e})") from e
+            if not q or not a or (exclude_split and split_of(q, 0) == exclude_split):
+                continue
+            rows.append(Trace(prompt=q, reasoning=general_reasoning(q, a), answer=a, id=f"zh-harmless/belle-{n - 1:04d}",
+                              source="belle-eval"))
+    if not rows:
+        raise DataError(f"{p}: no rows with a reference answer")
     random.Random(seed).shuffle(rows)
     return rows[:limit] if limit else rows
 
