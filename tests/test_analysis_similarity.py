@@ -33,3 +33,27 @@ def test_projection_and_auroc():
 def test_relative_depth_map():
     assert relative_depth_map(3, 5) == [(0, 0), (1, 2), (2, 4)]
     assert relative_depth_map(24, 24)[10] == (10, 10)
+
+
+def test_bootstrap_direction_similarity_brackets_the_truth_and_narrows_with_signal():
+    import numpy as np
+
+    from r1probe.analysis.similarity import bootstrap_direction_similarity
+
+    rng = np.random.default_rng(0)
+    n, d = 60, 16
+    y = np.array([1] * n + [0] * n)
+    r = np.zeros(d)
+    r[0] = 1.0
+    xa = rng.normal(size=(2 * n, d)) + 3.0 * y[:, None] * r
+    same = bootstrap_direction_similarity(xa, xa, y, B=100, seed=1)
+    assert same["cosine"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert 0.95 < same["transfer_auroc"][0] <= same["transfer_auroc"][1] <= 1.0
+    # B's refusal signal lies on an orthogonal axis: cosine near 0, A's direction reads B near chance
+    r2 = np.zeros(d)
+    r2[1] = 1.0
+    xb = rng.normal(size=(2 * n, d)) + 3.0 * y[:, None] * r2
+    other = bootstrap_direction_similarity(xa, xb, y, B=100, seed=1)
+    assert other["cosine"][0] < 0.5 and other["cosine"][1] < 0.6 and other["transfer_auroc"][0] < 0.75
+    assert bootstrap_direction_similarity(xa, xb, y, B=100, seed=1) == other
+    assert all(np.isnan(v) for v in bootstrap_direction_similarity(xa[:3], xb[:3], y[:3])["cosine"])

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from r1probe.analysis import plots
-from r1probe.analysis.similarity import auroc_along, cosine, linear_cka, project, relative_depth_map, separation
+from r1probe.analysis.similarity import (auroc_along, bootstrap_direction_similarity, cosine, linear_cka, project,
+                                         relative_depth_map, separation)
 from r1probe.errors import R1ProbeError
 from r1probe.probes.metrics import cell_report, finite_or_none
 from r1probe.provenance import atomic_write_json, base_manifest
@@ -59,11 +60,13 @@ def _same_rows(a, b) -> None:
 def compare_stores(store_a, store_b, *, names: tuple[str, str] = ("base", "distilled"), position: Any = -1,
                    direction_a: torch.Tensor | None = None, direction_layer: int | None = None,
                    out_dir: str | os.PathLike, sources: Sequence = (), seed: int = 0,
-                   estimators: Sequence[str] = ("mean_diff", "logistic")) -> dict:
+                   estimators: Sequence[str] = ("mean_diff", "logistic"), bootstrap: int = 200) -> dict:
     """Probe curves of both models, direction cosine / CKA per layer, transfer and projections.
 
     ``direction_a`` (the base model's chosen refusal direction, taken at ``direction_layer``) is
     transferred to model B: its AUROC on B's activations per layer and the projection histograms.
+    ``bootstrap`` resamples of the prompts give 95% intervals of the per-layer direction cosine and transfer
+    AUROC (``similarity.bootstrap_direction_similarity``; 0: none).
     With different hidden sizes, layers are paired at equal relative depth and compared by CKA.
     """
     _same_rows(store_a, store_b)
@@ -86,6 +89,12 @@ def compare_stores(store_a, store_b, *, names: tuple[str, str] = ("base", "disti
         # the base model's per-layer direction read out of the other model's activations
         res["transfer_auroc"] = [auroc_along(store_b.get(j, position), y, dirs_a[i]) if i in dirs_a else float("nan")
                                  for i, j in pairs]
+        if bootstrap:
+            cis = [bootstrap_direction_similarity(store_a.get(i, position), store_b.get(j, position), y, B=bootstrap,
+                                                  seed=seed + k) for k, (i, j) in enumerate(pairs)]
+            res["direction_cosine_ci"] = [c["cosine"] for c in cis]
+            res["transfer_auroc_ci"] = [c["transfer_auroc"] for c in cis]
+            res["bootstrap"] = {"resamples": bootstrap, "level": 0.95, "unit": "prompts, within class, paired"}
     if direction_a is not None and same_width:
         L = direction_layer if direction_layer is not None else la[len(la) // 2]
         pa, pb = project(store_a.get(L, position), direction_a), project(store_b.get(L, position), direction_a)
@@ -113,8 +122,13 @@ def compare_stores(store_a, store_b, *, names: tuple[str, str] = ("base", "disti
     if same_width:
         series.update({"cosine of mean-diff directions": res["direction_cosine"],
                        f"AUROC of {names[0]} direction on {names[1]}": res["transfer_auroc"]})
+    bands = {}
+    if same_width and "direction_cosine_ci" in res:
+        bands = {"cosine of mean-diff directions": res["direction_cosine_ci"],
+                 f"AUROC of {names[0]} direction on {names[1]}": res["transfer_auroc_ci"]}
     figs["similarity"] = plots.per_layer(series, out / "layer_similarity", ylabel="similarity / AUROC",
-                                         title=f"{names[0]} vs {names[1]} per layer", sources=sources, ylim=(-0.05, 1.05))
+                                         title=f"{names[0]} vs {names[1]} per layer" + (" (95% bootstrap bands)" if bands else ""),
+                                         sources=sources, ylim=(-0.05, 1.05), bands=bands)
     res = _clean(res)
     atomic_write_json(out / "compare.json", base_manifest(result=res, sources=[str(s) for s in sources]))
     return res

@@ -37,12 +37,19 @@ def layer_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], out_base: 
 
 
 def per_layer(values: Mapping[str, Sequence[float]], out_base: str | os.PathLike, *, ylabel: str,
-              title: str = "", sources: Iterable = (), hline: float | None = None, ylim=None) -> dict:
-    """Per-layer series (direction cosine, CKA, refusal score, ...) for one or more named series."""
+              title: str = "", sources: Iterable = (), hline: float | None = None, ylim=None,
+              bands: Mapping[str, Sequence] | None = None) -> dict:
+    """Per-layer series (direction cosine, CKA, refusal score, ...) for one or more named series;
+    ``bands[name]``: per-layer ``[lo, hi]`` intervals drawn as a shaded band around that series."""
     fig, ax = new_figure(figsize=(6.4, 3.6))
+    bands = bands or {}
     for i, (name, ys) in enumerate(values.items()):
         ys = _finite(ys)
         ax.plot(range(len(ys)), ys, "-o", ms=3, color=color_for(i), label=name)
+        if name in bands:
+            lo = _finite([b[0] if b else None for b in bands[name]])
+            hi = _finite([b[1] if b else None for b in bands[name]])
+            ax.fill_between(range(len(lo)), lo, hi, color=color_for(i), alpha=0.2, lw=0)
     if hline is not None:
         ax.axhline(hline, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("layer (block output index)")
@@ -52,7 +59,8 @@ def per_layer(values: Mapping[str, Sequence[float]], out_base: str | os.PathLike
     ax.set_title(title)
     if len(values) > 1:
         ax.legend(fontsize=8)
-    return save_figure(fig, out_base, sources, data={"values": values}, caption=title)
+    return save_figure(fig, out_base, sources, data={"values": values, **({"bands": bands} if bands else {})},
+                       caption=title)
 
 
 def projection_hists(proj: Mapping[str, Mapping[str, Sequence[float]]], out_base: str | os.PathLike, *,
