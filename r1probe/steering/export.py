@@ -42,13 +42,16 @@ def base_model_info(lm) -> dict:
     """What a model card can say about the model ``lm`` was loaded from: ``hub_id`` (a Hugging Face hub id, or
     None when the spec is a local folder or file of unknown origin) and ``license`` (a hub licence id or None).
 
-    Builtins carry both in their registry record; a hub spec is its own id, its licence read from the hub card
+    Shipped builtins carry both in their registry record (a built one, like a local folder, its card's licence); a hub spec is its own id, its licence read from the hub card
     in the local cache (no network); a local folder's licence is read from its ``README.md`` card."""
     spec = lm.spec
     if spec.kind == "builtin":
         from r1probe.models.builtin import BUILTINS
 
         b = BUILTINS.get(spec.target)
+        if b is None:  # built from a recipe: its folder's card says what it was made from
+            data = _card_data(Path(lm.source) / "README.md")
+            return {"hub_id": None, "license": getattr(data, "license", None)}
         return {"hub_id": getattr(b, "hub_id", None), "license": getattr(b, "license", None)}
     if spec.kind == "hub":
         return {"hub_id": spec.target, "license": _cached_hub_license(spec.target, spec.revision)}
