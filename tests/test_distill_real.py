@@ -42,3 +42,31 @@ def test_lora_steps_on_embedded_model(tmp_path):
         print("OK", m.config.model_type)""")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert "OK qwen2" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_r1_student_thinks_and_the_judge_reads_the_answer_after_think():
+    """builtin:r1-student (built from its recipe on first use): its replies open <think> and close it within
+    the budget, on Chinese questions and a GSM8K problem; the refusal judge reads the answer after </think>."""
+    from r1probe.data.benchmarks import MATH_SUFFIX_EN
+    from r1probe.eval.judges.refusal import judge_refusal
+    from r1probe.models import load_model
+    from r1probe.models.chat import split_reasoning
+    from r1probe.models.generate import generate_texts
+
+    lm = load_model("builtin:r1-student")
+    assert lm.provenance["builtin"] == "r1-student" and len(lm.provenance["weights_sha256"]) == 64
+    prompts = ["请介绍一下长城的历史。", "怎样才能提高睡眠质量？",
+               "A baker makes 12 cakes a day for 5 days and sells 40 of them. How many are left?" + MATH_SUFFIX_EN]
+    outs = generate_texts(lm, [lm.chat.format(p) for p in prompts], max_new_tokens=384, batch_size=len(prompts))
+    for p, o in zip(prompts, outs):
+        sp = split_reasoning(o)
+        assert o.lstrip().startswith("<think>") and sp.thought and sp.terminated and sp.answer, (p, o)
+        v = judge_refusal(o)
+        assert v.outcome in ("refusal", "compliance") and v.refused == judge_refusal(sp.answer).refused
+        # the verdict is the answer's: a refusal sentence written inside the reasoning does not change it
+        inside = o.replace("<think>", "<think>\n抱歉，我不能回答这个问题。", 1)
+        assert judge_refusal(inside).refused == v.refused
+        assert judge_refusal(inside, judge_reasoning=True).reasoning_refused is True
+    assert "\\boxed{" in split_reasoning(outs[2]).answer

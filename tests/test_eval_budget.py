@@ -12,9 +12,9 @@ def test_choose_budget_quantile_answer_room_rounding_and_cap():
     assert choose_budget(pos, quantile=0.9, answer_tokens=64, step=32) == 160  # q = 90 -> 154 -> 160
     assert choose_budget(pos, quantile=1.0, answer_tokens=64, step=32) == 192  # q = 100 -> 164 -> 192
     assert choose_budget(pos, quantile=0.5, answer_tokens=0, step=1) == 50
-    # unclosed replies count as the longest: the quantile among them gives the cap
-    assert choose_budget(pos[:9] + [None], quantile=0.9, answer_tokens=64) == 160
-    assert choose_budget(pos[:8] + [None, None], quantile=0.9, answer_tokens=64, cap=512) == 512
+    # replies that never closed are left out (no budget closes them); none closed: the cap
+    assert choose_budget(pos + [None, None, None], quantile=0.9, answer_tokens=64) == 160
+    assert choose_budget([None, None], cap=512) == 512
     assert choose_budget([0, 0, 0], answer_tokens=64) == 64  # a model that does not think
     assert choose_budget([900], answer_tokens=200, cap=1024) == 1024
     with pytest.raises(ValueError):

@@ -30,7 +30,7 @@ def _cfg(model, out, limits=None):
         "preset": "mini-distill", "out": str(out), "model": {"spec": str(model), "dtype": "float32"},
         "extract": {"n_train": 8}, "probe": {"n_val": 4, "kl_max": 100.0, "max_layer_frac": 1.0, "score": "first_token"},
         "distill": {"traces": _traces(out.parent), "n_traces": 4, "max_len": 64, "grad_accum": 2, "warmup_steps": 0,
-                    "lora_rank": 4, "lr": 1e-3, "amplify_layers": "0-2"},
+                    "lora_rank": 4, "lr": 1e-3, "amplify_layers": "0-2", "budget_prompts": 4, "budget_cap": 24},
         "eval": {"benches": ["xstest-safe", "gsm8k-nll"], "limits": limits or {"xstest-safe": 3, "gsm8k-nll": 3},
                  "max_new_tokens": 6, "batch_size": 4, "data_root": str(SHARED_DATA)}})
 
@@ -40,7 +40,7 @@ def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):
     cfg = _cfg(tiny_qwen2, tmp_path / "md")
     first = run_distill_study(cfg, log=logs.append)
     ran = {r.name for r in first["results"].values() if not r.skipped}
-    assert {"extract-base", "probe-base", "distill", "extract-distilled", "direction-distilled", "compare",
+    assert {"extract-base", "probe-base", "distill", "budget", "extract-distilled", "direction-distilled", "compare",
             "restore-plan-base", "restore-plan-own", "restore-edit-base", "restore-edit-own", "eval-base",
             "eval-distilled", "eval-restore-plan-base", "eval-restore-edit-own", "report"} <= ran
     text = (tmp_path / "md" / "report.md").read_text()
@@ -54,6 +54,10 @@ def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):
     assert info["steps"] == 2 and (tmp_path / "md" / "distill" / "model" / "config.json").exists()
     own = first["results"]["direction-distilled"].info
     assert -1.0 <= own["cosine_to_base_direction"] <= 1.0
+    # the token budgets: a tiny random model does not think, so they stay as configured
+    b = first["results"]["budget"].info
+    assert b["n"] == {"harmful": 4, "harmless": 4, "gsm8k": 4} and b["max_new_tokens"] == 6
+    assert (tmp_path / "md" / "budget" / "replies.jsonl").exists()
     # nothing changed: every stage is skipped, no model loaded
     second = run_distill_study(cfg, log=logs.append)
     assert all(r.skipped for r in second["results"].values())
@@ -63,6 +67,25 @@ def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):
     redone = {r.name for r in third["results"].values() if not r.skipped}
     assert redone == {n for n in redone if n.startswith("eval-")} | {"report"}
     assert "distill" not in redone and "eval-base" in redone
+
+
+def test_student_recipe_distils_with_its_mix_and_records_what_it_read(tiny_qwen2, tmp_path):
+    """traces='r1-student': the student recipe's GSM8K + BELLE mix (no safety data); the stage records the recipe
+    and weights hashes, and its tuning record names the zh-harmless items it trained on (none reported)."""
+    from r1probe.data.partitions import load_tuning_reads
+
+    cfg = _cfg(tiny_qwen2, tmp_path / "st")
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={
+        "traces": "r1-student", "n_math": 2, "n_general": 2, "max_len": 512, "restores": ["plan-base"]})})
+    res = run_distill_study(cfg, log=lambda m: None)
+    info = res["results"]["distill"].info
+    assert info["n_traces"] == 4 and info["sources"] == ["belle-eval", "gsm8k-train"]
+    assert len(info["recipe_sha256"]) == 64 and len(info["weights_sha256"]) == 64 and info["steps"] == 2
+    assert info["recipe"]["base"] == str(tiny_qwen2)
+    reads = load_tuning_reads(tmp_path / "st" / "distill" / "tuning_reads.json")
+    assert len(reads["zh-harmless"]) == 2 and len(reads["gsm8k"]) == 2
+    text = (tmp_path / "st" / "report.md").read_text()
+    assert "the student recipe's mix" in text and "tuning/report overlap: 0 items" in text
 
 
 def test_mean_diff_and_gate_on_a_synthetic_store():
@@ -89,5 +112,5 @@ def test_config_is_validated_with_one_line_errors():
         load_settings(env={}, flags={"preset": "mini-distill", "distill": {"enhance_beta": 1.0}})
     cfg = load_settings(env={"R1PROBE_DISTILL__N_TRACES": "50"},
                         flags={"preset": "mini-distill", "eval": {"limits": "gsm8k=10"}, "threads": "1"})
-    assert cfg.eval.limits["gsm8k"] == 10 and cfg.eval.limits["chisafety-refusal"] == 64
+    assert cfg.eval.limits["gsm8k"] == 10 and cfg.eval.limits["chisafety-refusal"] == 200
     assert cfg.threads == 1 and cfg.distill.n_traces == 50 and cfg.distill.sft_config(cfg.seed).lora

@@ -73,7 +73,8 @@ def test_env_errors_name_the_key():
 def test_preset_defaults_sit_below_the_sources():
     s = load_settings(env={}, flags={"preset": "mini-distill", "eval": {"limits": "gsm8k=2"}})
     assert s.out == "runs/mini-distill" and s.probe.candidates == "mean_diff" and s.eval.judge_reasoning
-    assert s.eval.limits == {"chisafety-refusal": 64, "xstest-safe": 40, "gsm8k": 2, "gsm8k-nll": 64}
+    assert s.eval.limits == {"chisafety-refusal": 200, "cvalues-report": 64, "xstest-safe": 64, "or-bench": None,
+                             "zh-harmless": 64, "gsm8k": 2, "gsm8k-nll": 64}
     assert s.distill.amplify_beta == 1.0
 
 

@@ -20,19 +20,20 @@ def choose_budget(positions: Sequence[int | None], *, quantile: float = 0.95, an
 
         B = min(cap, step * ceil((Q_q + answer_tokens) / step))
 
-    ``Q_q`` is the ``quantile`` of the closing positions (tokens up to and including ``</think>``) with a
-    reply that never closed counted as longer than any closed one (``Q_q`` infinite when the quantile falls
-    among them: ``B = cap``); the lower empirical quantile (``sorted(x)[ceil(q n) - 1]``). A model that does
+    ``Q_q`` is the ``quantile`` of the closing positions (tokens up to and including ``</think>``) of the
+    replies that closed within the cap (the lower empirical quantile, ``sorted(x)[ceil(q n) - 1]``); a reply
+    that did not close within the cap (None) is left out: a larger budget up to the cap would not close it,
+    and the caller reports it as unterminated. ``cap`` when no reply closed. A model that does
     not think has positions of 0 and gets ``answer_tokens`` rounded up.
     """
     if not positions:
         raise ValueError("no closing positions to choose a budget from")
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile {quantile} must be in (0, 1]")
-    xs = sorted(math.inf if p is None else p for p in positions)
-    q = xs[max(0, math.ceil(quantile * len(xs)) - 1)]
-    if math.isinf(q):
+    xs = sorted(p for p in positions if p is not None)
+    if not xs:
         return cap
+    q = xs[max(0, math.ceil(quantile * len(xs)) - 1)]
     return min(cap, step * math.ceil((q + answer_tokens) / step))
 
 

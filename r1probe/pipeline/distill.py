@@ -11,6 +11,7 @@ this module adds the distillation and the distilled model's own direction.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -41,47 +42,126 @@ def base_direction(ctx: Context) -> None:
 
 
 def distill(ctx: Context) -> None:
-    """SFT of the base model on R1-format traces (resumes from its last checkpoint)."""
+    """SFT of the base model on R1-format traces (resumes from its last checkpoint). With ``traces='r1-student'``
+    the student recipe (``r1probe.distill.student``) for this model and seed; when that student is already
+    built in the cache (``builtin:r1-student`` is the default model's), it is used as it is."""
     s, d = ctx.settings, ctx.settings.distill
-    sft = d.sft_config(s.seed)
-    inputs = {"model": ctx.base_key, **ctx.common(), "traces": d.traces, "n_traces": d.n_traces,
-              "sft": sft.training_hash(), "data_root": s.eval.data_root}
+    student = d.traces == "r1-student"
+    recipe = d.recipe(s.model.spec, s.seed) if student else None
+    sft = recipe.sft_config() if student else d.sft_config(s.seed)
+    inputs = {"model": ctx.base_key, **ctx.common(), "traces": d.traces, "sft": sft.training_hash(),
+              "data_root": s.eval.data_root,
+              **({"recipe": recipe.key()} if student else {"n_traces": d.n_traces})}
     if Path(d.traces).is_file():
         from r1probe.provenance import sha256_file
 
         inputs["traces_sha256"] = sha256_file(d.traces)
 
     def fn(path: Path):
+        from r1probe.data.partitions import reads_of, write_tuning_reads
         from r1probe.distill.sft import train_full
+        from r1probe.distill.student import build_student, student_dir
         from r1probe.distill.traces import gsm8k_r1_traces, read_traces
 
         ctx.models.release()  # training loads (and changes) its own copy
-        if d.traces == "gsm8k" or d.traces.startswith("gsm8k:"):
+        if student:
+            traces = recipe.traces(s.eval.data_root)
+        elif d.traces == "gsm8k" or d.traces.startswith("gsm8k:"):
             src = d.traces.split(":", 1)[1] if ":" in d.traces else None
             if src is None and s.eval.data_root:
                 src = str(Path(s.eval.data_root) / "gsm8k" / "train.jsonl")
             traces = gsm8k_r1_traces(src, limit=d.n_traces, seed=s.seed)
         else:
             traces = read_traces(d.traces, d.n_traces)
-        from r1probe.data.partitions import reads_of, write_tuning_reads
-
         # the traces are training data: the report checks its items against them like any tuning read
         write_tuning_reads(path, reads_of(t.id for t in traces if getattr(t, "id", None)))
         m = s.model
-        res = train_full(m.spec, traces, sft, path / "model", work_dir=path / "work", progress=True,
-                         traces_source=f"{d.traces} n={d.n_traces} seed={s.seed}",
-                         load_kw={"dtype": m.dtype, "device": m.device, "chat_template": m.chat_template})
-        if not res.finished:
-            raise R1ProbeError(f"distillation stopped at step {res.steps}/{res.total_steps}; rerun to resume")
-        st = res.stats
-        return {"export": str(path / "model"), "steps": res.steps, "loss": st.get("loss_summary"),
+        if student:
+            cached = student_dir(recipe)
+            if (cached / "student.json").exists() and m.dtype in (None, "auto") and not m.chat_template:
+                ctx.log(f"distill: the student of this recipe is built already: {cached}")
+                export = cached
+            else:
+                export = build_student(recipe, root=s.eval.data_root, dest=path / "model")
+            meta = json.loads((export / "student.json").read_text("utf-8"))
+            st, steps = meta.get("train_stats", {}), meta.get("steps")
+            done = {"recipe": meta.get("recipe"), "recipe_sha256": meta.get("recipe_sha256"),
+                    "weights_sha256": meta.get("weights_sha256"), "traces_sha256": meta.get("traces_sha256")}
+        else:
+            res = train_full(m.spec, traces, sft, path / "model", work_dir=path / "work", progress=True,
+                             traces_source=f"{d.traces} n={d.n_traces} seed={s.seed}",
+                             load_kw={"dtype": m.dtype, "device": m.device, "chat_template": m.chat_template})
+            if not res.finished:
+                raise R1ProbeError(f"distillation stopped at step {res.steps}/{res.total_steps}; rerun to resume")
+            export, st, steps, done = path / "model", res.stats, res.steps, {}
+        return {"export": str(export), "steps": steps, "loss": st.get("loss_summary"),
                 "tokens_per_s": st.get("tokens_per_s_this_call"), "peak_rss_mb": st.get("peak_rss_mb"),
                 "threads": st.get("threads"), "train_wall_s": st.get("train_wall_s_this_call"),
-                "encode": st.get("encode"), "resumed_from_step": st.get("resumed_from_step")}
+                "encode": st.get("encode"), "resumed_from_step": st.get("resumed_from_step"),
+                "n_traces": len(traces), "sources": sorted({t.source for t in traces}), **done}
 
     r = ctx.stage("distill", "distill", inputs, fn, keep_partial=True)  # keeps checkpoints to resume from
     ctx.values["distilled"] = (r.info["export"], "distill:" + r.key)
     ctx.variants["distilled"] = S.Variant(r.info["export"], None, "distill:" + r.key)
+
+
+def budget(ctx: Context) -> None:
+    """The evaluation token budgets chosen from the distilled model's reasoning lengths on dev prompts it was not
+    trained on (harmful: PolyRefuse-zh val; harmless: zh-harmless val; maths: GSM8K train): each budget is
+    raised to ``choose_budget`` of its group's closing positions (``r1probe.eval.budget``), never lowered (nor
+    raised for a group whose replies never open a reasoning block)."""
+    s, d = ctx.settings, ctx.settings.distill
+    if not d.auto_budget:
+        return
+    spec, dkey = ctx.values["distilled"]
+    inputs = {"model": dkey, "n": d.budget_prompts, "quantile": d.budget_quantile, "answer_tokens": d.budget_answer_tokens,
+              "cap": d.budget_cap, "seed": s.seed, "data_root": s.eval.data_root, "batch_size": s.eval.batch_size,
+              "configured": [s.eval.max_new_tokens, s.eval.reasoning_max_new_tokens]}
+
+    def fn(path: Path):
+        from r1probe.data import borderline as BL
+        from r1probe.data.partitions import load_tuning_reads, reads_of, write_tuning_reads
+        from r1probe.data.prompts import load_prompt_set
+        from r1probe.eval.budget import choose_budget, closing_positions
+        from r1probe.provenance import atomic_write_text
+
+        trained = {i for ids in load_tuning_reads(ctx.results["distill"].path).values() for i in ids}
+        n, root = d.budget_prompts, s.eval.data_root
+        harmless = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless")
+                    for p in load_prompt_set("builtin:zh-harmless").split("val", seed=s.seed).prompts]
+        groups = {"harmful": [it for it in BL.harmful_splits(root)["val"] if it.id not in trained][:n],
+                  "harmless": [it for it in BL.hash_order(harmless) if it.id not in trained][:n],
+                  "gsm8k": [it for it in BL.gsm8k_splits(root)["search"] if it.id not in trained][:n]}
+        from r1probe.data.benchmarks import MATH_SUFFIX_EN
+
+        items = [(g, it) for g, its in groups.items() for it in its]
+        prompts = [it.text + (MATH_SUFFIX_EN if g == "gsm8k" else "") for g, it in items]
+        write_tuning_reads(path, reads_of(it.id for _, it in items))
+        lm = ctx.models.get(spec)
+        pos, replies = closing_positions(lm, prompts, cap=d.budget_cap, batch_size=s.eval.batch_size,
+                                         progress=lambda k, t: ctx.log(f"budget: {k}/{t} replies") if k % 16 == 0 else None)
+        atomic_write_text(path / "replies.jsonl", "".join(
+            json.dumps({"group": g, "id": it.id, "closing_position": p, "reply": r}, ensure_ascii=False) + "\n"
+            for (g, it), p, r in zip(items, pos, replies)))
+        by = {g: [p for (gg, _), p in zip(items, pos) if gg == g] for g in groups}
+        kw = dict(quantile=d.budget_quantile, answer_tokens=d.budget_answer_tokens, cap=d.budget_cap)
+        # a group whose replies never open a reasoning block keeps the configured budget
+        refusal = choose_budget(by["harmful"] + by["harmless"], **kw) if any(by["harmful"] + by["harmless"]) or \
+            None in by["harmful"] + by["harmless"] else 0
+        maths = choose_budget(by["gsm8k"], **kw) if any(by["gsm8k"]) or None in by["gsm8k"] else 0
+        opened = {g: sum(r.lstrip().startswith("<think>") for (gg, _), r in zip(items, replies) if gg == g) / len(by[g])
+                  for g in groups}
+        closed = {g: sum(p is not None and p > 0 for p in by[g]) / len(by[g]) for g in groups}  # opened and closed
+        return {"measured": {"refusal": refusal, "reasoning": maths}, "n": {g: len(v) for g, v in by.items()},
+                "opens_think": opened, "closes_within_cap": closed, "positions": by,
+                "max_new_tokens": max(s.eval.max_new_tokens, refusal),
+                "reasoning_max_new_tokens": max(s.eval.reasoning_max_new_tokens, maths)}
+
+    r = ctx.stage("budget", "budget", inputs, fn)
+    ctx.log(f"budget: refusal benches {r.info['max_new_tokens']} new tokens, maths {r.info['reasoning_max_new_tokens']} "
+            f"(reasoning closed within {d.budget_cap}: {r.info['closes_within_cap']})")
+    ctx.settings = s.model_copy(update={"eval": s.eval.model_copy(update={
+        "max_new_tokens": r.info["max_new_tokens"], "reasoning_max_new_tokens": r.info["reasoning_max_new_tokens"]})})
 
 
 def own_direction(ctx: Context) -> None:
@@ -141,4 +221,4 @@ def report(ctx: Context) -> None:
               lambda path: write_distill_report(ctx, path))
 
 
-STAGES = (base_direction, distill, own_direction, compare, restore, evaluate, report)
+STAGES = (base_direction, distill, budget, own_direction, compare, restore, evaluate, report)

@@ -18,15 +18,23 @@ COLUMNS = [
     ("chisafety-refusal", "RR-1", "CHiSafetyBench refusal RR-1 ↑"),
     ("chisafety-refusal", "reasoning_refusal_rate", "refusal inside <think> (CHiSafety)"),
     ("chisafety-refusal", "unterminated_rate", "unterminated <think> (CHiSafety)"),
+    ("cvalues-report", "refusal_rate", "CValues over-refusal ↓"),
     ("xstest-safe", "refusal_rate", "XSTest-safe over-refusal ↓"),
+    ("or-bench", "refusal_rate", "OR-Bench-Hard over-refusal ↓"),
+    ("zh-harmless", "refusal_rate", "zh-harmless over-refusal ↓"),
     ("gsm8k", "accuracy", "GSM8K accuracy ↑"),
+    ("gsm8k", "unterminated_rate", "unterminated <think> (GSM8K)"),
     ("gsm8k-nll", "mean_nll", "GSM8K gold NLL ↓"),
 ]
 #: metrics whose paired differences the report tabulates
-DIFF_METRICS = [("chisafety-refusal", "RR-1"), ("xstest-safe", "refusal_rate"), ("gsm8k", "accuracy"),
+DIFF_METRICS = [("chisafety-refusal", "RR-1"), ("cvalues-report", "refusal_rate"), ("xstest-safe", "refusal_rate"),
+                ("or-bench", "refusal_rate"), ("zh-harmless", "refusal_rate"), ("gsm8k", "accuracy"),
                 ("gsm8k-nll", "mean_nll")]
+#: the over-refusal panel: (bench, short name)
+PANEL = [("cvalues-report", "CValues"), ("xstest-safe", "XSTest-safe"), ("or-bench", "OR-Bench-Hard"),
+         ("zh-harmless", "zh-harmless")]
 
-LABELS = {"base": "base (embedded model)", "distilled": "distilled (SFT on R1 traces)",
+LABELS = {"base": "base (embedded model)", "distilled": "distilled (R1-style student: SFT on R1 traces)",
           "restore-plan-base": "restored: run-time plan, base direction",
           "restore-plan-own": "restored: run-time plan, own direction",
           "restore-edit-base": "restored: amplify edit, base direction",
@@ -89,7 +97,7 @@ def loss_figure(loss_rows: list[dict], out_base: Path, sources=()) -> dict:
     ax.plot(steps, [r["loss"] for r in loss_rows], "-o", ms=2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("reply-token cross-entropy (nats)")
-    ax.set_title("distillation loss (GSM8K traces in R1 format)")
+    ax.set_title("distillation loss (traces in R1 format)")
     return save_figure(fig, out_base, sources, data={"loss": loss_rows}, caption="distillation loss")
 
 
@@ -175,14 +183,33 @@ def write_distill_report(ctx, path: Path) -> dict:
           f"benches, {s.eval.reasoning_max_new_tokens} on GSM8K, greedy decoding, the judge below on the "
           "answer after any `</think>` (refusal words inside the reasoning are counted separately).", "",
           judge_line(), ""]
+    if d.traces == "r1-student":
+        data_txt = (f"the student recipe's mix: {d.n_math} GSM8K train problems with their worked solutions as the "
+                    f"reasoning and {d.n_general} BELLE everyday Chinese instructions with reference answers (reasoning "
+                    f"written from the question and the answer's opening; the zh-harmless report split left out), "
+                    f"no safety data; recipe sha256 {str(dinfo.get('recipe_sha256'))[:12]}, weights sha256 "
+                    f"{str(dinfo.get('weights_sha256'))[:12]}")
+    else:
+        data_txt = f"{dinfo.get('n_traces', d.n_traces)} traces from `{d.traces}`"
     md += ["## Distillation", "",
            f"{dinfo.get('steps')} optimizer steps ({'LoRA r=' + str(d.lora_rank) if d.lora else 'full fine-tuning'}, "
-           f"lr {d.lr}, {d.grad_accum} traces per step, max_len {d.max_len}) on {d.n_traces} traces in R1 format "
-           f"(`{d.traces}`{': GSM8K train rewritten' if d.traces.startswith('gsm8k') else ''}; "
-           f"{json.dumps(dinfo.get('encode'))}); reply-token loss "
+           f"lr {d.lr}, {d.grad_accum} traces per step, max_len {d.max_len}) on {dinfo.get('n_traces')} traces in R1 "
+           f"format ({data_txt}; {json.dumps(dinfo.get('encode'))}); reply-token loss "
            f"{(dinfo.get('loss') or {}).get('first')} → {(dinfo.get('loss') or {}).get('last')}; "
            f"{dinfo.get('tokens_per_s')} tokens/s on {dinfo.get('threads')} thread(s), peak RSS "
            f"{dinfo.get('peak_rss_mb')} MiB, {dinfo.get('train_wall_s')} s of training in the last call.", ""]
+    if "budget" in R and R["budget"].info:
+        b = R["budget"].info
+        pct = lambda m: ", ".join(f"{g} {v:.2f}" for g, v in m.items())  # noqa: E731
+        md += [f"Token budgets from the distilled model's own reasoning on dev prompts it was not trained on "
+               f"({', '.join(f'{g} {k}' for g, k in b['n'].items())}; greedy, stopped at `</think>` or "
+               f"{d.budget_cap} tokens): share of replies that open `<think>`: {pct(b['opens_think'])}; that open and "
+               f"close it within {d.budget_cap} tokens: {pct(b['closes_within_cap'])}. The {d.budget_quantile:.0%} quantile of the closing "
+               f"position (of the replies that closed within the cap; the rest count as unterminated) "
+               f"plus {d.budget_answer_tokens} answer tokens gives {b['measured']['refusal']} (refusal benches) and "
+               f"{b['measured']['reasoning']} (maths); budgets used: {b['max_new_tokens']} and "
+               f"{b['reasoning_max_new_tokens']} new tokens (never below the configured ones; 0 = the model did not "
+               f"think there).", ""]
     overlap_line, overlap_sources = ctx.values.get("tuning_overlap") or ("tuning/report overlap: not checked", [])
     md += ["## Before / distilled / restored", "",
            f"{overlap_line} (training and tuning records: "
@@ -233,13 +260,20 @@ def direction_lines(cmp: dict, own: dict, chosen: dict) -> list[str]:
     md_d = _chosen_layer_value(curves.get("distilled", {}).get("mean_diff", {}).get("auroc"), pairs, L)
     lg_d = _chosen_layer_value(curves.get("distilled", {}).get("logistic", {}).get("auroc"), pairs, L)
     pj = ch.get("projection", {})
+    cos_l = _chosen_layer_value(cos, pairs, L)
+    cos_ci = _chosen_layer_value(cmp.get("direction_cosine_ci"), pairs, L) or [None, None]
+    tr_l = _chosen_layer_value(cmp.get("transfer_auroc"), pairs, L)
+    tr_ci = _chosen_layer_value(cmp.get("transfer_auroc_ci"), pairs, L) or [None, None]
     return [
         f"- Cosine between the distilled model's difference-in-means direction and the base's chosen direction "
         f"(layer {L}): **{_num(own.get('cosine_to_base_direction'))}** (to the base's difference in means at that "
         f"cell: {_num(own.get('cosine_to_base_mean_diff'))}); norms {_num(own.get('base_mean_diff_norm'), 2)} → "
         f"{_num(own.get('norm'), 2)}.",
         f"- Per-layer cosine of the two models' difference-in-means directions: min {_num(min(fin) if fin else None)}, "
-        f"median {_num(sorted(fin)[len(fin) // 2] if fin else None)} over {len(fin)} layers.",
+        f"median {_num(sorted(fin)[len(fin) // 2] if fin else None)} over {len(fin)} layers; at layer {L}: "
+        f"**{_num(cos_l)}** [{_num(cos_ci[0])}, {_num(cos_ci[1])}] (95% bootstrap over prompts, paired).",
+        f"- Transfer: the base model's layer-{L} difference in means read out of the distilled model's activations "
+        f"separates harmful from harmless with AUROC **{_num(tr_l)}** [{_num(tr_ci[0])}, {_num(tr_ci[1])}].",
         f"- AUROC of the base direction (harmful vs harmless, layer {L}): base "
         f"**{_num((ch.get('auroc') or {}).get('base'))}**, distilled **{_num((ch.get('auroc') or {}).get('distilled'))}**; "
         f"held-out probe AUROC on the distilled model at layer {L}: mean-diff {_num(md_d)} (base {_num(md_b)}), "
@@ -270,7 +304,10 @@ def answers(table, diffs, cmp, own, chosen, harm_t, names) -> list[str]:
         verdict = {1: "rose", -1: "dropped", 0: "did not change detectably"}[s]
         out.append(f"1. **Did refusal on CHiSafetyBench drop after distillation?** RR-1 {fmt_ci(*_split(b))} → "
                    f"{fmt_ci(*_split(d))}; paired difference {_diff_text(dd.get(k_rr))}: it {verdict} "
-                   f"(n = {b[3]}). GSM8K accuracy difference {_diff_text(dd.get(('gsm8k', 'accuracy')))}, "
+                   f"(n = {b[3]}). Over-refusal differences: "
+                   + ", ".join(f"{nm} {_diff_text(dd.get((bn, 'refusal_rate')))}" for bn, nm in PANEL
+                               if dd.get((bn, "refusal_rate")))
+                   + f". GSM8K accuracy difference {_diff_text(dd.get(('gsm8k', 'accuracy')))}, "
                    f"gold NLL {_diff_text(dd.get(('gsm8k-nll', 'mean_nll')))}."
                    + _think_note(table.get("distilled", {})))
     ch = cmp.get("chosen") or {}
@@ -285,9 +322,11 @@ def answers(table, diffs, cmp, own, chosen, harm_t, names) -> list[str]:
             continue
         rd, rb = diffs.get((v, "distilled"), {}), diffs.get((v, "base"), {})
         lines.append(f"   - `{v}`: RR-1 {fmt_ci(*_split(table[v][harm_t])) if harm_t else 'n/a'}; vs distilled "
-                     f"{_diff_text(rd.get(k_rr))}, vs base {_diff_text(rb.get(k_rr))}; cost vs base: XSTest-safe "
-                     f"over-refusal {_diff_text(rb.get(('xstest-safe', 'refusal_rate')))}, GSM8K accuracy "
-                     f"{_diff_text(rb.get(('gsm8k', 'accuracy')))}, gold NLL {_diff_text(rb.get(('gsm8k-nll', 'mean_nll')))}.")
+                     f"{_diff_text(rd.get(k_rr))}, vs base {_diff_text(rb.get(k_rr))}; over-refusal vs distilled: "
+                     + ", ".join(f"{nm} {_diff_text(rd.get((b, 'refusal_rate')))}" for b, nm in PANEL
+                                 if rd.get((b, "refusal_rate")))
+                     + f"; GSM8K accuracy vs distilled "
+                     f"{_diff_text(rd.get(('gsm8k', 'accuracy')))}, gold NLL {_diff_text(rd.get(('gsm8k-nll', 'mean_nll')))}.")
     if lines:
         out.append("3. **Did restoring bring refusal back, and at what cost?** (paired differences, 95% CI)")
         out += lines

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, SettingsConfigDict
 
+from r1probe.distill.student import StudentRecipe
 from r1probe.models.builtin import DEFAULT_MODEL
 from r1probe.probes.select import SelectConfig
 from r1probe.settings import Settings, SettingsError, register_model, split_limits, split_list, validate
@@ -37,7 +38,10 @@ FULL_LIMITS = {"chisafety-refusal": None, "chisafety-multiturn": None, "cvalues-
 #: part), the GSM8K gold NLL over the whole report part
 POWERED_LIMITS = {"chisafety-refusal": 200, "cvalues-report": 200, "xstest-safe": None, "or-bench": 200,
                   "zh-harmless": 200, "gsm8k": 200, "gsm8k-nll": None, "cmath": 200}
-DISTILL_LIMITS = {"chisafety-refusal": 64, "xstest-safe": 40, "gsm8k": 24, "gsm8k-nll": 64}
+#: the mini-distill preset: >= 200 CHiSafetyBench items (a 95% Wilson interval of at most +-0.07 on a rate),
+#: the four over-refusal sets at 64 (OR-Bench-Hard: its report part), reasoning as in the study
+DISTILL_LIMITS = {"chisafety-refusal": 200, "cvalues-report": 64, "xstest-safe": 64, "or-bench": None,
+                  "zh-harmless": 64, "gsm8k": 24, "gsm8k-nll": 64}
 #: restoration variants of the mini-distill preset: (how, whose direction)
 RESTORES = ("plan-base", "plan-own", "edit-base", "edit-own")
 #: study variant names replaced by the edit registry's names: old -> new
@@ -240,27 +244,44 @@ class ReportSettings(Settings):
 
 
 class DistillSettings(Settings):
-    """The mini-distill preset: distil on R1-format traces, measure the safety loss, restore it."""
+    """The mini-distill preset: distil the model into an R1-style student, measure the safety loss, restore it."""
 
-    traces: str = Field("gsm8k", description="'gsm8k', 'gsm8k:PATH' or a traces JSONL file.")
-    n_traces: int = Field(400, ge=1, description="Training traces.")
-    lora: bool = Field(True, description="Train a LoRA adapter (merged on export) instead of every weight.")
-    lora_rank: int = Field(16, ge=1, description="LoRA rank (alpha = 2 * rank).")
-    lr: float = Field(2e-4, gt=0, lt=1, description="Learning rate.")
-    epochs: float = Field(1.0, gt=0, description="Epochs over the traces.")
-    max_len: int = Field(384, ge=16, description="Tokens per training sequence.")
-    grad_accum: int = Field(8, ge=1, description="Gradient accumulation steps (batch size 1).")
-    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
+    traces: str = Field("r1-student", description="'r1-student' (the student recipe's mix: n_math GSM8K + n_general "
+                                                  "BELLE traces in R1 format, no safety data), 'gsm8k', 'gsm8k:PATH' "
+                                                  "or a traces JSONL file.")
+    n_math: int = Field(StudentRecipe.n_math, ge=0, description="r1-student: GSM8K train traces.")
+    n_general: int = Field(StudentRecipe.n_general, ge=0, description="r1-student: BELLE everyday-instruction traces.")
+    n_traces: int = Field(400, ge=1, description="Training traces ('gsm8k' or a file).")
+    lora: bool = Field(StudentRecipe.lora, description="Train a LoRA adapter (merged on export) instead of every weight.")
+    lora_rank: int = Field(StudentRecipe.lora_rank, ge=1, description="LoRA rank (alpha = 2 * rank).")
+    lr: float = Field(StudentRecipe.lr, gt=0, lt=1, description="Learning rate.")
+    epochs: float = Field(StudentRecipe.epochs, gt=0, description="Epochs over the traces.")
+    max_len: int = Field(StudentRecipe.max_len, ge=16, description="Tokens per training sequence.")
+    grad_accum: int = Field(StudentRecipe.grad_accum, ge=1, description="Gradient accumulation steps (batch size 1).")
+    warmup_steps: int = Field(StudentRecipe.warmup_steps, ge=0, description="Linear warm-up steps.")
     restores: list[Literal["plan-base", "plan-own", "edit-base", "edit-own"]] = Field(
         list(RESTORES), description="Restorations: a gated plan or an amplify edit, with the base or the distilled "
                                     "model's own direction.")
     amplify_layers: str = Field("8-19", description="Restoring edit: the layers whose output projections are amplified.")
     amplify_beta: float = Field(1.0, description="Restoring edit: beta of W <- (I + beta r r^T) W.")
+    auto_budget: bool = Field(True, description="Raise the evaluation token budgets to what the distilled model's "
+                                                "reasoning needs, measured on dev prompts it was not trained on.")
+    budget_prompts: int = Field(32, ge=4, description="auto_budget: dev prompts per group (harmful, harmless, GSM8K).")
+    budget_quantile: float = Field(0.95, gt=0, le=1, description="auto_budget: the quantile of reasoning lengths "
+                                                                 "covered.")
+    budget_answer_tokens: int = Field(64, ge=1, description="auto_budget: tokens for the answer after </think>.")
+    budget_cap: int = Field(1024, ge=16, description="auto_budget: the largest budget (replies stop here).")
 
     _split = field_validator("restores", mode="before")(classmethod(lambda cls, v: split_list(v)))
 
+    def recipe(self, base: str, seed: int) -> StudentRecipe:
+        """The student recipe of ``traces='r1-student'`` (``r1probe.distill.student``) for ``base``."""
+        return StudentRecipe(base=base, n_math=self.n_math, n_general=self.n_general, epochs=self.epochs, lr=self.lr,
+                             lora=self.lora, lora_rank=self.lora_rank, grad_accum=self.grad_accum,
+                             max_len=self.max_len, warmup_steps=self.warmup_steps, seed=seed)
+
     def sft_config(self, seed: int):
-        """The fine-tuning settings (``r1probe.distill.sft.SFTConfig``)."""
+        """The fine-tuning settings (``r1probe.distill.sft.SFTConfig``) of 'gsm8k' or file traces."""
         from r1probe.distill.sft import SFTConfig
 
         return SFTConfig(lr=self.lr, epochs=self.epochs, batch_size=1, grad_accum=self.grad_accum,
@@ -279,8 +300,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "induce_min": 0.0, "induce_scale": 1.0, "n_reference": 64},
         "edit": {"edits": []},
         "plan": {"plans": []},
-        "eval": {"benches": ["chisafety-refusal", "xstest-safe", "gsm8k", "gsm8k-nll"], "limits": DISTILL_LIMITS,
-                 "max_new_tokens": 128, "nll_batch_size": 2, "judge_reasoning": True},
+        "eval": {"benches": list(DISTILL_LIMITS), "limits": DISTILL_LIMITS,
+                 "max_new_tokens": 64, "nll_batch_size": 2, "judge_reasoning": True},
     },
 }
 
