@@ -33,15 +33,15 @@ class StudentRecipe:
     shuffled together with ``seed``; LoRA (merged at export) or full fine-tuning, ``epochs`` over them."""
 
     base: str = "builtin:qwen2.5-coder-0.5b-instruct"
-    n_math: int = 200
-    n_general: int = 200
+    n_math: int = 64
+    n_general: int = 96
     epochs: float = 1.0
     max_steps: int | None = None
     lr: float = 2e-4
     lora: bool = True
     lora_rank: int = 16
-    grad_accum: int = 8
-    max_len: int = 384
+    grad_accum: int = 4
+    max_len: int = 320
     warmup_steps: int = 5
     seed: int = 0
 
