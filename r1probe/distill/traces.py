@@ -64,6 +64,21 @@ def gsm8k_solution_to_reasoning(solution: str) -> tuple[str, str]:
     return "\n".join(ln for ln in lines if ln), final.strip().replace(",", "")
 
 
+def _jsonl_fields(p: Path, what: str, fields, names: str):
+    """``(line number, fields(row))`` of each non-blank JSON line of ``p``; one-line ``DataError`` on a missing
+    file, a line that is not JSON or a row ``fields`` cannot read."""
+    if not p.exists():
+        raise DataError(f"{what} file not found: {p} (pass a path or set R1PROBE_DATA)")
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, fields(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise DataError(f"{p}:{n}: not a {what} row with {names} ({e})") from e
+
+
 def gsm8k_r1_traces(path: str | os.PathLike | None = None, limit: int | None = None, seed: int = 0) -> list[Trace]:
     """GSM8K train problems as R1 traces, shuffled with ``seed`` then cut to ``limit``.
 
@@ -74,23 +89,13 @@ def gsm8k_r1_traces(path: str | os.PathLike | None = None, limit: int | None = N
     from r1probe.data.benchmarks import MATH_SUFFIX_EN, data_root
 
     p = Path(path) if path else data_root() / "gsm8k" / "train.jsonl"
-    if not p.exists():
-        raise DataError(f"GSM8K file not found: {p} (pass a path or set R1PROBE_DATA)")
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                q, sol = r["question"], r["answer"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{p}:{n}: not a GSM8K row with question/answer ({e})") from e
-            reasoning, final = gsm8k_solution_to_reasoning(sol)
-            rows.append(Trace(prompt=q.strip() + MATH_SUFFIX_EN,
-                              reasoning="Let me solve this step by step.\n" + reasoning,
-                              answer=f"The answer is \\boxed{{{final}}}.", id=f"gsm8k-train/{n - 1}",
-                              source="gsm8k-train"))
+    for n, (q, sol) in _jsonl_fields(p, "GSM8K", lambda r: (r["question"], r["answer"]), "question/answer"):
+        reasoning, final = gsm8k_solution_to_reasoning(sol)
+        rows.append(Trace(prompt=q.strip() + MATH_SUFFIX_EN,
+                          reasoning="Let me solve this step by step.\n" + reasoning,
+                          answer=f"The answer is \\boxed{{{final}}}.", id=f"gsm8k-train/{n - 1}",
+                          source="gsm8k-train"))
     if not rows:
         raise DataError(f"{p}: no rows")
     random.Random(seed).shuffle(rows)
@@ -128,22 +133,13 @@ def belle_r1_traces(path: str | os.PathLike | None = None, limit: int | None = N
     from r1probe.data.prompts import split_of
 
     p = Path(path) if path else data_root() / "belle_eval" / "eval_set.json"
-    if not p.exists():
-        raise DataError(f"BELLE eval file not found: {p} (pass a path or set R1PROBE_DATA)")
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                q, a = str(r["question"]).strip(), str(r.get("std_answer") or "").strip()
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{p}:{n}: not a BELLE row with question/std_answer ({e})") from e
-            if not q or not a or (exclude_split and split_of(q, 0) == exclude_split):
-                continue
-            rows.append(Trace(prompt=q, reasoning=general_reasoning(q, a), answer=a, id=f"zh-harmless/belle-{n - 1:04d}",
-                              source="belle-eval"))
+    fields = lambda r: (str(r["question"]).strip(), str(r.get("std_answer") or "").strip())  # noqa: E731
+    for n, (q, a) in _jsonl_fields(p, "BELLE eval", fields, "question/std_answer"):
+        if not q or not a or (exclude_split and split_of(q, 0) == exclude_split):
+            continue
+        rows.append(Trace(prompt=q, reasoning=general_reasoning(q, a), answer=a, id=f"zh-harmless/belle-{n - 1:04d}",
+                          source="belle-eval"))
     if not rows:
         raise DataError(f"{p}: no rows with a reference answer")
     random.Random(seed).shuffle(rows)
