@@ -77,30 +77,32 @@ def student_dir(recipe: StudentRecipe, name: str = STUDENT_NAME) -> Path:
 def weights_sha256(folder: str | os.PathLike) -> str:
     """sha256 over every tensor of the folder's ``*.safetensors`` files, in name order: (name, dtype, shape,
     bytes). Independent of sharding and of the files' metadata."""
+    from contextlib import ExitStack
+
+    import torch
     from safetensors import safe_open
 
     h = hashlib.sha256()
-    tensors = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as sf:
-            for k in sf.keys():
-                tensors[k] = (f, k)
-    for k in sorted(tensors):
-        f, key = tensors[k]
-        with safe_open(str(f), framework="pt") as sf:
-            t = sf.get_tensor(key).contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+    with ExitStack() as stack:
+        where = {}
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            sf = stack.enter_context(safe_open(str(f), framework="pt"))
+            where.update({k: sf for k in sf.keys()})
+        for k in sorted(where):
+            t = where[k].get_tensor(k).contiguous()
+            h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
 def build_student(recipe: StudentRecipe | None = None, *, name: str = STUDENT_NAME, progress: bool = True,
-                  root=None, dest: str | os.PathLike | None = None) -> Path:
+                  root=None, dest: str | os.PathLike | None = None, load_kw: dict | None = None) -> Path:
     """Train the student of ``recipe`` (default :class:`StudentRecipe`) once and return its export folder.
 
     A finished export of the same recipe is returned at once; an interrupted build resumes from its last
-    checkpoint (``<folder>.work``). The folder's ``student.json`` records the recipe, its hash, the traces'
-    sha256 and the weights' sha256.
+    checkpoint (``<folder>.work``). ``load_kw`` goes to ``load_model`` for the base (dtype, device, chat
+    template; default: the hardware's). The folder's ``student.json`` records the recipe, its hash, the
+    traces' sha256 and the weights' sha256.
     """
     from r1probe.distill.sft import train_full
 
@@ -111,10 +113,10 @@ def build_student(recipe: StudentRecipe | None = None, *, name: str = STUDENT_NA
         return out
     traces = recipe.traces(root)
     if progress:
-        print(f"r1probe: builtin:{name} is not built on this machine yet; building it from its recipe "
-              f"({len(traces)} traces, LoRA={recipe.lora}, {recipe.epochs:g} epoch(s); minutes on a CPU, once) -> {out}",
-              file=sys.stderr, flush=True)
-    res = train_full(recipe.base, traces, recipe.sft_config(), out, progress=progress,
+        print(f"r1probe: {name} ({recipe.base}, recipe {recipe.key()[:12]}) is not built yet; building it once from "
+              f"its recipe ({len(traces)} traces, LoRA={recipe.lora}, {recipe.epochs:g} epoch(s); minutes on a CPU) "
+              f"-> {out}", file=sys.stderr, flush=True)
+    res = train_full(recipe.base, traces, recipe.sft_config(), out, progress=progress, load_kw=load_kw,
                      traces_source=f"recipe {name} {recipe.key()[:12]}: gsm8k-train r1 x{recipe.n_math} + "
                                    f"belle-eval r1 x{recipe.n_general}")
     atomic_write_json(info, {"name": name, "recipe": asdict(recipe), "recipe_sha256": recipe.key(),

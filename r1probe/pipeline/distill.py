@@ -82,7 +82,8 @@ def distill(ctx: Context) -> None:
                 ctx.log(f"distill: the student of this recipe is built already: {cached}")
                 export = cached
             else:
-                export = build_student(recipe, root=s.eval.data_root, dest=path / "model")
+                export = build_student(recipe, root=s.eval.data_root, dest=path / "model",
+                                       load_kw={"dtype": m.dtype, "device": m.device, "chat_template": m.chat_template})
             meta = json.loads((export / "student.json").read_text("utf-8"))
             st, steps = meta.get("train_stats", {}), meta.get("steps")
             done = {"recipe": meta.get("recipe"), "recipe_sha256": meta.get("recipe_sha256"),
@@ -120,6 +121,7 @@ def budget(ctx: Context) -> None:
 
     def fn(path: Path):
         from r1probe.data import borderline as BL
+        from r1probe.data.benchmarks import MATH_SUFFIX_EN
         from r1probe.data.partitions import load_tuning_reads, reads_of, write_tuning_reads
         from r1probe.data.prompts import load_prompt_set
         from r1probe.eval.budget import choose_budget, closing_positions
@@ -132,7 +134,6 @@ def budget(ctx: Context) -> None:
         groups = {"harmful": [it for it in BL.harmful_splits(root)["val"] if it.id not in trained][:n],
                   "harmless": [it for it in BL.hash_order(harmless) if it.id not in trained][:n],
                   "gsm8k": [it for it in BL.gsm8k_splits(root)["search"] if it.id not in trained][:n]}
-        from r1probe.data.benchmarks import MATH_SUFFIX_EN
 
         items = [(g, it) for g, its in groups.items() for it in its]
         prompts = [it.text + (MATH_SUFFIX_EN if g == "gsm8k" else "") for g, it in items]
@@ -144,11 +145,11 @@ def budget(ctx: Context) -> None:
             json.dumps({"group": g, "id": it.id, "closing_position": p, "reply": r}, ensure_ascii=False) + "\n"
             for (g, it), p, r in zip(items, pos, replies)))
         by = {g: [p for (gg, _), p in zip(items, pos) if gg == g] for g in groups}
-        kw = dict(quantile=d.budget_quantile, answer_tokens=d.budget_answer_tokens, cap=d.budget_cap)
-        # a group whose replies never open a reasoning block keeps the configured budget
-        refusal = choose_budget(by["harmful"] + by["harmless"], **kw) if any(by["harmful"] + by["harmless"]) or \
-            None in by["harmful"] + by["harmless"] else 0
-        maths = choose_budget(by["gsm8k"], **kw) if any(by["gsm8k"]) or None in by["gsm8k"] else 0
+        def measured(ps):  # 0 (the configured budget stays) when no reply opened a reasoning block
+            return choose_budget(ps, quantile=d.budget_quantile, answer_tokens=d.budget_answer_tokens,
+                                 cap=d.budget_cap) if any(p != 0 for p in ps) else 0
+
+        refusal, maths = measured(by["harmful"] + by["harmless"]), measured(by["gsm8k"])
         opened = {g: sum(r.lstrip().startswith("<think>") for (gg, _), r in zip(items, replies) if gg == g) / len(by[g])
                   for g in groups}
         closed = {g: sum(p is not None and p > 0 for p in by[g]) / len(by[g]) for g in groups}  # opened and closed
