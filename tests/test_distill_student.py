@@ -39,6 +39,7 @@ def test_recipe_traces_mix_math_and_general_deterministically(tmp_path, tiny_qwe
     assert [t.id for t in replace(r, seed=1).traces(root)] != [t.id for t in ts]
     assert all(t.reply().startswith("<think>\n") and "\n</think>\n\n" in t.reply() for t in ts)
     assert r.key() == _recipe(tiny_qwen2).key() and r.key() != replace(r, lr=2e-3).key()
+    assert r.key() != replace(r, keypoint="clause" if r.keypoint == "sentence" else "sentence").key()
 
 
 def test_same_recipe_same_weights_and_a_finished_build_is_reused(tmp_path, tiny_qwen2):

@@ -107,6 +107,12 @@ def test_general_reasoning_quotes_the_question_and_the_answer_opening_bounded():
                               "好，我把这些整理成完整的回答。"]
     long = general_reasoning("问" * 500, "答" * 900)
     assert len(long) < 60 + 120 + 60 and "……" in long
+    # the clause key point: up to the first punctuation mark (the mark itself dropped), then cut
+    c = general_reasoning("中国有多少个省？", "中国有34个省级行政区，具体分为23个省。", keypoint="clause", keypoint_chars=32)
+    assert c.splitlines()[1] == "我先想一想要点：中国有34个省级行政区"
+    assert general_reasoning("问", "答" * 100, keypoint="clause", keypoint_chars=8).splitlines()[1] == "我先想一想要点：" + "答" * 8 + "……"
+    with pytest.raises(ValueError, match="keypoint"):
+        general_reasoning("问", "答", keypoint="word")
 
 
 def test_belle_traces_bad_input_is_one_line(tmp_path):

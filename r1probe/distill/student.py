@@ -30,7 +30,9 @@ STUDENT_NAME = "r1-student"
 @dataclass(frozen=True)
 class StudentRecipe:
     """What decides the student's weights. ``n_math`` GSM8K train traces + ``n_general`` BELLE traces,
-    shuffled together with ``seed``; LoRA (merged at export) or full fine-tuning, ``epochs`` over them."""
+    shuffled together with ``seed``; LoRA (merged at export) or full fine-tuning, ``epochs`` over them.
+    ``keypoint``, ``keypoint_chars``: the free text inside a BELLE trace's reasoning
+    (``r1probe.distill.traces.general_reasoning``)."""
 
     base: str = "builtin:qwen2.5-coder-0.5b-instruct"
     n_math: int = 64
@@ -43,6 +45,8 @@ class StudentRecipe:
     grad_accum: int = 4
     max_len: int = 320
     warmup_steps: int = 5
+    keypoint: str = "clause"
+    keypoint_chars: int = 32
     seed: int = 0
 
     def key(self) -> str:
@@ -55,8 +59,8 @@ class StudentRecipe:
 
         r = data_root(root)
         math = gsm8k_r1_traces(r / "gsm8k" / "train.jsonl", limit=self.n_math, seed=self.seed) if self.n_math else []
-        gen = belle_r1_traces(r / "belle_eval" / "eval_set.json", limit=self.n_general,
-                              seed=self.seed) if self.n_general else []
+        gen = belle_r1_traces(r / "belle_eval" / "eval_set.json", limit=self.n_general, seed=self.seed,
+                              keypoint=self.keypoint, keypoint_chars=self.keypoint_chars) if self.n_general else []
         out = math + gen
         random.Random(self.seed).shuffle(out)
         return out

@@ -102,32 +102,44 @@ def gsm8k_r1_traces(path: str | os.PathLike | None = None, limit: int | None = N
     return rows[:limit] if limit else rows
 
 
-def general_reasoning(question: str, answer: str) -> str:
+_SENTENCE_END = re.compile(r"(?<=[。！？!?\n])")
+_CLAUSE_END = re.compile(r"(?<=[，。！？；：、,!?;:\n])")
+
+
+def general_reasoning(question: str, answer: str, keypoint: str = "sentence", keypoint_chars: int = 120) -> str:
     """Reasoning of a general-instruction trace, written from the question and its reference answer::
 
         嗯，用户的问题是：「<question, lines joined, <= 60 characters>」。
-        我先想一想要点：<the answer's first sentence, <= 120 characters>
+        我先想一想要点：<the answer's first sentence or clause, <= keypoint_chars characters>
         好，我把这些整理成完整的回答。
 
-    A template, not a model's thoughts: it teaches the R1 reply shape (think, then answer) on everyday
-    Chinese requests, and its length is bounded so the reasoning always closes.
+    ``keypoint``: ``"sentence"`` (up to the first 。！？ or line break) or ``"clause"`` (up to the first
+    punctuation mark of any kind), then cut to ``keypoint_chars``. A template, not a model's thoughts: it teaches
+    the R1 reply shape (think, then answer) on everyday Chinese requests; the shorter the free text inside it,
+    the less room a greedy decoder has to fall into a loop before ``</think>``.
     """
+    if keypoint not in ("sentence", "clause"):
+        raise ValueError(f"keypoint must be 'sentence' or 'clause', not {keypoint!r}")
     q = " ".join(ln.strip() for ln in question.strip().splitlines() if ln.strip())
     q = q if len(q) <= 60 else q[:60] + "……"
-    first = re.split(r"(?<=[。！？!?\n])", answer.strip(), maxsplit=1)[0].strip()
-    first = first if len(first) <= 120 else first[:120] + "……"
+    split = _SENTENCE_END if keypoint == "sentence" else _CLAUSE_END
+    first = split.split(answer.strip(), maxsplit=1)[0].strip()
+    first = first.rstrip("，；：、,;:") if keypoint == "clause" else first
+    first = first if len(first) <= keypoint_chars else first[:keypoint_chars] + "……"
     return f"嗯，用户的问题是：「{q}」。\n我先想一想要点：{first}\n好，我把这些整理成完整的回答。"
 
 
 def belle_r1_traces(path: str | os.PathLike | None = None, limit: int | None = None, seed: int = 0,
-                    exclude_split: str | None = "test") -> list[Trace]:
+                    exclude_split: str | None = "test", keypoint: str = "sentence",
+                    keypoint_chars: int = 120) -> list[Trace]:
     """BELLE eval instructions with a reference answer as R1 traces, shuffled with ``seed``, cut to ``limit``.
 
     ``path``: the BELLE ``eval_set.json`` (JSON Lines; default ``<data root>/belle_eval/eval_set.json``).
     Questions in ``exclude_split`` of the seeded prompt split (``r1probe.data.prompts.split_of``, seed 0, the
     split ``builtin:zh-harmless`` uses) are left out, so the zh-harmless report part is never trained on.
     Ids are the zh-harmless ids (``zh-harmless/belle-NNNN``, N the file line), so a tuning-read record of the
-    traces is checked against that set's report part like any other.
+    traces is checked against that set's report part like any other. ``keypoint``, ``keypoint_chars``: see
+    :func:`general_reasoning`.
     """
     from r1probe.data.benchmarks import data_root
     from r1probe.data.prompts import split_of
@@ -138,7 +150,7 @@ def belle_r1_traces(path: str | os.PathLike | None = None, limit: int | None = N
     for n, (q, a) in _jsonl_fields(p, "BELLE eval", fields, "question/std_answer"):
         if not q or not a or (exclude_split and split_of(q, 0) == exclude_split):
             continue
-        rows.append(Trace(prompt=q, reasoning=general_reasoning(q, a), answer=a, id=f"zh-harmless/belle-{n - 1:04d}",
+        rows.append(Trace(prompt=q, reasoning=general_reasoning(q, a, keypoint, keypoint_chars), answer=a, id=f"zh-harmless/belle-{n - 1:04d}",
                           source="belle-eval"))
     if not rows:
         raise DataError(f"{p}: no rows with a reference answer")
