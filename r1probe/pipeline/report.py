@@ -24,6 +24,8 @@ TOST_MARGIN = 0.03
 KEY_METRICS = [
     ("chisafety-refusal", "RR-1", "CHiSafetyBench refusal (RR-1) ↑", 1),
     ("chisafety-refusal", "RR-2", "RR-2 (with guidance) ↑", 1),
+    ("chisafety-refusal", "reasoning_refusal_rate", "refusal inside <think> (CHiSafety)", 1),
+    ("chisafety-refusal", "unterminated_rate", "unterminated <think> (CHiSafety)", -1),
     ("chisafety-multiturn", "RR-1", "multi-turn RR-1 ↑", 1),
     ("cvalues", "refusal_rate", "CValues over-refusal ↓", -1),
     ("cvalues-report", "refusal_rate", "CValues (report part) over-refusal ↓", -1),
@@ -60,9 +62,13 @@ def settings_section(ctx) -> list[str]:
 
 
 def collect(results: dict, variants: dict) -> tuple[list[tuple], dict]:
-    """Columns present and ``table[variant][column] = (value, lo, hi, n)`` from each eval summary."""
+    """Columns with a value in some eval summary and ``table[variant][column] = (value, lo, hi, n)``. The
+    reasoning columns (refusal inside ``<think>``, unterminated reasoning) appear when a variant thinks."""
     summaries = {v: _load(results[f"eval-{v}"].path / "summary.json") for v in variants if f"eval-{v}" in results}
-    cols = [k for k in KEY_METRICS if any(k[0] in s and k[1] in s[k[0]].get("metrics", {}) for s in summaries.values())]
+    has = lambda bench, metric: any(s.get(bench, {}).get("metrics", {}).get(metric) is not None  # noqa: E731
+                                    for s in summaries.values())
+    thinks = has("chisafety-refusal", "reasoning_refusal_rate")
+    cols = [k for k in KEY_METRICS if has(k[0], k[1]) and (thinks or k[1] != "unterminated_rate")]
     table = {}
     for v, s in summaries.items():
         row = {}
