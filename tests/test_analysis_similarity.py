@@ -49,11 +49,13 @@ def test_bootstrap_direction_similarity_brackets_the_truth_and_narrows_with_sign
     same = bootstrap_direction_similarity(xa, xa, y, B=100, seed=1)
     assert same["cosine"] == [pytest.approx(1.0), pytest.approx(1.0)]
     assert 0.95 < same["transfer_auroc"][0] <= same["transfer_auroc"][1] <= 1.0
+    assert same["transfer_auroc_reverse"] == same["transfer_auroc"]
     # B's refusal signal lies on an orthogonal axis: cosine near 0, A's direction reads B near chance
     r2 = np.zeros(d)
     r2[1] = 1.0
     xb = rng.normal(size=(2 * n, d)) + 3.0 * y[:, None] * r2
     other = bootstrap_direction_similarity(xa, xb, y, B=100, seed=1)
     assert other["cosine"][0] < 0.5 and other["cosine"][1] < 0.6 and other["transfer_auroc"][0] < 0.75
+    assert other["transfer_auroc_reverse"][0] < 0.75
     assert bootstrap_direction_similarity(xa, xb, y, B=100, seed=1) == other
     assert all(np.isnan(v) for v in bootstrap_direction_similarity(xa[:3], xb[:3], y[:3])["cosine"])

@@ -60,6 +60,24 @@ def test_r1_template_renders_like_upstream(tiny_lm):
     assert tiny_lm.tokenizer.decode([ids[i] for i in pos]) == "<｜Assistant｜><think>\n"
 
 
+def test_think_prefix_places_the_reply_start_inside_or_after_a_reasoning_block(tiny_lm):
+    qwen, r1 = tiny_lm.chat, ChatFormatter(tiny_lm.tokenizer, r1_template(), "r1")
+    plain = qwen.format("你好")
+    assert qwen.format("你好", think="open") == plain + "<think>\n"
+    assert qwen.format("你好", think="closed") == plain + "<think>\n\n</think>\n\n"
+    assert qwen.post_instruction_suffix(think="open") == "<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    # an R1 prompt opens the block already: 'open' leaves it, 'closed' closes it as close_think does
+    assert r1.format("你好", think="open") == r1.format("你好")
+    assert r1.format("你好", think="closed") == r1.format("你好", close_think=True)
+    assert r1.format("你好", think="closed").count("<think>") == 1
+    text = qwen.format("你好", think="open")
+    ids = qwen.encode(text)
+    pos = qwen.post_instruction_positions(text, instruction="你好")
+    assert tiny_lm.tokenizer.decode([ids[i] for i in pos]) == "<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    with pytest.raises(ValueError, match="think"):
+        qwen.format("你好", think="half")
+
+
 def test_template_choice(tiny_lm, tmp_path):
     assert resolve_template("r1", tiny_lm.tokenizer)[1] == "r1"
     assert resolve_template(None, tiny_lm.tokenizer)[1] == "native"

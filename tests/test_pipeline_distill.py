@@ -30,7 +30,8 @@ def _cfg(model, out, limits=None):
         "preset": "mini-distill", "out": str(out), "model": {"spec": str(model), "dtype": "float32"},
         "extract": {"n_train": 8}, "probe": {"n_val": 4, "kl_max": 100.0, "max_layer_frac": 1.0, "score": "first_token"},
         "distill": {"traces": _traces(out.parent), "n_traces": 4, "max_len": 64, "grad_accum": 2, "warmup_steps": 0,
-                    "lora_rank": 4, "lr": 1e-3, "amplify_layers": "0-2", "budget_prompts": 4, "budget_cap": 24},
+                    "lora_rank": 4, "lr": 1e-3, "amplify_layers": "0-2", "budget_prompts": 4, "budget_cap": 24,
+                    "transfer_prompts": 3},
         "eval": {"benches": ["xstest-safe", "gsm8k-nll"], "limits": limits or {"xstest-safe": 3, "gsm8k-nll": 3},
                  "max_new_tokens": 6, "batch_size": 4, "data_root": str(SHARED_DATA)}})
 
@@ -42,8 +43,16 @@ def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):
     ran = {r.name for r in first["results"].values() if not r.skipped}
     assert {"extract-base", "probe-base", "distill", "budget", "extract-distilled", "direction-distilled", "compare",
             "restore-plan-base", "restore-plan-own", "restore-edit-base", "restore-edit-own", "eval-base",
-            "eval-distilled", "eval-restore-plan-base", "eval-restore-edit-own", "report"} <= ran
+            "eval-distilled", "eval-restore-plan-base", "eval-restore-edit-own", "report", "think-positions",
+            "extract-distilled-think-open", "extract-distilled-think-closed", "transfer"} <= ran
     text = (tmp_path / "md" / "report.md").read_text()
+    assert "## Inside and after the think prefix" in text and "| inside <think> |" in text
+    assert "read out of the base model's activations" in text
+    assert "## Cross-model transfer, causally" in text
+    tr = first["results"]["transfer"].info["results"]
+    assert set(tr) == {"distilled", "base"} and tr["base"]["harmful"]["direction"] == "distilled"
+    assert tr["distilled"]["harmless"]["intervention"] == "added" and tr["distilled"]["harmful"]["n"] == 3
+    assert (tmp_path / "md" / "transfer" / "replies.jsonl").exists()
     assert "## Before / distilled / restored" in text and "## Answers" in text and "XSTest-safe" in text
     assert "restore-edit-own" in text and "Stage wall times" in text
     assert "tuning/report overlap: 0 items" in text and "probe-base/tuning_reads.json" in text

@@ -64,7 +64,9 @@ def compare_stores(store_a, store_b, *, names: tuple[str, str] = ("base", "disti
     """Probe curves of both models, direction cosine / CKA per layer, transfer and projections.
 
     ``direction_a`` (the base model's chosen refusal direction, taken at ``direction_layer``) is
-    transferred to model B: its AUROC on B's activations per layer and the projection histograms.
+    transferred to model B: its AUROC on B's activations per layer and the projection histograms. Per layer,
+    each model's difference-in-means direction is read out of the other's activations (``transfer_auroc``: A's
+    on B; ``transfer_auroc_reverse``: B's on A).
     ``bootstrap`` resamples of the prompts give 95% intervals of the per-layer direction cosine and transfer
     AUROC (``similarity.bootstrap_direction_similarity``; 0: none).
     With different hidden sizes, layers are paired at equal relative depth and compared by CKA.
@@ -89,11 +91,15 @@ def compare_stores(store_a, store_b, *, names: tuple[str, str] = ("base", "disti
         # the base model's per-layer direction read out of the other model's activations
         res["transfer_auroc"] = [auroc_along(store_b.get(j, position), y, dirs_a[i]) if i in dirs_a else float("nan")
                                  for i, j in pairs]
+        # and the reverse: the other model's per-layer direction read out of the base model's activations
+        res["transfer_auroc_reverse"] = [auroc_along(store_a.get(i, position), y, dirs_b[j]) if j in dirs_b
+                                         else float("nan") for i, j in pairs]
         if bootstrap:
             cis = [bootstrap_direction_similarity(store_a.get(i, position), store_b.get(j, position), y, B=bootstrap,
                                                   seed=seed + k) for k, (i, j) in enumerate(pairs)]
             res["direction_cosine_ci"] = [c["cosine"] for c in cis]
             res["transfer_auroc_ci"] = [c["transfer_auroc"] for c in cis]
+            res["transfer_auroc_reverse_ci"] = [c["transfer_auroc_reverse"] for c in cis]
             res["bootstrap"] = {"resamples": bootstrap, "level": 0.95, "unit": "prompts, within class, paired"}
     if direction_a is not None and same_width:
         L = direction_layer if direction_layer is not None else la[len(la) // 2]
@@ -121,11 +127,13 @@ def compare_stores(store_a, store_b, *, names: tuple[str, str] = ("base", "disti
     series = {"linear CKA": res["cka"]}
     if same_width:
         series.update({"cosine of mean-diff directions": res["direction_cosine"],
-                       f"AUROC of {names[0]} direction on {names[1]}": res["transfer_auroc"]})
+                       f"AUROC of {names[0]} direction on {names[1]}": res["transfer_auroc"],
+                       f"AUROC of {names[1]} direction on {names[0]}": res["transfer_auroc_reverse"]})
     bands = {}
     if same_width and "direction_cosine_ci" in res:
         bands = {"cosine of mean-diff directions": res["direction_cosine_ci"],
-                 f"AUROC of {names[0]} direction on {names[1]}": res["transfer_auroc_ci"]}
+                 f"AUROC of {names[0]} direction on {names[1]}": res["transfer_auroc_ci"],
+                 f"AUROC of {names[1]} direction on {names[0]}": res["transfer_auroc_reverse_ci"]}
     figs["similarity"] = plots.per_layer(series, out / "layer_similarity", ylabel="similarity / AUROC",
                                          title=f"{names[0]} vs {names[1]} per layer" + (" (95% bootstrap bands)" if bands else ""),
                                          sources=sources, ylim=(-0.05, 1.05), bands=bands)

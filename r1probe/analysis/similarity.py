@@ -81,24 +81,27 @@ def bootstrap_direction_similarity(xa, xb, labels, *, B: int = 200, seed: int = 
     models (paired), and recomputes the difference-in-means directions ``d = mean(x[y=1]) - mean(x[y=0])``:
 
     - ``cosine``: ``cos(d_A, d_B)``;
-    - ``transfer_auroc``: AUROC of ``x_B · d_A`` (A's direction read out of B's activations) on the resample.
+    - ``transfer_auroc``: AUROC of ``x_B · d_A`` (A's direction read out of B's activations) on the resample;
+    - ``transfer_auroc_reverse``: AUROC of ``x_A · d_B`` (B's direction read out of A's activations).
 
-    Returns ``{"cosine": [lo, hi], "transfer_auroc": [lo, hi]}`` (the ``level`` percentile interval).
+    Returns ``{"cosine": [lo, hi], "transfer_auroc": [lo, hi], "transfer_auroc_reverse": [lo, hi]}`` (the
+    ``level`` percentile interval).
     """
     from sklearn.metrics import roc_auc_score
 
     a, b, y = _np(xa).astype(np.float64), _np(xb).astype(np.float64), np.asarray(labels)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     if len(pos) < 2 or len(neg) < 2:
-        return {"cosine": [float("nan")] * 2, "transfer_auroc": [float("nan")] * 2}
+        return {k: [float("nan")] * 2 for k in ("cosine", "transfer_auroc", "transfer_auroc_reverse")}
     rng = np.random.default_rng(seed)
-    cos, auc = [], []
+    cos, auc, rev = [], [], []
     for _ in range(B):
         p, n = rng.choice(pos, len(pos)), rng.choice(neg, len(neg))
         da, db = a[p].mean(0) - a[n].mean(0), b[p].mean(0) - b[n].mean(0)
         cos.append(float(da @ db / (np.linalg.norm(da) * np.linalg.norm(db) + 1e-300)))
         idx = np.concatenate([p, n])
         auc.append(float(roc_auc_score(y[idx], b[idx] @ da)))
+        rev.append(float(roc_auc_score(y[idx], a[idx] @ db)))
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    return {"cosine": [float(v) for v in np.percentile(cos, q)],
-            "transfer_auroc": [float(v) for v in np.percentile(auc, q)]}
+    return {k: [float(v) for v in np.percentile(xs, q)]
+            for k, xs in (("cosine", cos), ("transfer_auroc", auc), ("transfer_auroc_reverse", rev))}

@@ -65,7 +65,7 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
                         positions: Any = "post", out_dir, backend: str = "native",
                         batch_size: int | str = "auto", sites: Sequence[str] | str = ("resid_post",),
                         generate: int = 0, progress: bool = True, system: str | None = None,
-                        close_think: bool = False, store_dtype: str | torch.dtype | None = None,
+                        close_think: bool = False, think: str | None = None, store_dtype: str | torch.dtype | None = None,
                         shard_rows: int = 256, overwrite: bool = False) -> ActivationStore:
     """Capture activations of ``lm`` on ``prompts`` and write (or resume) a store at ``out_dir``.
 
@@ -75,6 +75,8 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
     * ``sites``: resid_post (default), resid_pre, attn_out, mlp_out.
     * ``batch_size``: rows per batch, or "auto" (a token budget per batch; see ``auto_token_budget``).
     * ``generate``: greedily generate this many tokens first and also capture them.
+    * ``think``: ``"open"`` / ``"closed"`` end each prompt inside / after a reasoning block (``<think>\n`` /
+      ``<think>\n\n</think>\n\n``, ``ChatFormatter.render``); the post-instruction positions then include it.
     * ``store_dtype``: dtype on disk (default: the model's); ``get`` always returns float32.
 
     Rerunning with the same arguments skips finished shards. Returns the opened store.
@@ -97,7 +99,7 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
     if sdtype is None:
         raise ExtractError(f"--store-dtype {store_dtype!r}: choose one of {', '.join(sorted(DTYPES))}")
 
-    encs = encode_prompts(lm, all_prompts, system=system, close_think=close_think)
+    encs = encode_prompts(lm, all_prompts, system=system, close_think=close_think, think=think)
     lengths = [len(e) for e in encs]
     n_post = min(e.n_post for e in encs)
     if pos_spec.post and n_post == 0:
@@ -119,7 +121,7 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
     sets_info = [{"name": s.name, "sha256": s.sha256, "n": len(s), "label_counts": s.label_counts()} for s in sets]
     config = {"model": prov, "prompt_sets": [(s["name"], s["sha256"]) for s in sets_info],
               "layers": layer_list, "sites": site_list, "positions": names, "generate": generate,
-              "system": system, "close_think": close_think, "store_dtype": str(sdtype), "backend": backend,
+              "system": system, "close_think": close_think, **({"think": think} if think else {}), "store_dtype": str(sdtype), "backend": backend,
               "shard_rows": shard_rows}
     manifest = base_manifest(
         config_sha256=sha256_json(config), model=prov, chat_template=lm.chat.kind,
@@ -130,8 +132,8 @@ def extract_activations(lm, prompts: PromptSet | Sequence[PromptSet], *, layers:
         layer_names=[layer_name(l) for l in layer_list], n_layers=len(layer_list),
         sites=site_list, keys=[tensor_key(s, l) for s, l in keys], positions=names,
         positions_spec=positions if isinstance(positions, str) else list(positions),
-        post_instruction_tokens=n_post, post_instruction_suffix=lm.chat.post_instruction_suffix(close_think),
-        backend=backend, generate=generate, system=system, close_think=close_think,
+        post_instruction_tokens=n_post, post_instruction_suffix=lm.chat.post_instruction_suffix(close_think, think),
+        backend=backend, generate=generate, system=system, close_think=close_think, think=think,
         d_model=lm.layout.d_model, layer_convention="resid_post layer i = hidden_states[i+1]; -1 = embeddings",
         tokens={"min": min(lengths), "max": max(lengths), "total": sum(lengths)})
     for r, e in zip(rows, encs):

@@ -30,13 +30,14 @@ class Encoded:
 
 
 def encode_prompts(lm, prompts: Sequence[Prompt], *, system: str | None = None,
-                   close_think: bool = False) -> list[Encoded]:
+                   close_think: bool = False, think: str | None = None) -> list[Encoded]:
     """Format each prompt with the chat template and tokenize it once, with character offsets.
 
     The instruction span is the tokens overlapping the last user message's characters; the
     post-instruction tokens are those lying entirely after it (as ``ChatFormatter.post_instruction_positions``).
     """
-    texts = [lm.chat.format(p.text, system=system, history=p.history, close_think=close_think) for p in prompts]
+    texts = [lm.chat.format(p.text, system=system, history=p.history, close_think=close_think, think=think)
+             for p in prompts]
     enc = lm.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     out = []
     for p, text, ids, offs in zip(prompts, texts, enc["input_ids"], enc["offset_mapping"]):

@@ -35,13 +35,16 @@ from r1probe.cli_options import load_from_options, model_options
               help="Also generate N tokens greedily and capture them (positions gen0.., gen_mean).")
 @click.option("--system", default=None, help="System prompt for every prompt.")
 @click.option("--close-think", is_flag=True, help="Close an empty <think> block after R1 prompts (first-token studies).")
+@click.option("--think", type=click.Choice(["open", "closed"]), default=None,
+              help="End each prompt inside a reasoning block ('open': <think>\\n) or after an empty closed one "
+                   "('closed'), for any template: positions inside / after the think prefix.")
 @click.option("--store-dtype", default="auto", show_default=True, help="auto (the model's), bfloat16, float16 or float32.")
 @click.option("--shard-rows", default=256, show_default=True, type=click.IntRange(1), help="Prompts per shard.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Store folder (resumes if it exists).")
 @click.option("--overwrite", is_flag=True, help="Replace a store made with a different configuration.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def extract(harmful, harmless, others, field, split, seed, limit, layers, positions, sites, backend, batch_size,
-            generate, system, close_think, store_dtype, shard_rows, out, overwrite, quiet, **kw):
+            generate, system, close_think, think, store_dtype, shard_rows, out, overwrite, quiet, **kw):
     """Capture residual-stream activations into an activation store (safetensors shards + manifest.json).
 
     \b
@@ -71,11 +74,12 @@ def extract(harmful, harmless, others, field, split, seed, limit, layers, positi
         hf_logging.disable_progress_bar()
     lm = load_from_options(kw)
     for (spec, _), ps in zip(specs, sets):
-        check_prompt_lengths(lm, [lm.chat.format(p.text, system=system, close_think=close_think) for p in ps.prompts],
+        check_prompt_lengths(lm, [lm.chat.format(p.text, system=system, close_think=close_think, think=think)
+                                  for p in ps.prompts],
                              [f"{spec}: prompt {p.id!r} (#{k + 1})" for k, p in enumerate(ps.prompts)])
     store = extract_activations(lm, sets, layers=layers, positions=positions, out_dir=out, backend=backend,
                                 batch_size=batch_size, sites=sites, generate=generate, progress=not quiet,
-                                system=system, close_think=close_think, store_dtype=store_dtype,
+                                system=system, close_think=close_think, think=think, store_dtype=store_dtype,
                                 shard_rows=shard_rows, overwrite=overwrite)
     m = store.manifest
     run = m.get("run", {})

@@ -70,30 +70,45 @@ class ChatFormatter:
         return self.render([{"role": "user", "content": "x"}]).rstrip().endswith(THINK_OPEN)
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True,
-               close_think: bool = False) -> str:
-        """Render messages to text; ``close_think`` appends an empty closed think block after an R1 prompt."""
+               close_think: bool = False, think: str | None = None) -> str:
+        """Render messages to text; ``close_think`` appends an empty closed think block after an R1 prompt.
+
+        ``think`` places the reply's start for any template: ``"open"`` ends the prompt inside a reasoning block
+        (``<think>\n`` appended unless the template opened one), ``"closed"`` after an empty closed one
+        (``<think>\n\n</think>\n\n``, as an R1 model writes it); None leaves the template's prompt.
+        """
+        if think not in (None, "open", "closed"):
+            raise ValueError(f"think must be None, 'open' or 'closed', not {think!r}")
         bos = getattr(self.tokenizer, "bos_token", None)
         if self.kind == "r1" and not bos:
             bos = R1_BOS
         text = self.tokenizer.apply_chat_template(
             list(messages), chat_template=self.template, tokenize=False,
             add_generation_prompt=add_generation_prompt, bos_token=bos or "")
-        if close_think and add_generation_prompt and text.rstrip().endswith(THINK_OPEN):
+        if not add_generation_prompt:
+            return text
+        opened = text.rstrip().endswith(THINK_OPEN)
+        if (close_think or think == "closed") and opened:
             text = text.rstrip("\n") + EMPTY_THINK
+        elif think == "closed":
+            text += THINK_OPEN + EMPTY_THINK
+        elif think == "open" and not opened:
+            text += THINK_OPEN + "\n"
         return text
 
     def format(self, prompt: str | Sequence[Message], system: str | None = None,
-               history: Sequence[Message] | None = None, close_think: bool = False) -> str:
-        return self.render(to_messages(prompt, system, history), close_think=close_think)
+               history: Sequence[Message] | None = None, close_think: bool = False,
+               think: str | None = None) -> str:
+        return self.render(to_messages(prompt, system, history), close_think=close_think, think=think)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of rendered text (the template supplies special tokens, so none are added)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def post_instruction_suffix(self, close_think: bool = False) -> str:
+    def post_instruction_suffix(self, close_think: bool = False, think: str | None = None) -> str:
         """The template text between the end of the user message and the start of the reply."""
         marker = "\x00R1PROBE\x00"
-        text = self.render([{"role": "user", "content": marker}], close_think=close_think)
+        text = self.render([{"role": "user", "content": marker}], close_think=close_think, think=think)
         return text[text.rindex(marker) + len(marker):]
 
     def post_instruction_positions(self, prompt_text: str, instruction: str | None = None) -> list[int]:

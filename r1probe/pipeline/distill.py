@@ -1,12 +1,14 @@
 """The mini-distill preset of ``r1probe run``: distillation erodes safety, in miniature, then restore it.
 
-base model -> refusal direction (extract + probe, as the study) -> distilled copy (SFT on GSM8K rewritten
-into R1 format, no safety data) -> extract the distilled copy on the same prompts -> its own direction
-(difference in means at the base's chosen layer/position) -> compare both (probe curves, per-layer
-direction cosine, transfer AUROC) -> restore the distilled copy with the base direction and with its own
-(a gated run-time plan; an exported amplify edit) -> evaluate every variant with the same items, limits
-and seeds -> ``report.md``. The shared steps are the stage functions of :mod:`r1probe.pipeline.stages`;
-this module adds the distillation and the distilled model's own direction.
+base model -> refusal direction (extract + probe, as the study) -> distilled copy (the R1-style student: SFT on
+R1-format traces, no safety data) -> token budgets from its reasoning lengths on dev prompts -> extract the
+distilled copy on the same prompts -> its own direction (difference in means at the base's chosen
+layer/position) -> compare both (probe curves, per-layer direction cosine, transfer AUROC both ways) -> the
+distilled model's representation inside and after its think prefix -> cross-model transfer of the directions
+(ablated and added, both ways) -> restore the distilled copy with the base
+direction and with its own (a gated run-time plan; an exported amplify edit) -> evaluate every variant with the
+same items, limits and seeds -> ``report.md``. The shared steps are the stage functions of
+:mod:`r1probe.pipeline.stages`; this module adds the distillation and the distilled model's own direction.
 """
 
 from __future__ import annotations
@@ -192,6 +194,106 @@ def compare(ctx: Context) -> None:
               spec_b=ctx.values["distilled"][0], seed=ctx.settings.seed)
 
 
+#: (label, extract stage, prompt ending) of the distilled model's stores compared by ``think_positions``
+THINK_STORES = (("reply start", "extract-distilled", None), ("inside <think>", "extract-distilled-think-open", "open"),
+                ("after </think>", "extract-distilled-think-closed", "closed"))
+
+
+def think_positions(ctx: Context) -> None:
+    """The distilled model's refusal representation at three prompt endings: the reply's start (the study's
+    positions), inside an opened reasoning block (``<think>\\n``) and after an empty closed one: per-layer probes,
+    the cosine of each ending's direction to the reply start's, the base direction read out of each."""
+    if not ctx.settings.distill.think_positions:
+        return
+    spec, dkey = ctx.values["distilled"]
+    for _, name, think in THINK_STORES[1:]:
+        S.extract(ctx, name, spec=spec, key=dkey, think=think)
+    L, P = ctx.values["chosen"]
+
+    def fn(path: Path):
+        from r1probe.analysis.positions import compare_positions
+
+        stores = {label: S.store(ctx, name) for label, name, _ in THINK_STORES}
+        compare_positions(stores, reference="reply start", reference_position=P, position=-1,
+                          direction=S.direction(ctx, "probe-base"), direction_layer=L, out_dir=path,
+                          seed=ctx.settings.seed, sources=[st.path / "manifest.json" for st in stores.values()])
+        return {"positions": str(path / "positions.json"), "layer": L, "reference_position": P}
+
+    ctx.stage("think-positions", "think-positions",
+              {**{name: ctx.results[name].key for _, name, _ in THINK_STORES}, "probe": ctx.results["probe-base"].key},
+              fn)
+
+
+def transfer(ctx: Context) -> None:
+    """Cross-model transfer, causally, on dev prompts (PolyRefuse-zh harmful val, zh-harmless val; neither the
+    training nor a report part): the base direction ablated in the distilled model (every write to the residual
+    stream; harmful prompts) and added at the output of the chosen layer (strength ``‖d‖``; harmless prompts), and
+    the reverse, the distilled model's own direction in the base model; each paired with the same model
+    unsteered on the same prompts (McNemar, Newcombe's interval)."""
+    s, d = ctx.settings, ctx.settings.distill
+    if not d.transfer_prompts:
+        return
+    from r1probe.eval.judges.refusal import DEFAULT_JUDGE
+
+    spec, dkey = ctx.values["distilled"]
+    L, _ = ctx.values["chosen"]
+    inputs = {"base": ctx.base_key, "distilled": dkey, "probe": ctx.results["probe-base"].key,
+              "own": ctx.results["direction-distilled"].key, "n": d.transfer_prompts, "judge": DEFAULT_JUDGE,
+              "max_new_tokens": s.eval.max_new_tokens, "seed": s.seed, "data_root": s.eval.data_root,
+              "batch_size": s.eval.batch_size}
+
+    def fn(path: Path):
+        from r1probe.data import borderline as BL
+        from r1probe.data.partitions import load_tuning_reads, reads_of, write_tuning_reads
+        from r1probe.data.prompts import load_prompt_set
+        from r1probe.eval.api import refusal_rate
+        from r1probe.eval.judges import make_judge
+        from r1probe.eval.metrics import paired_rate_difference
+        from r1probe.provenance import atomic_write_text
+        from r1probe.steering.directions import load_direction
+        from r1probe.steering.plan import SteeringPlan
+
+        trained = {i for ids in load_tuning_reads(ctx.results["distill"].path).values() for i in ids}
+        harmless_all = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless")
+                        for p in load_prompt_set("builtin:zh-harmless").split("val", seed=s.seed).prompts]
+        groups = {"harmful": [it for it in BL.harmful_splits(s.eval.data_root)["val"] if it.id not in trained],
+                  "harmless": [it for it in BL.hash_order(harmless_all) if it.id not in trained]}
+        groups = {g: its[:d.transfer_prompts] for g, its in groups.items()}
+        write_tuning_reads(path, reads_of(it.id for its in groups.values() for it in its))
+        dirs = {"base": S.direction(ctx, "probe-base"), "distilled": load_direction(ctx.results["direction-distilled"].path)}
+        judge = make_judge(DEFAULT_JUDGE)
+        out, rows = {}, []
+        for model, other, mspec in (("distilled", "base", spec), ("base", "distilled", s.model.spec)):
+            lm, dv = ctx.models.get(mspec), dirs[other]
+            plans = {"ablated": SteeringPlan.ablate_everywhere(dv, lm.layout.n_layers),
+                     "added": SteeringPlan.add_at(L, dv, float(dv.double().norm()), site="resid_post")}
+            res = {}
+            for g, how in (("harmful", "ablated"), ("harmless", "added")):
+                texts = [it.text for it in groups[g]]
+                for cond, plan in (("none", None), (how, plans[how])):
+                    ctx.log(f"transfer: {model} model, {other} direction, {g} prompts, {cond}")
+                    r = refusal_rate(lm, texts, plan=plan, judge=judge, max_new_tokens=s.eval.max_new_tokens,
+                                     batch_size=s.eval.batch_size)
+                    res[(g, cond)] = r
+                    rows += [{"model": model, "direction": other, "group": g, "condition": cond, "id": it.id,
+                              "refusal": None if rec["label"] is None else bool(rec["refusal"]),
+                              "outcome": rec["outcome"], "reply": rec["reply"]}
+                             for it, rec in zip(groups[g], r["records"])]
+                # refusal 0/1 where the judge gave a verdict (an unterminated reasoning has none)
+                a, b = ([None if rec["label"] is None else bool(rec["refusal"]) for rec in res[(g, c)]["records"]]
+                        for c in ("none", how))
+                both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+                out.setdefault(model, {})[g] = {
+                    "direction": other, "intervention": how, "n": len(texts),
+                    "unterminated": {c: res[(g, c)]["unterminated_rate"] for c in ("none", how)},
+                    **paired_rate_difference([int(x) for x, _ in both], [int(y) for _, y in both])}
+            ctx.models.release()
+        atomic_write_text(path / "replies.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return {"layer": L, "judge": DEFAULT_JUDGE, "max_new_tokens": s.eval.max_new_tokens, "results": out}
+
+    ctx.stage("transfer", "transfer", inputs, fn)
+
+
 def restore(ctx: Context) -> None:
     """The distilled copy restored with the base direction and with its own: a gated plan or an amplify edit."""
     spec, dkey = ctx.values["distilled"]
@@ -222,4 +324,5 @@ def report(ctx: Context) -> None:
               lambda path: write_distill_report(ctx, path))
 
 
-STAGES = (base_direction, distill, budget, own_direction, compare, restore, evaluate, report)
+STAGES = (base_direction, distill, budget, own_direction, compare, think_positions, transfer, restore, evaluate,
+          report)

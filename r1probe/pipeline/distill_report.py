@@ -228,6 +228,13 @@ def write_distill_report(ctx, path: Path) -> dict:
     md += ["## The refusal direction, base vs distilled", ""] + direction_lines(cmp, own, chosen) + [""]
     for k, f in (cmp.get("figures") or {}).items():
         md.append(f"![{k}]({os.path.relpath(Path(f['png']), out)})")
+    if "think-positions" in R:
+        pos = _load(R["think-positions"].path / "positions.json").get("result", {})
+        md += ["", "## Inside and after the think prefix", ""] + think_lines(pos, L) + [""]
+        for k, f in (pos.get("figures") or {}).items():
+            md.append(f"![{k}]({os.path.relpath(Path(f['png']), out)})")
+    if "transfer" in R and R["transfer"].info:
+        md += ["", "## Cross-model transfer, causally", ""] + transfer_lines(R["transfer"].info)
     md += ["", "## Figures", ""] + [f"![{k}]({os.path.relpath(Path(f['png']), out)})" for k, f in written["figures"].items()]
     md += ["", "## Stage wall times", "", timing_note, "", open(written["tables"]["timing"]["md"], encoding="utf-8").read(),
            *settings_section(ctx),
@@ -264,6 +271,8 @@ def direction_lines(cmp: dict, own: dict, chosen: dict) -> list[str]:
     cos_ci = _chosen_layer_value(cmp.get("direction_cosine_ci"), pairs, L) or [None, None]
     tr_l = _chosen_layer_value(cmp.get("transfer_auroc"), pairs, L)
     tr_ci = _chosen_layer_value(cmp.get("transfer_auroc_ci"), pairs, L) or [None, None]
+    rv_l = _chosen_layer_value(cmp.get("transfer_auroc_reverse"), pairs, L)
+    rv_ci = _chosen_layer_value(cmp.get("transfer_auroc_reverse_ci"), pairs, L) or [None, None]
     return [
         f"- Cosine between the distilled model's difference-in-means direction and the base's chosen direction "
         f"(layer {L}): **{_num(own.get('cosine_to_base_direction'))}** (to the base's difference in means at that "
@@ -273,7 +282,9 @@ def direction_lines(cmp: dict, own: dict, chosen: dict) -> list[str]:
         f"median {_num(sorted(fin)[len(fin) // 2] if fin else None)} over {len(fin)} layers; at layer {L}: "
         f"**{_num(cos_l)}** [{_num(cos_ci[0])}, {_num(cos_ci[1])}] (95% bootstrap over prompts, paired).",
         f"- Transfer: the base model's layer-{L} difference in means read out of the distilled model's activations "
-        f"separates harmful from harmless with AUROC **{_num(tr_l)}** [{_num(tr_ci[0])}, {_num(tr_ci[1])}].",
+        f"separates harmful from harmless with AUROC **{_num(tr_l)}** [{_num(tr_ci[0])}, {_num(tr_ci[1])}]; the "
+        f"reverse, the distilled model's layer-{L} difference in means read out of the base model's activations: "
+        f"**{_num(rv_l)}** [{_num(rv_ci[0])}, {_num(rv_ci[1])}].",
         f"- AUROC of the base direction (harmful vs harmless, layer {L}): base "
         f"**{_num((ch.get('auroc') or {}).get('base'))}**, distilled **{_num((ch.get('auroc') or {}).get('distilled'))}**; "
         f"held-out probe AUROC on the distilled model at layer {L}: mean-diff {_num(md_d)} (base {_num(md_b)}), "
@@ -284,6 +295,52 @@ def direction_lines(cmp: dict, own: dict, chosen: dict) -> list[str]:
         f"{_num(pj.get('distilled', {}).get('harmless_mean'), 2)} (separation d "
         f"{_num(pj.get('base', {}).get('separation_d'), 2)} → {_num(pj.get('distilled', {}).get('separation_d'), 2)}).",
     ]
+
+
+def transfer_lines(info: dict) -> list[str]:
+    """The ``transfer`` stage's paired refusal changes, as a table."""
+    res = info.get("results") or {}
+    out = [f"Each model with the other model's direction (layer {info.get('layer')}): ablated from every write to the "
+           f"residual stream on harmful dev prompts, added at the layer's output (strength ‖d‖) on harmless dev "
+           f"prompts; {info.get('max_new_tokens')} new tokens, judge `{info.get('judge')}` on the answer; paired with "
+           f"the same model unsteered on the same prompts (replies whose reasoning did not close are left out of the "
+           f"pair).", "",
+           "| model | direction | prompts | intervention | n paired | refusal unsteered | refusal steered | "
+           "difference [95% CI] | McNemar p | unterminated (unsteered / steered) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, by in res.items():
+        for g, r in by.items():
+            ci = r.get("ci95") or [None, None]
+            un = r.get("unterminated") or {}
+            out.append(f"| {model} | {r.get('direction')} | {g} | {r.get('intervention')} | {r.get('n')} | "
+                       f"{_num(r.get('a'))} | {_num(r.get('b'))} | {_num(r.get('diff'))} [{_num(ci[0])}, "
+                       f"{_num(ci[1])}] | {_num(r.get('p_mcnemar'))} | {_num(un.get('none'))} / "
+                       f"{_num(un.get(r.get('intervention')))} |")
+    return out
+
+
+def think_lines(pos: dict, L: int) -> list[str]:
+    """The distilled model's refusal representation at each prompt ending (``analysis.positions``), as lines."""
+    layers, stores = pos.get("layers") or [], pos.get("stores") or {}
+    if not stores:
+        return ["(no result)"]
+    at = lambda xs: xs[layers.index(L)] if xs and L in layers and layers.index(L) < len(xs) else None  # noqa: E731
+    out = [f"The distilled model on the same training prompts, ending at the reply's start (the study's positions; "
+           f"reference position {pos.get('reference_position')}), inside an opened reasoning block (`<think>\\n`, "
+           f"last token) and after an empty closed one (`</think>\\n\\n`, last token); held-out probe AUROC, the "
+           f"cosine of each ending's difference-in-means direction to the reply start's, and the base model's chosen "
+           f"direction (layer {L}) read out of each:", "",
+           "| prompt ending | mean-diff AUROC, layer " + str(L) + " | best layer (AUROC) | logistic AUROC, layer "
+           + str(L) + " | cosine to reply start, layer " + str(L) + " | base direction AUROC, layer " + str(L) + " |",
+           "|---|---|---|---|---|---|"]
+    for name, r in stores.items():
+        md = (r.get("curves") or {}).get("mean_diff", {}).get("auroc") or []
+        lg = (r.get("curves") or {}).get("logistic", {}).get("auroc") or []
+        fin = [(v, layers[i]) for i, v in enumerate(md) if v is not None and i < len(layers)]
+        best = max(fin) if fin else (None, None)
+        out.append(f"| {name} | {_num(at(md))} | {best[1]} ({_num(best[0])}) | {_num(at(lg))} | "
+                   f"{_num(at(r.get('cosine_to_reference')))} | {_num((r.get('chosen') or {}).get('direction_auroc'))} |")
+    return out
 
 
 def _think_note(row: dict) -> str:

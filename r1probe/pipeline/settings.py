@@ -259,6 +259,15 @@ class DistillSettings(Settings):
     max_len: int = Field(StudentRecipe.max_len, ge=16, description="Tokens per training sequence.")
     grad_accum: int = Field(StudentRecipe.grad_accum, ge=1, description="Gradient accumulation steps (batch size 1).")
     warmup_steps: int = Field(StudentRecipe.warmup_steps, ge=0, description="Linear warm-up steps.")
+    keypoint: Literal["sentence", "clause"] = Field(StudentRecipe.keypoint, description="r1-student: the free text "
+                                                    "of a BELLE trace's reasoning, the answer's first sentence or clause.")
+    keypoint_chars: int = Field(StudentRecipe.keypoint_chars, ge=1, description="r1-student: that free text's "
+                                                                                "largest length in characters.")
+    think_positions: bool = Field(True, description="Also extract and probe the distilled model inside an opened "
+                                                    "<think> block and after an empty closed one.")
+    transfer_prompts: int = Field(32, ge=0, description="Cross-model transfer: dev prompts per class on which each "
+                                                       "model runs with the other's direction ablated / added "
+                                                       "(0: skip).")
     restores: list[Literal["plan-base", "plan-own", "edit-base", "edit-own"]] = Field(
         list(RESTORES), description="Restorations: a gated plan or an amplify edit, with the base or the distilled "
                                     "model's own direction.")
@@ -278,15 +287,13 @@ class DistillSettings(Settings):
         """The student recipe of ``traces='r1-student'`` (``r1probe.distill.student``) for ``base``."""
         return StudentRecipe(base=base, n_math=self.n_math, n_general=self.n_general, epochs=self.epochs, lr=self.lr,
                              lora=self.lora, lora_rank=self.lora_rank, grad_accum=self.grad_accum,
-                             max_len=self.max_len, warmup_steps=self.warmup_steps, seed=seed)
+                             max_len=self.max_len, warmup_steps=self.warmup_steps, keypoint=self.keypoint,
+                             keypoint_chars=self.keypoint_chars, seed=seed)
 
     def sft_config(self, seed: int):
-        """The fine-tuning settings (``r1probe.distill.sft.SFTConfig``) of 'gsm8k' or file traces."""
-        from r1probe.distill.sft import SFTConfig
-
-        return SFTConfig(lr=self.lr, epochs=self.epochs, batch_size=1, grad_accum=self.grad_accum,
-                         max_len=self.max_len, seed=seed, lora=self.lora, lora_rank=self.lora_rank,
-                         lora_alpha=2.0 * self.lora_rank, warmup_steps=self.warmup_steps, save_every=10)
+        """The fine-tuning settings (``r1probe.distill.sft.SFTConfig``) of 'gsm8k' or file traces: the student
+        recipe's, from these settings."""
+        return self.recipe("", seed).sft_config()
 
 
 #: preset name -> its settings defaults over the field defaults (``presets.register_preset`` adds to it)

@@ -91,8 +91,10 @@ def extract_inputs(ctx: Context, key: str) -> dict:
 
 # --- extract ------------------------------------------------------------------------------------------------
 
-def extract(ctx: Context, name: str = "extract", spec: str | None = None, key: str | None = None) -> StageResult:
-    """Activations of the training prompts in model ``spec`` (default: the study's model) -> ``<name>/store``."""
+def extract(ctx: Context, name: str = "extract", spec: str | None = None, key: str | None = None,
+            think: str | None = None) -> StageResult:
+    """Activations of the training prompts in model ``spec`` (default: the study's model) -> ``<name>/store``;
+    ``think``: the prompts end inside (``"open"``) or after (``"closed"``) a reasoning block."""
     spec = spec or ctx.settings.model.spec
     ex = ctx.settings.extract
 
@@ -101,14 +103,15 @@ def extract(ctx: Context, name: str = "extract", spec: str | None = None, key: s
 
         harm, harmless = prompt_sets(ctx.settings)
         store = extract_activations(ctx.models.get(spec), [harm, harmless], layers=ex.layers,
-                                    positions=ex.positions, out_dir=path / "store", progress=True)
+                                    positions=ex.positions, out_dir=path / "store", progress=True, think=think)
         return {"store": str(path / "store"), "label_counts": store.label_counts(), "layers": len(store.layers)}
 
-    r = ctx.stage(name, name, extract_inputs(ctx, key or (ctx.base_key if spec == ctx.settings.model.spec else spec)), fn)
+    inputs = extract_inputs(ctx, key or (ctx.base_key if spec == ctx.settings.model.spec else spec))
+    r = ctx.stage(name, name, {**inputs, **({"think": think} if think else {})}, fn)
     ctx.commands[name] = command("r1probe", "extract", "--model", spec, "--harmful", ex.harmful, "--harmless",
                                  ex.harmless, "--layers", ex.layers, "--positions", ex.positions,
                                  "--split", "train", "--limit", ex.n_train, "--seed", ctx.settings.seed,
-                                 "--out", r.path / "store")
+                                 *(("--think", think) if think else ()), "--out", r.path / "store")
     return r
 
 
