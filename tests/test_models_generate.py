@@ -48,3 +48,29 @@ def test_length_sorted_batches_with_a_forward_overhead_minimises_padded_cost():
                    for b in parts):
                 best = min(best, cost(lengths, parts, ov))
         assert cost(lengths, got, ov) == best
+
+
+def test_replies_open_think_watches_the_reply_start_once(tiny_lm, monkeypatch):
+    import copy
+
+    from r1probe.models import generate as G
+    from r1probe.probes.refusal import Scorer
+
+    lm = copy.copy(tiny_lm)
+    lm.__dict__.pop("_replies_open_think", None)
+    assert G.replies_open_think(lm) is False  # a random tiny model does not write <think>
+    thinking = copy.copy(tiny_lm)
+    thinking.__dict__.pop("_replies_open_think", None)
+    calls = []
+
+    def fake(lm_, texts, **kw):
+        calls.append(len(texts))
+        return ["<think>\n嗯", " <think>\n好", "Red."]
+
+    monkeypatch.setattr(G, "generate_texts", fake)
+    assert G.replies_open_think(thinking) is True and G.replies_open_think(thinking) is True
+    assert calls == [len(G.THINK_CHECK_PROMPTS)]  # checked once
+    # first-token scoring closes an empty reasoning block for it, not for the model that does not think
+    assert Scorer(thinking).format(["你好"])[0].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert Scorer(lm).format(["你好"])[0].endswith("<|im_start|>assistant\n")
+    assert Scorer(thinking).format(["你好"], close_think=False)[0].endswith("<|im_start|>assistant\n")

@@ -30,10 +30,9 @@ def _cfg(model, out, limits=None):
         "preset": "mini-distill", "out": str(out), "model": {"spec": str(model), "dtype": "float32"},
         "extract": {"n_train": 8}, "probe": {"n_val": 4, "kl_max": 100.0, "max_layer_frac": 1.0, "score": "first_token"},
         "distill": {"traces": _traces(out.parent), "n_traces": 4, "max_len": 64, "grad_accum": 2, "warmup_steps": 0,
-                    "lora_rank": 4, "lr": 1e-3, "amplify_layers": "0-2", "budget_prompts": 4, "budget_cap": 24,
-                    "transfer_prompts": 3},
+                    "lora_rank": 4, "lr": 1e-3, "amplify_layers": "0-2", "transfer_prompts": 3},
         "eval": {"benches": ["xstest-safe", "gsm8k-nll"], "limits": limits or {"xstest-safe": 3, "gsm8k-nll": 3},
-                 "max_new_tokens": 6, "batch_size": 4, "data_root": str(SHARED_DATA)}})
+                 "max_new_tokens": 6, "budget_prompts": 4, "budget_cap": 24, "batch_size": 4, "data_root": str(SHARED_DATA)}})
 
 
 def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):

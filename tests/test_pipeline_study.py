@@ -35,7 +35,11 @@ def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path
     assert "`orthogonalize` =" in legend and "`plan-conditional` =" in legend and "`amplify`" not in legend
     ran = {r.name for r in first["results"].values() if not r.skipped}
     assert {"extract", "probe", "edit-orthogonalize", "plan-conditional", "eval-base", "eval-orthogonalize",
-            "eval-plan-conditional", "extract-orthogonalize", "compare", "report"} <= ran
+            "eval-plan-conditional", "extract-orthogonalize", "compare", "report", "budget"} <= ran
+    # a model that does not think keeps the configured token budgets, and the report says why
+    b = first["results"]["budget"].info
+    assert b["measured"] == {"refusal": 0, "reasoning": 0} and b["max_new_tokens"] == cfg.eval.max_new_tokens
+    assert "opened no reasoning block on dev prompts" in text
     assert "eval base cvalues: 3/3" in logs and "eval plan-conditional gsm8k-nll: 3/3" in logs  # progress
     times = text.split("## Stage times", 1)[1].split("\n## ", 1)[0]
     assert "Machine:" in times and "torch threads" in times and "dtype auto on this CPU" in times
@@ -206,3 +210,19 @@ def test_study_rejects_an_unknown_part_of_a_composite_edit():
 
     with pytest.raises((SettingsError, ValueError), match="unknown edit"):
         load_settings(env={}, flags={"edit": {"edits": ["fr-ablate+nope"]}})
+
+
+def test_a_model_that_thinks_gets_budgets_its_reasoning_needs(tiny_qwen2, tmp_path):
+    """With the R1 template the prompt opens <think>; a random model never closes it, so the budget stage measures
+    nothing that closed and raises both budgets to the cap (never lowering them), and the evaluation uses them."""
+    cfg = _cfg(tiny_qwen2, tmp_path / "think", edits=(), plans=(), benches=["cvalues"], limits={"cvalues": 2},
+               eval={"budget_prompts": 4, "budget_cap": 16})
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"chat_template": "r1"})})
+    res = run_study(cfg, log=lambda m: None)
+    b = res["results"]["budget"].info
+    assert b["prompt_opens_think"] and b["opens_think"] == {"harmful": 1.0, "harmless": 1.0, "gsm8k": 1.0}
+    assert b["closes_within_cap"] == {"harmful": 0.0, "harmless": 0.0, "gsm8k": 0.0}
+    assert b["max_new_tokens"] == 16 and b["reasoning_max_new_tokens"] == 256  # raised to the cap; never lowered
+    assert json.loads((tmp_path / "think" / "eval" / "base" / "cvalues.config.json").read_text())["max_new_tokens"] == 16
+    text = (tmp_path / "think" / "report.md").read_text()
+    assert "Token budgets from the model's own reasoning" in text and "unterminated <think> (CHiSafety)" not in text

@@ -93,6 +93,27 @@ def generate_texts(lm: LoadedModel, prompt_texts: Sequence[str], *, max_new_toke
     return out  # type: ignore[return-value]
 
 
+#: neutral prompts on which :func:`replies_open_think` watches a model start its replies
+THINK_CHECK_PROMPTS = ("你好", "1+1等于几？", "Name a colour.")
+
+
+def replies_open_think(lm: LoadedModel) -> bool:
+    """True when the chat template does not open a reasoning block but the model writes one itself: its greedy
+    replies (6 new tokens) to most of :data:`THINK_CHECK_PROMPTS` start with ``<think>``. Checked once per loaded
+    model. Such a model's first answer token comes after ``</think>``: first-token studies close an empty
+    reasoning block for it (``ChatFormatter.render(think="closed")``), as they do for an R1 template."""
+    cached = getattr(lm, "_replies_open_think", None)
+    if cached is None:
+        if lm.chat.thinks:
+            cached = False
+        else:
+            outs = generate_texts(lm, [lm.chat.format(p) for p in THINK_CHECK_PROMPTS], max_new_tokens=6,
+                                  batch_size=len(THINK_CHECK_PROMPTS))
+            cached = 2 * sum(o.lstrip().startswith("<think>") for o in outs) > len(outs)
+        lm._replies_open_think = cached
+    return cached
+
+
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into ``(input_ids, attention_mask)`` tensors."""
     n = max(len(s) for s in seqs)

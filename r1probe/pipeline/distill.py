@@ -109,62 +109,9 @@ def distill(ctx: Context) -> None:
 
 
 def budget(ctx: Context) -> None:
-    """The evaluation token budgets chosen from the distilled model's reasoning lengths on dev prompts it was not
-    trained on (harmful: PolyRefuse-zh val; harmless: zh-harmless val; maths: GSM8K train): each budget is
-    raised to ``choose_budget`` of its group's closing positions (``r1probe.eval.budget``), never lowered (nor
-    raised for a group whose replies never open a reasoning block)."""
-    s, d = ctx.settings, ctx.settings.distill
-    if not d.auto_budget:
-        return
+    """The evaluation token budgets from the distilled model's reasoning on dev prompts it was not trained on."""
     spec, dkey = ctx.values["distilled"]
-    inputs = {"model": dkey, "n": d.budget_prompts, "quantile": d.budget_quantile, "answer_tokens": d.budget_answer_tokens,
-              "cap": d.budget_cap, "seed": s.seed, "data_root": s.eval.data_root, "batch_size": s.eval.batch_size,
-              "configured": [s.eval.max_new_tokens, s.eval.reasoning_max_new_tokens]}
-
-    def fn(path: Path):
-        from r1probe.data import borderline as BL
-        from r1probe.data.benchmarks import MATH_SUFFIX_EN
-        from r1probe.data.partitions import load_tuning_reads, reads_of, write_tuning_reads
-        from r1probe.data.prompts import load_prompt_set
-        from r1probe.eval.budget import choose_budget, closing_positions
-        from r1probe.provenance import atomic_write_text
-
-        trained = {i for ids in load_tuning_reads(ctx.results["distill"].path).values() for i in ids}
-        n, root = d.budget_prompts, s.eval.data_root
-        harmless = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless")
-                    for p in load_prompt_set("builtin:zh-harmless").split("val", seed=s.seed).prompts]
-        groups = {"harmful": [it for it in BL.harmful_splits(root)["val"] if it.id not in trained][:n],
-                  "harmless": [it for it in BL.hash_order(harmless) if it.id not in trained][:n],
-                  "gsm8k": [it for it in BL.gsm8k_splits(root)["search"] if it.id not in trained][:n]}
-
-        items = [(g, it) for g, its in groups.items() for it in its]
-        prompts = [it.text + (MATH_SUFFIX_EN if g == "gsm8k" else "") for g, it in items]
-        write_tuning_reads(path, reads_of(it.id for _, it in items))
-        lm = ctx.models.get(spec)
-        pos, replies = closing_positions(lm, prompts, cap=d.budget_cap, batch_size=s.eval.batch_size,
-                                         progress=lambda k, t: ctx.log(f"budget: {k}/{t} replies") if k % 16 == 0 else None)
-        atomic_write_text(path / "replies.jsonl", "".join(
-            json.dumps({"group": g, "id": it.id, "closing_position": p, "reply": r}, ensure_ascii=False) + "\n"
-            for (g, it), p, r in zip(items, pos, replies)))
-        by = {g: [p for (gg, _), p in zip(items, pos) if gg == g] for g in groups}
-        def measured(ps):  # 0 (the configured budget stays) when no reply opened a reasoning block
-            return choose_budget(ps, quantile=d.budget_quantile, answer_tokens=d.budget_answer_tokens,
-                                 cap=d.budget_cap) if any(p != 0 for p in ps) else 0
-
-        refusal, maths = measured(by["harmful"] + by["harmless"]), measured(by["gsm8k"])
-        opened = {g: sum(r.lstrip().startswith("<think>") for (gg, _), r in zip(items, replies) if gg == g) / len(by[g])
-                  for g in groups}
-        closed = {g: sum(p is not None and p > 0 for p in by[g]) / len(by[g]) for g in groups}  # opened and closed
-        return {"measured": {"refusal": refusal, "reasoning": maths}, "n": {g: len(v) for g, v in by.items()},
-                "opens_think": opened, "closes_within_cap": closed, "positions": by,
-                "max_new_tokens": max(s.eval.max_new_tokens, refusal),
-                "reasoning_max_new_tokens": max(s.eval.reasoning_max_new_tokens, maths)}
-
-    r = ctx.stage("budget", "budget", inputs, fn)
-    ctx.log(f"budget: refusal benches {r.info['max_new_tokens']} new tokens, maths {r.info['reasoning_max_new_tokens']} "
-            f"(reasoning closed within {d.budget_cap}: {r.info['closes_within_cap']})")
-    ctx.settings = s.model_copy(update={"eval": s.eval.model_copy(update={
-        "max_new_tokens": r.info["max_new_tokens"], "reasoning_max_new_tokens": r.info["reasoning_max_new_tokens"]})})
+    S.budget(ctx, spec, dkey, exclude=("distill",))
 
 
 def own_direction(ctx: Context) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from r1probe.analysis import plots
 from r1probe.analysis.figures import new_figure, save_figure
 from r1probe.analysis.tables import fmt_ci, write_table
-from r1probe.pipeline.report import judge_line
+from r1probe.pipeline.report import budget_lines, judge_line
 from r1probe.provenance import atomic_write_text, library_versions
 
 #: (bench, metric, column title)
@@ -198,18 +198,7 @@ def write_distill_report(ctx, path: Path) -> dict:
            f"{(dinfo.get('loss') or {}).get('first')} → {(dinfo.get('loss') or {}).get('last')}; "
            f"{dinfo.get('tokens_per_s')} tokens/s on {dinfo.get('threads')} thread(s), peak RSS "
            f"{dinfo.get('peak_rss_mb')} MiB, {dinfo.get('train_wall_s')} s of training in the last call.", ""]
-    if "budget" in R and R["budget"].info:
-        b = R["budget"].info
-        pct = lambda m: ", ".join(f"{g} {v:.2f}" for g, v in m.items())  # noqa: E731
-        md += [f"Token budgets from the distilled model's own reasoning on dev prompts it was not trained on "
-               f"({', '.join(f'{g} {k}' for g, k in b['n'].items())}; greedy, stopped at `</think>` or "
-               f"{d.budget_cap} tokens): share of replies that open `<think>`: {pct(b['opens_think'])}; that open and "
-               f"close it within {d.budget_cap} tokens: {pct(b['closes_within_cap'])}. The {d.budget_quantile:.0%} quantile of the closing "
-               f"position (of the replies that closed within the cap; the rest count as unterminated) "
-               f"plus {d.budget_answer_tokens} answer tokens gives {b['measured']['refusal']} (refusal benches) and "
-               f"{b['measured']['reasoning']} (maths); budgets used: {b['max_new_tokens']} and "
-               f"{b['reasoning_max_new_tokens']} new tokens (never below the configured ones; 0 = the model did not "
-               f"think there).", ""]
+    md += budget_lines(R["budget"].info if "budget" in R else None, s.eval, "the distilled model")
     overlap_line, overlap_sources = ctx.values.get("tuning_overlap") or ("tuning/report overlap: not checked", [])
     md += ["## Before / distilled / restored", "",
            f"{overlap_line} (training and tuning records: "

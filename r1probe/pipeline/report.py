@@ -180,6 +180,26 @@ def fit_seed_section(table: dict, cols: list[tuple]) -> list[str]:
     return md + [""]
 
 
+def budget_lines(info: dict | None, ev, who: str = "the model") -> list[str]:
+    """The budget stage's paragraph (``stages.budget``): think rates on dev prompts and the budgets chosen;
+    nothing when the stage did not run."""
+    if not info:
+        return []
+    pct = lambda m: ", ".join(f"{g} {v:.2f}" for g, v in m.items())  # noqa: E731
+    if not any(info["opens_think"].values()):
+        return [f"Token budgets: {who} opened no reasoning block on dev prompts "
+                f"({', '.join(f'{g} {k}' for g, k in info['n'].items())}); the configured budgets stay "
+                f"({info['max_new_tokens']} / {info['reasoning_max_new_tokens']} new tokens).", ""]
+    return [f"Token budgets from {who}'s own reasoning on dev prompts ({', '.join(f'{g} {k}' for g, k in info['n'].items())}; "
+            f"greedy, stopped at `</think>` or {ev.budget_cap} tokens): share of replies with a reasoning block: "
+            f"{pct(info['opens_think'])}; that open and close it within {ev.budget_cap} tokens: "
+            f"{pct(info['closes_within_cap'])}. The {ev.budget_quantile:.0%} quantile of the closing position (of the "
+            f"replies that closed within the cap; the rest count as unterminated) plus {ev.budget_answer_tokens} "
+            f"answer tokens gives {info['measured']['refusal']} (refusal benches) and {info['measured']['reasoning']} "
+            f"(maths); budgets used: {info['max_new_tokens']} and {info['reasoning_max_new_tokens']} new tokens "
+            f"(never below the configured ones; 0 = no reasoning there).", ""]
+
+
 def judge_line() -> str:
     """The study's judge (the default judge) and its agreement on the frozen test part of the hand-labelled judge
     set (``r1probe/eval/judges/data/agreement.json``), stated beside the rates it produced."""
@@ -308,6 +328,7 @@ def write_study_report(ctx, path: Path) -> dict:
           "must-refuse questions is the safety gain; refusal on CValues / XSTest-safe / OR-Bench-Hard / zh-harmless "
           "(answerable) is its over-refusal cost; GSM8K and CMATH accuracy and GSM8K gold-solution NLL are the "
           "reasoning cost.", "", judge_line(), ""]
+    md += budget_lines(results["budget"].info if "budget" in results else None, s.eval)
     md.append(open(written["tables"]["metrics"]["md"], encoding="utf-8").read())
     if "paired" in written["tables"]:
         md += ["", "### Paired differences to the unedited model", "",

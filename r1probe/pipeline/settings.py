@@ -206,6 +206,14 @@ class EvalSettings(Settings):
     max_new_tokens: int = Field(64, ge=1, description="Generated tokens on non-reasoning benches.")
     reasoning_max_new_tokens: int = Field(256, ge=1, description="Generated tokens on benches that need a reasoning "
                                                                  "budget (maths).")
+    auto_budget: bool = Field(True, description="For a model that thinks (opens <think>), raise max_new_tokens and "
+                                                "reasoning_max_new_tokens to what its reasoning needs, measured on "
+                                                "dev prompts (never lowered; a model that does not think keeps them).")
+    budget_prompts: int = Field(32, ge=4, description="auto_budget: dev prompts per group (harmful, harmless, GSM8K).")
+    budget_quantile: float = Field(0.95, gt=0, le=1, description="auto_budget: the quantile of reasoning lengths "
+                                                                 "covered.")
+    budget_answer_tokens: int = Field(64, ge=1, description="auto_budget: tokens for the answer after </think>.")
+    budget_cap: int = Field(1024, ge=16, description="auto_budget: the largest budget (replies stop here).")
     batch_size: int | None = Field(None, ge=1, description="Rows in flight when generating (unset: the engine's "
                                                          "default for the device).")
     nll_batch_size: int | None = Field(None, ge=1, description="Batch of teacher-forced NLL benches (unset: batch_size, "
@@ -273,13 +281,6 @@ class DistillSettings(Settings):
                                     "model's own direction.")
     amplify_layers: str = Field("8-19", description="Restoring edit: the layers whose output projections are amplified.")
     amplify_beta: float = Field(1.0, description="Restoring edit: beta of W <- (I + beta r r^T) W.")
-    auto_budget: bool = Field(True, description="Raise the evaluation token budgets to what the distilled model's "
-                                                "reasoning needs, measured on dev prompts it was not trained on.")
-    budget_prompts: int = Field(32, ge=4, description="auto_budget: dev prompts per group (harmful, harmless, GSM8K).")
-    budget_quantile: float = Field(0.95, gt=0, le=1, description="auto_budget: the quantile of reasoning lengths "
-                                                                 "covered.")
-    budget_answer_tokens: int = Field(64, ge=1, description="auto_budget: tokens for the answer after </think>.")
-    budget_cap: int = Field(1024, ge=16, description="auto_budget: the largest budget (replies stop here).")
 
     _split = field_validator("restores", mode="before")(classmethod(lambda cls, v: split_list(v)))
 

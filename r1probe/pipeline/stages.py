@@ -407,6 +407,71 @@ def _kind(bench):
     return get_kind(bench.kind)
 
 
+def budget(ctx: Context, spec: str, key: str, *, exclude: tuple[str, ...] = ()) -> StageResult | None:
+    """The evaluation token budgets from the reasoning lengths of model ``spec`` on dev prompts (harmful:
+    PolyRefuse-zh val; harmless: zh-harmless val; maths: GSM8K train), leaving out every item the stages in
+    ``exclude`` recorded as read (e.g. the distillation's training traces). Each budget is raised to
+    ``choose_budget`` of its group's closing positions (``r1probe.eval.budget``), never lowered, and kept for a
+    model whose replies never open a reasoning block (its replies stop after a few tokens). Updates
+    ``ctx.settings.eval``; None when ``eval.auto_budget`` is off."""
+    s, ev = ctx.settings, ctx.settings.eval
+    if not ev.auto_budget:
+        return None
+    inputs = {"model": key, "n": ev.budget_prompts, "quantile": ev.budget_quantile,
+              "answer_tokens": ev.budget_answer_tokens, "cap": ev.budget_cap, "seed": s.seed,
+              "data_root": ev.data_root, "batch_size": ev.batch_size,
+              "configured": [ev.max_new_tokens, ev.reasoning_max_new_tokens],
+              "exclude": {n: ctx.results[n].key for n in exclude}}
+
+    def fn(path: Path):
+        import json
+
+        from r1probe.data import borderline as BL
+        from r1probe.data.benchmarks import MATH_SUFFIX_EN
+        from r1probe.data.partitions import load_tuning_reads, reads_of, write_tuning_reads
+        from r1probe.data.prompts import load_prompt_set
+        from r1probe.eval.budget import choose_budget, closing_positions
+        from r1probe.provenance import atomic_write_text
+
+        skip = {i for n in exclude for ids in load_tuning_reads(ctx.results[n].path).values() for i in ids}
+        n, root = ev.budget_prompts, ev.data_root
+        harmless = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless")
+                    for p in load_prompt_set("builtin:zh-harmless").split("val", seed=s.seed).prompts]
+        groups = {"harmful": [it for it in BL.harmful_splits(root)["val"] if it.id not in skip][:n],
+                  "harmless": [it for it in BL.hash_order(harmless) if it.id not in skip][:n],
+                  "gsm8k": [it for it in BL.gsm8k_splits(root)["search"] if it.id not in skip][:n]}
+        items = [(g, it) for g, its in groups.items() for it in its]
+        prompts = [it.text + (MATH_SUFFIX_EN if g == "gsm8k" else "") for g, it in items]
+        write_tuning_reads(path, reads_of(it.id for _, it in items))
+        lm = ctx.models.get(spec)
+        pos, replies = closing_positions(lm, prompts, cap=ev.budget_cap, batch_size=ev.batch_size,
+                                         progress=lambda k, t: ctx.log(f"budget: {k}/{t} replies") if k % 16 == 0 else None)
+        atomic_write_text(path / "replies.jsonl", "".join(
+            json.dumps({"group": g, "id": it.id, "closing_position": p, "reply": r}, ensure_ascii=False) + "\n"
+            for (g, it), p, r in zip(items, pos, replies)))
+        by = {g: [p for (gg, _), p in zip(items, pos) if gg == g] for g in groups}
+
+        def measured(ps):  # 0 (the configured budget stays) when no reply opened a reasoning block
+            return choose_budget(ps, quantile=ev.budget_quantile, answer_tokens=ev.budget_answer_tokens,
+                                 cap=ev.budget_cap) if any(p != 0 for p in ps) else 0
+
+        refusal, maths = measured(by["harmful"] + by["harmless"]), measured(by["gsm8k"])
+        opened = {g: sum(p != 0 for p in by[g]) / len(by[g]) for g in groups}  # 0 = no reasoning block
+        closed = {g: sum(p is not None and p > 0 for p in by[g]) / len(by[g]) for g in groups}  # opened and closed
+        return {"measured": {"refusal": refusal, "reasoning": maths}, "n": {g: len(v) for g, v in by.items()},
+                "opens_think": opened, "closes_within_cap": closed, "positions": by,
+                "prompt_opens_think": bool(lm.chat.thinks),
+                "max_new_tokens": max(ev.max_new_tokens, refusal),
+                "reasoning_max_new_tokens": max(ev.reasoning_max_new_tokens, maths)}
+
+    r = ctx.stage("budget", "budget", inputs, fn)
+    ctx.log(f"budget: refusal benches {r.info['max_new_tokens']} new tokens, maths {r.info['reasoning_max_new_tokens']} "
+            f"(reasoning opened: {r.info['opens_think']}; closed within {ev.budget_cap}: {r.info['closes_within_cap']})")
+    ctx.settings = s.model_copy(update={"eval": ev.model_copy(update={
+        "max_new_tokens": r.info["max_new_tokens"], "reasoning_max_new_tokens": r.info["reasoning_max_new_tokens"]})})
+    return r
+
+
 def eval_plan(settings: StudySettings, bench_name: str) -> dict:
     """Token budget, batch size, data root and reasoning judging of one bench under ``settings.eval``."""
     from r1probe.eval.benches import get_bench

@@ -1,5 +1,5 @@
-"""The study preset of ``r1probe run``: extract -> probe and select -> separability -> edits and plans -> evaluate every
-variant -> compare (base vs orthogonalised export) -> report.
+"""The study preset of ``r1probe run``: extract -> probe and select -> separability -> edits and plans -> token
+budgets (for a model that thinks) -> evaluate every variant -> compare (base vs orthogonalised export) -> report.
 
 Each step is a stage function of :mod:`r1probe.pipeline.stages` (cached: a rerun after a crash or a
 settings change redoes only what changed); this module only lists them in order.
@@ -39,6 +39,11 @@ def plans(ctx: Context) -> None:
         S.plan(ctx, kind)
 
 
+def budget(ctx: Context) -> None:
+    # a model that thinks gets token budgets its reasoning closes within (one that does not keeps the configured)
+    S.budget(ctx, ctx.settings.model.spec, ctx.base_key)
+
+
 def evaluate(ctx: Context) -> None:
     # refuses (naming the items) before any generation when a tuning step read a reported item
     ctx.values["tuning_overlap"] = S.tuning_overlap(ctx)
@@ -64,4 +69,4 @@ def report(ctx: Context) -> None:
               lambda path: write_study_report(ctx, path))
 
 
-STAGES = (extract, probe, separability, edits, plans, evaluate, compare, report)
+STAGES = (extract, probe, separability, edits, plans, budget, evaluate, compare, report)

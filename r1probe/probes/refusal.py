@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 
 from r1probe.errors import R1ProbeError
-from r1probe.models.generate import forward_overhead, left_pad, length_sorted_batches
+from r1probe.models.generate import forward_overhead, left_pad, length_sorted_batches, replies_open_think
 
 #: openings of refusals; the first token of each (per tokenizer) forms the refusal-token set
 DEFAULT_OPENINGS = ("我", "抱歉", "对不起", "作为", "很抱歉", "非常抱歉", "不能", "我不能", "我无法",
@@ -94,13 +94,16 @@ class Scorer:
 
     # -- formatting ------------------------------------------------------------------------
     def format(self, prompts: Sequence, close_think: bool | None = None) -> list[str]:
-        """Chat-format prompts (strings or objects with ``text``/``history``); R1 prompts get a closed think."""
+        """Chat-format prompts (strings or objects with ``text``/``history``). By default the reply's first
+        token is the answer's: R1 prompts get a closed think, and so do the prompts of a model that opens a
+        reasoning block itself (``models.generate.replies_open_think``)."""
         ct = self.lm.chat.thinks if close_think is None else close_think
+        think = "closed" if close_think is None and replies_open_think(self.lm) else None
         out = []
         for p in prompts:
             text = getattr(p, "text", p)
             hist = getattr(p, "history", None) or None
-            out.append(self.lm.chat.format(text, history=hist, close_think=ct))
+            out.append(self.lm.chat.format(text, history=hist, close_think=ct, think=think))
         return out
 
     def batches(self, seqs: Sequence[Sequence[int]], new_tokens: int = 0) -> list[Batch]:
