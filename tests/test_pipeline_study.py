@@ -223,6 +223,7 @@ def test_a_model_that_thinks_gets_budgets_its_reasoning_needs(tiny_qwen2, tmp_pa
     assert b["prompt_opens_think"] and b["opens_think"] == {"harmful": 1.0, "harmless": 1.0, "gsm8k": 1.0}
     assert b["closes_within_cap"] == {"harmful": 0.0, "harmless": 0.0, "gsm8k": 0.0}
     assert b["max_new_tokens"] == 16 and b["reasoning_max_new_tokens"] == 256  # raised to the cap; never lowered
-    assert json.loads((tmp_path / "think" / "eval" / "base" / "cvalues.config.json").read_text())["max_new_tokens"] == 16
+    conf = json.loads((tmp_path / "think" / "eval" / "base" / "cvalues.config.json").read_text())
+    assert conf["max_new_tokens"] == 16 and conf["judge_reasoning"]  # and its reasoning is judged too
     text = (tmp_path / "think" / "report.md").read_text()
     assert "Token budgets from the model's own reasoning" in text and "unterminated <think> (CHiSafety)" not in text

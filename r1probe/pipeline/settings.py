@@ -218,7 +218,8 @@ class EvalSettings(Settings):
                                                          "default for the device).")
     nll_batch_size: int | None = Field(None, ge=1, description="Batch of teacher-forced NLL benches (unset: batch_size, "
                                                               "else 16).")
-    judge_reasoning: bool = Field(False, description="Also judge the <think> reasoning of refusal benches separately.")
+    judge_reasoning: bool = Field(False, description="Also judge the <think> reasoning of refusal benches separately "
+                                                     "(turned on by auto_budget when the model thinks).")
     data_root: str | None = Field(None, description="Folder with the benchmark data (unset: ../shared/data or R1PROBE_DATA).")
     chisafety_root: str | None = Field(None, description="CHiSafetyBench folder (never shipped: no licence; unset: data_root's chisafetybench/).")
 

@@ -413,7 +413,8 @@ def budget(ctx: Context, spec: str, key: str, *, exclude: tuple[str, ...] = ()) 
     ``exclude`` recorded as read (e.g. the distillation's training traces). Each budget is raised to
     ``choose_budget`` of its group's closing positions (``r1probe.eval.budget``), never lowered, and kept for a
     model whose replies never open a reasoning block (its replies stop after a few tokens). Updates
-    ``ctx.settings.eval``; None when ``eval.auto_budget`` is off."""
+    ``ctx.settings.eval`` (the budgets; ``judge_reasoning`` on when the model thinks); None when
+    ``eval.auto_budget`` is off."""
     s, ev = ctx.settings, ctx.settings.eval
     if not ev.auto_budget:
         return None
@@ -467,8 +468,10 @@ def budget(ctx: Context, spec: str, key: str, *, exclude: tuple[str, ...] = ()) 
     r = ctx.stage("budget", "budget", inputs, fn)
     ctx.log(f"budget: refusal benches {r.info['max_new_tokens']} new tokens, maths {r.info['reasoning_max_new_tokens']} "
             f"(reasoning opened: {r.info['opens_think']}; closed within {ev.budget_cap}: {r.info['closes_within_cap']})")
+    thinks = any(v > 0 for v in r.info["opens_think"].values())
     ctx.settings = s.model_copy(update={"eval": ev.model_copy(update={
-        "max_new_tokens": r.info["max_new_tokens"], "reasoning_max_new_tokens": r.info["reasoning_max_new_tokens"]})})
+        "max_new_tokens": r.info["max_new_tokens"], "reasoning_max_new_tokens": r.info["reasoning_max_new_tokens"],
+        "judge_reasoning": ev.judge_reasoning or thinks})})
     return r
 
 
