@@ -74,3 +74,9 @@ def test_replies_open_think_watches_the_reply_start_once(tiny_lm, monkeypatch):
     assert Scorer(thinking).format(["你好"])[0].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert Scorer(lm).format(["你好"])[0].endswith("<|im_start|>assistant\n")
     assert Scorer(thinking).format(["你好"], close_think=False)[0].endswith("<|im_start|>assistant\n")
+    # so does the engine's teacher forcing (gold NLL, option log-probabilities); generation prompts stay as they are
+    from r1probe.eval.engines import HFEngine
+
+    assert HFEngine(thinking, max_new_tokens=4).format("你好", close_think=True).endswith("assistant\n<think>\n\n</think>\n\n")
+    assert HFEngine(thinking, max_new_tokens=4).format("你好").endswith("<|im_start|>assistant\n")
+    assert HFEngine(lm, max_new_tokens=4).format("你好", close_think=True).endswith("<|im_start|>assistant\n")

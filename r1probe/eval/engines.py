@@ -85,7 +85,12 @@ class HFEngine:
         return bool(self.lm.chat.thinks)
 
     def format(self, text: str, history=None, close_think: bool = False) -> str:
-        return self.lm.chat.format(text, system=self.system, history=history, close_think=close_think)
+        """The chat-formatted prompt; ``close_think`` puts the reply after an empty closed reasoning block for an R1
+        template and for a model that opens one itself (``models.generate.replies_open_think``)."""
+        from r1probe.models.generate import replies_open_think
+
+        think = "closed" if close_think and replies_open_think(self.lm) else None
+        return self.lm.chat.format(text, system=self.system, history=history, close_think=close_think, think=think)
 
     #: ``generate`` takes a ``done(index, text_so_far)`` callback (early stop, see ``eval.kinds``)
     supports_done = True
