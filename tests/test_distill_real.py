@@ -70,3 +70,11 @@ def test_r1_student_thinks_and_the_judge_reads_the_answer_after_think():
         assert judge_refusal(inside).refused == v.refused
         assert judge_refusal(inside, judge_reasoning=True).reasoning_refused is True
     assert "\\boxed{" in split_reasoning(outs[2]).answer
+    # the student writes <think> itself (its template does not open it): first-token scoring and teacher forcing
+    # put the reply after an empty closed reasoning block, and extraction can end the prompt inside or after one
+    from r1probe.models.generate import replies_open_think
+    from r1probe.probes.refusal import Scorer
+
+    assert not lm.chat.thinks and replies_open_think(lm)
+    assert Scorer(lm).format(["你好"])[0].endswith("assistant\n<think>\n\n</think>\n\n")
+    assert lm.chat.post_instruction_suffix(think="open").endswith("assistant\n<think>\n")

@@ -190,9 +190,7 @@ def transfer(ctx: Context) -> None:
               "batch_size": s.eval.batch_size}
 
     def fn(path: Path):
-        from r1probe.data import borderline as BL
         from r1probe.data.partitions import load_tuning_reads, reads_of, write_tuning_reads
-        from r1probe.data.prompts import load_prompt_set
         from r1probe.eval.api import refusal_rate
         from r1probe.eval.judges import make_judge
         from r1probe.eval.metrics import paired_rate_difference
@@ -201,11 +199,8 @@ def transfer(ctx: Context) -> None:
         from r1probe.steering.plan import SteeringPlan
 
         trained = {i for ids in load_tuning_reads(ctx.results["distill"].path).values() for i in ids}
-        harmless_all = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless")
-                        for p in load_prompt_set("builtin:zh-harmless").split("val", seed=s.seed).prompts]
-        groups = {"harmful": [it for it in BL.harmful_splits(s.eval.data_root)["val"] if it.id not in trained],
-                  "harmless": [it for it in BL.hash_order(harmless_all) if it.id not in trained]}
-        groups = {g: its[:d.transfer_prompts] for g, its in groups.items()}
+        groups = S.dev_prompt_groups(s, d.transfer_prompts, trained)
+        del groups["gsm8k"]
         write_tuning_reads(path, reads_of(it.id for its in groups.values() for it in its))
         dirs = {"base": S.direction(ctx, "probe-base"), "distilled": load_direction(ctx.results["direction-distilled"].path)}
         judge = make_judge(DEFAULT_JUDGE)

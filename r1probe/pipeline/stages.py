@@ -407,6 +407,21 @@ def _kind(bench):
     return get_kind(bench.kind)
 
 
+def dev_prompt_groups(settings: StudySettings, n: int, skip: set[str] = frozenset()) -> dict[str, list]:
+    """Up to ``n`` dev prompts per group, leaving out the ids in ``skip``: ``harmful`` (PolyRefuse-zh harmful val),
+    ``harmless`` (zh-harmless val of the seed, hash order), ``gsm8k`` (GSM8K train, hash order); each a list of
+    ``r1probe.data.borderline.Item``."""
+    from r1probe.data import borderline as BL
+    from r1probe.data.prompts import load_prompt_set
+
+    root = settings.eval.data_root
+    harmless = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless")
+                for p in load_prompt_set("builtin:zh-harmless").split("val", seed=settings.seed).prompts]
+    return {"harmful": [it for it in BL.harmful_splits(root)["val"] if it.id not in skip][:n],
+            "harmless": [it for it in BL.hash_order(harmless) if it.id not in skip][:n],
+            "gsm8k": [it for it in BL.gsm8k_splits(root)["search"] if it.id not in skip][:n]}
+
+
 def budget(ctx: Context, spec: str, key: str, *, exclude: tuple[str, ...] = ()) -> StageResult | None:
     """The evaluation token budgets from the reasoning lengths of model ``spec`` on dev prompts (harmful:
     PolyRefuse-zh val; harmless: zh-harmless val; maths: GSM8K train), leaving out every item the stages in
@@ -427,20 +442,13 @@ def budget(ctx: Context, spec: str, key: str, *, exclude: tuple[str, ...] = ()) 
     def fn(path: Path):
         import json
 
-        from r1probe.data import borderline as BL
         from r1probe.data.benchmarks import MATH_SUFFIX_EN
         from r1probe.data.partitions import load_tuning_reads, reads_of, write_tuning_reads
-        from r1probe.data.prompts import load_prompt_set
         from r1probe.eval.budget import choose_budget, closing_positions
         from r1probe.provenance import atomic_write_text
 
         skip = {i for n in exclude for ids in load_tuning_reads(ctx.results[n].path).values() for i in ids}
-        n, root = ev.budget_prompts, ev.data_root
-        harmless = [BL.Item(id=f"zh-harmless/{p.id}", text=p.text, source="zh-harmless")
-                    for p in load_prompt_set("builtin:zh-harmless").split("val", seed=s.seed).prompts]
-        groups = {"harmful": [it for it in BL.harmful_splits(root)["val"] if it.id not in skip][:n],
-                  "harmless": [it for it in BL.hash_order(harmless) if it.id not in skip][:n],
-                  "gsm8k": [it for it in BL.gsm8k_splits(root)["search"] if it.id not in skip][:n]}
+        groups = dev_prompt_groups(s, ev.budget_prompts, skip)
         items = [(g, it) for g, its in groups.items() for it in its]
         prompts = [it.text + (MATH_SUFFIX_EN if g == "gsm8k" else "") for g, it in items]
         write_tuning_reads(path, reads_of(it.id for _, it in items))
