@@ -181,12 +181,15 @@ def write_distill_report(ctx, path: Path) -> dict:
           f"Seed {s.seed}; every variant is evaluated on the same items: limits "
           f"{json.dumps({b: s.limit(b) for b in s.eval.benches})}, {s.eval.max_new_tokens} new tokens on refusal "
           f"benches, {s.eval.reasoning_max_new_tokens} on GSM8K, greedy decoding, the judge below on the "
-          "answer after any `</think>` (refusal words inside the reasoning are counted separately).", "",
+          "answer after any `</think>` (refusal words inside the reasoning are counted separately). A reply whose "
+          "reasoning did not close within the budget is *unterminated*: its own outcome, outside every rate and "
+          "every paired difference (its share is in the unterminated columns).", "",
           judge_line(), ""]
     if d.traces == "r1-student":
         data_txt = (f"the student recipe's mix: {d.n_math} GSM8K train problems with their worked solutions as the "
                     f"reasoning and {d.n_general} BELLE everyday Chinese instructions with reference answers (reasoning "
-                    f"written from the question and the answer's opening; the zh-harmless report split left out), "
+                    f"quoting the question and the answer's first {d.keypoint}, at most {d.keypoint_chars} characters; "
+                    f"the zh-harmless report split left out), "
                     f"no safety data; recipe sha256 {str(dinfo.get('recipe_sha256'))[:12]}, weights sha256 "
                     f"{str(dinfo.get('weights_sha256'))[:12]}")
     else:
