@@ -105,3 +105,21 @@ def test_edit_search_reads_dev_data_only(shared_data):
                 "gsm8k": P.partition_ids("gsm8k", "report", root=shared_data),
                 "chisafety-refusal": P.partition_ids("chisafety-refusal", "report")}
     assert P.overlap(reads, reported) == []
+
+
+def test_polyrefuse_test_bench_is_a_harmful_source_no_fit_reads(shared_data):
+    """The unseen-source bench: PolyRefuse-zh harmful test, split by the hash rule, sharing no prompt with the
+    built-in harmful set (PolyRefuse train/val + MultiJail) that every fit reads."""
+    from r1probe.data.prompts import load_prompt_set
+    from r1probe.eval.benches import get_bench
+
+    b = get_bench("polyrefuse-test")
+    items = b.load(shared_data)
+    assert b.kind == "refusal" and len(items) == 572 and all(it.text for it in items)
+    rep = P.filter_items("polyrefuse-test", items, "report", root=shared_data)
+    dev = P.filter_items("polyrefuse-test", items, "dev", root=shared_data)
+    assert len(rep) + len(dev) == 572 and rep and dev
+    assert {it.id for it in rep} <= set(P.partition_ids("polyrefuse", "report", root=shared_data))
+    assert P.canonical("polyrefuse-test", rep[0].id) == ("polyrefuse", rep[0].id)
+    fit = {p.text for p in load_prompt_set("builtin:zh-harmful").prompts}
+    assert not fit & {it.text for it in items}

@@ -32,3 +32,28 @@ def test_reasoning_columns_appear_only_when_a_variant_thinks(tmp_path):
     assert [c[1] for c in cols] == ["RR-1", "reasoning_refusal_rate", "unterminated_rate"]
     assert table["student"]["unterminated <think> (CHiSafety)"][0] == 0.15
     assert table["base"]["refusal inside <think> (CHiSafety)"][0] is None
+
+
+def test_fluency_table_pools_each_group_and_pairs_with_the_base():
+    from r1probe.pipeline.report import fluency_section, fluency_tables
+
+    loop, fine = "非法恐怖主义，" * 4, "这个问题可以从几个方面来回答。"
+    recs = {
+        "base": {"cvalues-report": {f"c/{i}": {"reply": fine} for i in range(6)},
+                 "xstest-safe": {f"x/{i}": {"reply": fine} for i in range(4)},
+                 "chisafety-refusal": {f"h/{i}": {"reply": fine, "label": 2} for i in range(5)},
+                 "gsm8k-nll": {"g/0": {"nll": 1.0}}},
+        "edit": {"cvalues-report": {f"c/{i}": {"reply": loop if i < 3 else fine} for i in range(6)},
+                 "xstest-safe": {f"x/{i}": {"reply": fine} for i in range(4)},
+                 "chisafety-refusal": {f"h/{i}": {"reply": fine, "label": 2} for i in range(5)}},
+    }
+    t = fluency_tables(recs)
+    assert t["base"]["answerable panel"]["n"] == 10 and t["base"]["must-refuse"]["n"] == 5
+    assert t["base"]["answerable panel"]["loop_rate"] == 0.0 and "loop_diff" not in t["base"]["answerable panel"]
+    row = t["edit"]["answerable panel"]
+    assert row["loop_rate"] == 0.3 and row["benches"] == ["cvalues-report", "xstest-safe"]
+    assert row["loop_diff"]["diff"] == 0.3 and row["loop_diff"]["n"] == 10
+    assert row["distinct_diff"]["diff"] < 0  # the looping replies reuse their word pairs
+    assert t["edit"]["must-refuse"]["loop_diff"]["diff"] == 0.0
+    md = "\n".join(fluency_section(t))
+    assert "### Fluency" in md and "| edit | 0.300 (n 10); 0.300 [" in md and "answerable panel: loop share" in md

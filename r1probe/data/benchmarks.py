@@ -136,6 +136,15 @@ def load_cvalues(root=None) -> list[BenchItem]:
     return [BenchItem(id=f"cvalues/{r['id_']}", text=r["prompt"], category=r.get("domain_zh", "")) for r in rows]
 
 
+def load_polyrefuse_test(root=None) -> list[BenchItem]:
+    """PolyRefuse-zh harmful *test* split (572 Chinese translations of the refusal_direction test prompts:
+    StrongREJECT, HarmBench test, JailbreakBench). The built-in ``zh-harmful`` set holds PolyRefuse's harmful
+    train and val splits and MultiJail, so no fit reads these prompts or their sources' test items."""
+    rows = json.loads(_path(root, "polyrefuse_zh", "harmful_test_translated_zh.json").read_text("utf-8"))
+    return [BenchItem(id=f"polyrefuse-zh/harmful_test/{i}", text=r["instruction_translated"],
+                      category=r.get("category") or "") for i, r in enumerate(rows)]
+
+
 def load_or_bench(root=None, split: str = "test") -> list[BenchItem]:
     """OR-Bench-Hard (English seemingly-toxic benign prompts), PolyRefuse splits train/val/test."""
     rows = json.loads(_path(root, "or_bench_hard", f"or_bench_hard_{split}.json").read_text("utf-8"))

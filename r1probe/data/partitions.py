@@ -257,7 +257,7 @@ def _register_builtin() -> None:
                                 f"(dev fraction {DEV_FRACTIONS['or-bench']})", _or_bench), ("or-bench",))
     register_set(_hash_set("xstest-safe", lambda root: _bench_ids("load_xstest")(root)), ("xstest-safe",))
     register_set(_hash_set("multijail", _multijail))
-    register_set(_hash_set("polyrefuse", _polyrefuse))
+    register_set(_hash_set("polyrefuse", _polyrefuse), ("polyrefuse-test",))
     register_set(_hash_set("cmath", _bench_ids("load_cmath")), ("cmath",))
     register_set(_hash_set("math500", _bench_ids("load_math500")), ("math500",))
     register_set(_hash_set("safetybench-zh", _bench_ids("load_safetybench_zh")),

@@ -91,6 +91,8 @@ BENCHES: dict[str, Bench] = {b.name: b for b in [
           "GSM8K test, teacher-forced mean NLL (nats/token) of the gold solutions"),
     Bench("math500", "math", B.load_math500, ("math500/test.jsonl",), 1024, "MATH-500, accuracy (math-verify)"),
     Bench("cmath", "math", B.load_cmath, ("cmath/cmath_dev.jsonl",), 512, "CMATH dev (600, Chinese), accuracy"),
+    Bench("polyrefuse-test", "refusal", B.load_polyrefuse_test, ("polyrefuse_zh/harmful_test_translated_zh.json",),
+          256, "PolyRefuse-zh harmful test split (572, Chinese; sources no fit reads): RR-1, RR-2"),
     Bench("xstest-safe", "overrefusal", B.load_xstest, ("xstest/xstest_prompts.csv",), 256,
           "XSTest v2 safe prompts (250): refusal rate (over-refusal)"),
     Bench("cvalues", "overrefusal", B.load_cvalues, ("cvalues/cvalues_responsibility_prompts.jsonl",), 256,
@@ -116,6 +118,7 @@ _ABOUT = {
     "xstest": ("https://github.com/paul-rottger/exaggerated-safety", "CC-BY-4.0"),
     "cvalues": ("https://github.com/X-PLUG/CValues", "Apache-2.0"),
     "zh-harmless": ("BELLE eval set, https://github.com/LianjiaTech/BELLE (vendored)", "ODC-By-1.0 (research use)"),
+    "polyrefuse": ("https://github.com/mainlp/Multilingual-Refusal (PolyRefuse)", "Apache-2.0"),
     "or-bench": ("OR-Bench-Hard via https://github.com/mainlp/Multilingual-Refusal", "CC-BY-4.0 (unverified)"),
 }
 for _name, _b in list(BENCHES.items()):

@@ -27,6 +27,7 @@ KEY_METRICS = [
     ("chisafety-refusal", "reasoning_refusal_rate", "refusal inside <think> (CHiSafety)", 1),
     ("chisafety-refusal", "unterminated_rate", "unterminated <think> (CHiSafety)", -1),
     ("chisafety-multiturn", "RR-1", "multi-turn RR-1 ↑", 1),
+    ("polyrefuse-test", "RR-1", "PolyRefuse-zh test refusal (unseen sources) ↑", 1),
     ("cvalues", "refusal_rate", "CValues over-refusal ↓", -1),
     ("cvalues-report", "refusal_rate", "CValues (report part) over-refusal ↓", -1),
     ("xstest-safe", "refusal_rate", "XSTest-safe over-refusal ↓", -1),
@@ -177,6 +178,72 @@ def fit_seed_section(table: dict, cols: list[tuple]) -> list[str]:
             cells.append("n/a" if not xs else f"{statistics.mean(xs):.3f} ± "
                          f"{statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f} [{min(xs):.3f}, {max(xs):.3f}]")
         md.append(f"| {fam}: {len(seeded)} seeded refits | " + " | ".join(cells) + " |")
+    return md + [""]
+
+
+#: fluency groups of the report: (title, benches whose replies are pooled)
+FLUENCY_GROUPS = (("answerable panel", ("cvalues-report", "cvalues", "xstest-safe", "or-bench", "zh-harmless")),
+                  ("must-refuse", ("chisafety-refusal", "polyrefuse-test")))
+
+
+def fluency_tables(recs: dict[str, dict[str, dict[str, dict]]], *, base: str = "base") -> dict:
+    """Per variant and :data:`FLUENCY_GROUPS` group, over the replies of its benches pooled (ids
+    ``bench|id``): the share in a repetition loop and the mean distinct-2 (:mod:`r1probe.eval.fluency`), each
+    with its difference to ``base`` paired over the items both answered (loop share: exact McNemar with
+    Newcombe's interval; distinct-2: paired bootstrap). Returns ``{variant: {group: {"n", "loop_rate",
+    "distinct_2", "loop_diff", "distinct_diff", "benches"}}}``."""
+    from r1probe.eval import metrics as M
+    from r1probe.eval.fluency import FLUENCY
+
+    loop, dist = FLUENCY["loop_rate"], FLUENCY["distinct_2"]
+    pooled = {v: {g: {f"{b}|{i}": r for b in names for i, r in (benches.get(b) or {}).items() if "reply" in r}
+                  for g, names in FLUENCY_GROUPS} for v, benches in recs.items()}
+    out: dict = {}
+    for v, groups in pooled.items():
+        for g, rs in groups.items():
+            if not rs:
+                continue
+            names = [b for b in dict(FLUENCY_GROUPS)[g] if recs[v].get(b)]
+            row = {"n": len(rs), "loop_rate": loop(list(rs.values())), "distinct_2": dist(list(rs.values())),
+                   "benches": names}
+            if v != base and pooled.get(base, {}).get(g):
+                row["loop_diff"] = M.paired_compare(pooled[base][g], rs, loop)
+                row["distinct_diff"] = M.paired_compare(pooled[base][g], rs, dist)
+            out.setdefault(v, {})[g] = row
+    return out
+
+
+def fluency_section(table: dict) -> list[str]:
+    """Markdown of :func:`fluency_tables`: one row per variant, a loop-share and a distinct-2 column per group."""
+    from r1probe.eval.fluency import MAX_PERIOD, MIN_REPEATS, MIN_UNITS
+
+    groups = [g for g, _ in FLUENCY_GROUPS if any(g in row for row in table.values())]
+    if not groups:
+        return []
+    md = ["### Fluency", "",
+          "Replies in a repetition loop (one sequence of at most "
+          f"{MAX_PERIOD} units — CJK characters or words — following itself {MIN_REPEATS} times in a row over at "
+          f"least {MIN_UNITS} units) and the mean distinct-2 (unique unit pairs / pairs per reply), pooled over "
+          + "; ".join(f"the {g} ({', '.join(sorted({b for row in table.values() for b in row.get(g, {}).get('benches', [])}))})"
+                      for g in groups)
+          + ". Each cell: value, then variant − base [95% paired interval] (loop share: Newcombe, exact McNemar p; "
+            "distinct-2: paired bootstrap). `r1probe.eval.fluency`.", "",
+          "| variant | " + " | ".join(f"{g}: loop share | {g}: distinct-2" for g in groups) + " |",
+          "|---|" + "---|---|" * len(groups)]
+    for v, row in table.items():
+        cells = []
+        for g in groups:
+            r = row.get(g)
+            if not r:
+                cells += ["n/a", "n/a"]
+                continue
+            lv = "n/a" if r["loop_rate"] is None else f"{r['loop_rate']:.3f} (n {r['n']})"
+            dv = "n/a" if r["distinct_2"] is None else f"{r['distinct_2']:.3f}"
+            if "loop_diff" in r:
+                lv += f"; {_fmt_diff(r['loop_diff'])}"
+                dv += f"; {_fmt_diff(r['distinct_diff'])}"
+            cells += [lv, dv]
+        md.append(f"| {v} | " + " | ".join(cells) + " |")
     return md + [""]
 
 
@@ -352,6 +419,12 @@ def write_study_report(ctx, path: Path) -> dict:
                 eq = {True: "yes", False: "not shown", None: "n/a"}[t["equivalent"]]
                 md.append(f"| {v} | {bench} | {t['n']} | {fmt_ci(t['diff'], t['ci90'])} | "
                           f"{'n/a' if t['p'] is None else format(t['p'], '.3g')} | {eq} | {nrs} |")
+    fluency = fluency_tables(_records(results, variants))
+    if fluency:
+        from r1probe.provenance import atomic_write_json
+
+        atomic_write_json(path / "fluency.json", fluency)
+        md += [""] + fluency_section(fluency)
     md += [""] + fit_seed_section(table, cols)
     md += ["", f"Per-item outcomes behind every number: `{_rel(paired['per_sample'], out)}`.", ""]
     e = s.edit
@@ -377,9 +450,12 @@ def write_study_report(ctx, path: Path) -> dict:
     }
     present = {v.split("@s")[0] for v in table}
     parts = [f"`{k}` = {d}" for k, d in legend.items() if k in present]
-    if any("@s" in v for v in table):
+    if any("@s" in v and not v.startswith("plan-") for v in table):
         parts.append(f"`rank1-gate@sK` = rank1-gate refitted on a seeded {e.rank1_gate_fit_fraction:g} subsample of "
                      "each part of its fit data (seed K)")
+    if any(v.startswith("plan-alphasteer@s") for v in table):
+        parts.append(f"`plan-alphasteer@sK` = AlphaSteer refitted on a seeded {s.plan.alphasteer_fit_fraction:g} "
+                     "subsample of each part of its fit data (seed K)")
     md += ["Variants: " + "; ".join(parts) + ".", ""]
     if chosen:
         sc = {k: chosen.get(k) for k in ("bypass", "induce", "kl") if k in chosen}
