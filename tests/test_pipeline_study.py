@@ -185,6 +185,19 @@ def test_study_alphasteer_plan_is_fitted_recorded_and_evaluated(tiny_qwen2, tmp_
     assert not res["results"]["eval-plan-alphasteer"].skipped
     text = (out / "report.md").read_text()
     assert "`plan-alphasteer` = run-time AlphaSteer" in text and "overlap: 0 items" in text
+    # a seeded refit reads a subsample of every part (and records only that), and is evaluated beside the full fit
+    seeded = run_study(_cfg(tiny_qwen2, out, edits=[], plans=["alphasteer"], benches=["gsm8k-nll"],
+                            limits={"gsm8k-nll": 2}, eval={"data_root": str(shared_data)},
+                            plan={"alphasteer_layers": "1-2", "alphasteer_borderline": 12,
+                                  "alphasteer_fit_seeds": "1", "alphasteer_fit_fraction": 0.5}), log=lambda m: None)
+    redone = {r.name for r in seeded["results"].values() if not r.skipped}
+    assert redone == {"plan-alphasteer@s1", "eval-plan-alphasteer@s1", "report"}, redone
+    sub = json.loads((out / "plans" / "alphasteer@s1" / "tuning_reads.json").read_text())
+    for k, ids in sub.items():
+        assert set(ids) < set(reads[k]), k  # a strict subset of each part the full fit read
+    assert "seed 1" in json.loads((out / "plans" / "alphasteer@s1" / "fit.json").read_text())["fit_data"]
+    text = (out / "report.md").read_text()
+    assert "`plan-alphasteer@sK` = AlphaSteer refitted" in text and "plan-alphasteer: 1 seeded refits" in text
 
 
 def test_study_composite_edit_applies_its_edits_in_order_and_exports_once(tiny_qwen2, tmp_path, shared_data):

@@ -192,8 +192,13 @@ class PlanSettings(Settings):
                                                               "benign null space.")
     alphasteer_extra_benign: list[str] = Field([], description="alphasteer: benches whose whole dev part also joins "
                                                                "its benign null space (or-bench, xstest-safe).")
+    alphasteer_fit_seeds: list[int] = Field([], description="alphasteer: also refit on a seeded subsample of its "
+                                                            "fit data (alphasteer_fit_fraction of each part) for each "
+                                                            "seed; each refit is a variant plan-alphasteer@sK.")
+    alphasteer_fit_fraction: float = Field(0.8, gt=0, le=1, description="alphasteer: share of each fit-data part a "
+                                                                        "seeded refit keeps.")
 
-    _split = field_validator("plans", "alphasteer_extra_benign", mode="before")(
+    _split = field_validator("plans", "alphasteer_extra_benign", "alphasteer_fit_seeds", mode="before")(
         classmethod(lambda cls, v: split_list(v)))
 
 

@@ -330,12 +330,16 @@ def n_layers_of(st) -> int:
 
 
 def plan(ctx: Context, kind: str, *, name: str | None = None, rel: str | None = None, extract_name: str = "extract",
-         directions: str = "probe", spec: str | None = None, key: str | None = None) -> StageResult:
+         directions: str = "probe", spec: str | None = None, key: str | None = None,
+         fit_seed: int | None = None) -> StageResult:
     """A run-time plan with the chosen direction of stage ``directions`` at the chosen cell: ``add``
     (unconditional, at the read layer) or ``conditional`` (:func:`gated_plan` on the harmless prompts of
-    ``extract_name``, the model being steered); adds the variant to ``ctx.variants``."""
+    ``extract_name``, the model being steered); ``alphasteer``: :func:`alphasteer_plan` (``fit_seed``: its refit
+    on a seeded subsample, the variant ``plan-alphasteer@sK``). Adds the variant to ``ctx.variants``."""
     if kind == "alphasteer":
-        return alphasteer_plan(ctx, name=name, rel=rel, spec=spec, key=key)
+        return alphasteer_plan(ctx, name=name, rel=rel, spec=spec, key=key, fit_seed=fit_seed)
+    if fit_seed is not None:
+        raise R1ProbeError(f"plan {kind}: only alphasteer refits on a seeded subsample")
     L, P = ctx.values["chosen"]
     name = name or f"plan-{kind}"
     q = ctx.settings.plan.gate_quantile
@@ -360,19 +364,22 @@ def plan(ctx: Context, kind: str, *, name: str | None = None, rel: str | None = 
 
 
 def alphasteer_plan(ctx: Context, *, name: str | None = None, rel: str | None = None, spec: str | None = None,
-                    key: str | None = None) -> StageResult:
+                    key: str | None = None, fit_seed: int | None = None) -> StageResult:
     """AlphaSteer as published (:mod:`r1probe.steering.alphasteer`), fitted on ``spec``'s activations with the
-    plan settings' ``alphasteer_*``; writes the plan, its fit record and the ids it read (``tuning_reads.json``)."""
+    plan settings' ``alphasteer_*``; writes the plan, its fit record and the ids it read (``tuning_reads.json``).
+    ``fit_seed``: refit on a seeded ``alphasteer_fit_fraction`` of each fit-data part (``plan-alphasteer@sK``)."""
     from r1probe.steering.alphasteer import AlphaSteerSettings
 
     p, s = ctx.settings.plan, ctx.settings
     spec = spec or s.model.spec
-    name = name or "plan-alphasteer"
+    label = "alphasteer" if fit_seed is None else f"alphasteer@s{fit_seed}"
+    name = name or f"plan-{label}"
+    seeded = {} if fit_seed is None else {"fit_seed": fit_seed, "fit_fraction": p.alphasteer_fit_fraction}
     settings = AlphaSteerSettings(layers=p.alphasteer_layers, strength=p.alphasteer_strength,
                                   null_ratio=p.alphasteer_null_ratio, ridge=p.alphasteer_ridge,
                                   borderline=p.alphasteer_borderline, extra_benign=p.alphasteer_extra_benign,
                                   harmful_set=s.extract.harmful,
-                                  harmless_set=s.extract.harmless, data_root=s.eval.data_root, seed=s.seed)
+                                  harmless_set=s.extract.harmless, data_root=s.eval.data_root, seed=s.seed, **seeded)
 
     def fn(path: Path):
         from r1probe.data.partitions import write_tuning_reads
@@ -387,7 +394,7 @@ def alphasteer_plan(ctx: Context, *, name: str | None = None, rel: str | None = 
         return {"plan": str(path / "plan.json"), "method": rec["method"], "settings": rec["settings"]}
 
     inputs = {"kind": "alphasteer", "model": key or ctx.base_key, "settings": settings.model_dump(mode="json")}
-    r = ctx.stage(name, rel or "plans/alphasteer", inputs, fn)
+    r = ctx.stage(name, rel or f"plans/{label}", inputs, fn)
     ctx.variants[name] = Variant(spec, r.info["plan"], (key or ctx.base_key) + r.key)
     return r
 

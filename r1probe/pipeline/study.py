@@ -37,6 +37,9 @@ def edits(ctx: Context) -> None:
 def plans(ctx: Context) -> None:
     for kind in ctx.settings.plan.plans:
         S.plan(ctx, kind)
+        if kind == "alphasteer":  # refits on seeded subsamples: the spread across fits
+            for k in ctx.settings.plan.alphasteer_fit_seeds:
+                S.plan(ctx, kind, fit_seed=k)
 
 
 def budget(ctx: Context) -> None:

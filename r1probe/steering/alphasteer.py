@@ -22,7 +22,9 @@ the per-token approximation in the weights is the ``rank1-gate`` edit.
 Fit data (:func:`fit_states`): the train splits of the built-in harmful and harmless sets, the first ``N``
 CValues borderline *contrast* prompts and, optionally, the whole dev part of other benches (``extra_benign``,
 e.g. OR-Bench-Hard and XSTest-safe: prompts that look harmful and are not); all dev data, disjoint from every
-report part. The ids read are returned for the run's tuning record.
+report part. ``fit_seed=K`` keeps a seeded share (``fit_fraction``) of each part
+(:func:`r1probe.steering.fit_data.subsample`): refits on such subsamples measure how much the plan varies with
+its fit data. The ids read are returned for the run's tuning record.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class AlphaSteerSettings(Settings):
     data_root: str | None = Field(None, description="Shared data folder for the borderline prompts (default "
                                                     "$R1PROBE_DATA or ../shared/data).")
     seed: int = Field(0, description="Seed of the prompt sets' train split.")
+    fit_seed: int | None = Field(None, description="Fit on a seeded subsample (fit_fraction of each part) of the "
+                                                   "fit data (r1probe.steering.fit_data.subsample).")
+    fit_fraction: float = Field(0.8, gt=0, le=1, description="Share of each fit-data part kept with fit_seed.")
     batch_size: int = Field(16, ge=1, description="Batch size of the fitting forwards.")
 
 
@@ -117,21 +122,29 @@ def fit_states(lm, settings: AlphaSteerSettings, layers: list[int]) -> FitStates
     from r1probe.data.prompts import load_prompt_set
     from r1probe.extract.read import last_prompt_states
 
+    from r1probe.steering.fit_data import subsample
+
     s = settings
-    harm = load_prompt_set(s.harmful_set, split="train", seed=s.seed).prompts
-    safe = load_prompt_set(s.harmless_set, split="train", seed=s.seed).prompts
+
+    def keep(items, key):
+        return items if s.fit_seed is None else subsample(items, key, s.fit_fraction, s.fit_seed)
+
+    harm = keep(load_prompt_set(s.harmful_set, split="train", seed=s.seed).prompts, lambda p: p.id)
+    safe = keep(load_prompt_set(s.harmless_set, split="train", seed=s.seed).prompts, lambda p: p.id)
     border = []
     if s.borderline:
         from r1probe.data.borderline import borderline_splits
 
-        border = borderline_splits(s.data_root, english_contrast=False)["contrast"][:s.borderline]
+        border = keep(borderline_splits(s.data_root, english_contrast=False)["contrast"][:s.borderline],
+                      lambda it: it.id)
 
     extra, extra_ids = [], {}
     for b in s.extra_benign:
         if b not in EXTRA_BENIGN:
             raise R1ProbeError(f"AlphaSteer: extra benign set {b!r}: choose from {', '.join(EXTRA_BENIGN)} (their "
                                "dev parts)")
-        items = filter_items(b, EXTRA_BENIGN[b](s.data_root), "dev", root=s.data_root, seed=s.seed)
+        items = keep(filter_items(b, EXTRA_BENIGN[b](s.data_root), "dev", root=s.data_root, seed=s.seed),
+                     lambda it: it.id)
         extra += [it.text for it in items]
         extra_ids = merge_reads(extra_ids, reads_of((canonical(b, it.id) or (None, it.id))[1] for it in items))
 
@@ -144,7 +157,8 @@ def fit_states(lm, settings: AlphaSteerSettings, layers: list[int]) -> FitStates
     desc = (f"harmful: {s.harmful_set} train split ({len(harm)}); benign: {s.harmless_set} train split "
             f"({len(safe)})" + (f" + CValues borderline contrast split 1-{len(border)}" if border else "")
             + (f" + the dev parts of {', '.join(s.extra_benign)} ({len(extra)})" if extra else "")
-            + f"; split seed {s.seed}")
+            + f"; split seed {s.seed}"
+            + ("" if s.fit_seed is None else f"; fit subsample: {s.fit_fraction:g} of each part, seed {s.fit_seed}"))
     return FitStates(list(layers), states([p.text for p in harm]), states([p.text for p in safe]),
                      states([it.text for it in border] + extra), desc, ids)
 
