@@ -4,9 +4,10 @@
         --n 40 --tokens 96 --out runs/enh5 [--threads 1]
 
 Loads the model once; for each edit (``amplify:LAYERS:BETA`` or ``amplify-attn:...`` / ``amplify-mlp:...``,
-or ``rank1-gate:LAYER:LAMBDA[:bN]`` (``enhance:`` is the same): the registered ``rank1-gate`` edit, its read
-vector fitted on the built-in harmful *train* split against benign tokens: the harmless train prompts and
-200 GSM8K train question + solution texts, plus N CValues borderline contrast prompts with ``:bN``;
+or ``rank1-gate:LAYER:LAMBDA[:bN][:eBENCH+BENCH]`` (``enhance:`` is the same): the registered ``rank1-gate`` edit,
+its read vector fitted on the built-in harmful *train* split against benign tokens: the harmless train prompts and
+200 GSM8K train question + solution texts, plus N CValues borderline contrast prompts with ``:bN`` and the whole
+dev parts of the benches after ``:e`` (their dev numbers in this screen are then in-sample);
 direction from ``--enhance-directions``) it runs the edit through ``r1probe.steering.edits.run_edit``,
 measures refusal (``r1probe.eval.judges.refusal``) on dev data only (``r1probe.data.partitions``: screening is
 tuning): ``harmful-val`` (the first ``n`` of the built-in zh-harmful val split, seed 0), ``harmless-val`` (the
@@ -32,7 +33,7 @@ import torch
 
 
 def parse_edit(s: str) -> dict:
-    """``amplify[-attn|-mlp]:LAYERS:BETA``, ``rank1-gate:LAYER:LAMBDA[:bN]`` or
+    """``amplify[-attn|-mlp]:LAYERS:BETA``, ``rank1-gate:LAYER:LAMBDA[:bN][:eBENCH+BENCH]`` or
     ``alphasteer:LAYERS:STRENGTH[:bN][:rRATIO][:gRIDGE][:eBENCH+BENCH]`` as an edit name and its settings."""
     op, layers, strength, *rest = s.split(":")
     if op == "alphasteer":
@@ -42,10 +43,12 @@ def parse_edit(s: str) -> dict:
             st[key] = (int(r[1:]) if key == "borderline" else r[1:].split("+") if key == "extra_benign"
                        else float(r[1:]))
         return {"edit": s, "op": "alphasteer", "settings": st}
-    if op in ("rank1-gate", "enhance"):  # bN: N borderline contrast prompts added to the benign fit
-        border = int(rest[0][1:]) if rest else 0
-        return {"edit": s, "op": "rank1-gate", "settings": {"layer": int(layers), "lam": float(strength),
-                                                            "borderline": border}}
+    if op in ("rank1-gate", "enhance"):  # bN: N borderline contrast prompts, eA+B: dev parts, in the benign fit
+        st = {"layer": int(layers), "lam": float(strength), "borderline": 0}
+        for r in rest:
+            key = {"b": "borderline", "e": "extra_benign"}[r[0]]
+            st[key] = int(r[1:]) if key == "borderline" else r[1:].split("+")
+        return {"edit": s, "op": "rank1-gate", "settings": st}
     which = {"amplify": ["attn", "mlp"], "amplify-attn": ["attn"], "amplify-mlp": ["mlp"]}[op]
     return {"edit": s, "op": "amplify", "settings": {"layers": layers, "beta": float(strength), "writers": which}}
 

@@ -240,3 +240,16 @@ def test_a_model_that_thinks_gets_budgets_its_reasoning_needs(tiny_qwen2, tmp_pa
     assert conf["max_new_tokens"] == 16 and conf["judge_reasoning"]  # and its reasoning is judged too
     text = (tmp_path / "think" / "report.md").read_text()
     assert "Token budgets from the model's own reasoning" in text and "unterminated <think> (CHiSafety)" not in text
+
+
+def test_rank1_gate_borderline_extra_benign_joins_its_fit_data_only(tiny_qwen2, tmp_path, shared_data):
+    out = tmp_path / "study"
+    cfg = _cfg(tiny_qwen2, out, edits=["rank1-gate", "rank1-gate-borderline"], plans=[], benches=["gsm8k-nll"],
+               limits={"gsm8k-nll": 2}, eval={"data_root": str(shared_data)},
+               edit={"rank1_gate_layer": 1, "rank1_gate_borderline": 8, "rank1_gate_extra_benign": "or-bench"})
+    run_study(cfg, log=lambda m: None)
+    reads = {v: json.loads((out / "exports" / v / "model" / "tuning_reads.json").read_text())
+             for v in ("rank1-gate", "rank1-gate-borderline")}
+    assert "or-bench" in reads["rank1-gate-borderline"] and "or-bench" not in reads["rank1-gate"]
+    text = (out / "report.md").read_text()
+    assert "--set extra_benign=or-bench" in text and "the whole dev parts of or-bench" in text

@@ -60,3 +60,28 @@ def test_rank1_gate_refuses_a_fit_seed_with_files():
 
     with pytest.raises(ValueError, match="fit-seed"):
         Rank1GateSettings(harmful="h.jsonl", benign=["b.jsonl"], fit_seed=1)
+
+
+def test_extra_benign_adds_whole_dev_parts_and_records_them(tiny_lm, shared_data):
+    import pytest
+
+    from r1probe.data.benchmarks import load_or_bench, load_xstest
+    from r1probe.data.partitions import filter_items
+    from r1probe.steering.edits.rank1_gate import Rank1GateSettings
+
+    base = default_fit_data(tiny_lm, data_root=shared_data, n_gsm=0)
+    fit = default_fit_data(tiny_lm, data_root=shared_data, n_gsm=0, extra_benign=["or-bench", "xstest-safe"])
+    dev = {"or-bench": filter_items("or-bench", load_or_bench(shared_data), "dev", root=shared_data),
+           "xstest-safe": filter_items("xstest-safe", load_xstest(shared_data), "dev", root=shared_data)}
+    n = sum(len(v) for v in dev.values())
+    assert n and len(fit.benign) == len(base.benign) + n
+    assert fit.benign[-1] == tiny_lm.chat.encode(tiny_lm.chat.format(dev["xstest-safe"][-1].text))
+    assert set(fit.ids["or-bench"]) == {it.id for it in dev["or-bench"]}
+    assert len(fit.ids["xstest-safe"]) == len(dev["xstest-safe"])
+    report = filter_items("xstest-safe", load_xstest(shared_data), "report", root=shared_data)
+    assert not set(fit.ids["xstest-safe"]) & {it.id for it in report}
+    assert "the dev parts of or-bench, xstest-safe" in fit.description
+    with pytest.raises(ValueError, match="extra_benign 'chisafety-refusal'"):
+        Rank1GateSettings(extra_benign="chisafety-refusal")
+    with pytest.raises(ValueError, match="extra-benign"):
+        Rank1GateSettings(harmful="h.jsonl", benign=["b.jsonl"], extra_benign="or-bench")

@@ -437,7 +437,9 @@ def write_study_report(ctx, path: Path) -> dict:
                       "fitted to fire on harmful prompts and stay silent on harmless prompts and GSM8K solutions; "
                       "`r1probe edit --op rank1-gate`)",
         "rank1-gate-borderline": f"the same edit with the read vector also kept silent on {e.rank1_gate_borderline} "
-                                 "CValues borderline prompts (sensitive but answerable; `--borderline`)",
+                                 "CValues borderline prompts (sensitive but answerable; `--borderline`)"
+                                 + (f" and on the whole dev parts of {', '.join(e.rank1_gate_extra_benign)} "
+                                    "(`--extra-benign`)" if e.rank1_gate_extra_benign else ""),
         "amplify": f"exported checkpoint with the direction amplified in the output projections of layers "
                    f"{e.amplify_layers} (W ← (I + {e.amplify_beta:g} r̂r̂ᵀ) W)",
         "plan-conditional": "run-time CAST-style plan (add the direction only to prompts whose projection passes the gate)",

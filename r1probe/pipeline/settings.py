@@ -135,6 +135,9 @@ class EditSettings(Settings):
                                                    "(the value the dev-part screen chose).")
     rank1_gate_borderline: int = Field(332, ge=0, description="rank1-gate-borderline: CValues contrast prompts added "
                                                              "to the benign fit data.")
+    rank1_gate_extra_benign: list[str] = Field([], description="rank1-gate-borderline: benches whose whole dev part "
+                                                               "also joins its benign fit data (or-bench, "
+                                                               "xstest-safe).")
     fit_seeds: list[int] = Field(
         [], description="rank1-gate: also refit on a seeded subsample of its fit data (rank1_gate_fit_fraction of "
                         "each part) for each seed; each refit is a variant rank1-gate@sK evaluated like the others.")
@@ -146,7 +149,8 @@ class EditSettings(Settings):
     amplify_layers: str = Field("8-19", description="amplify: the layers whose output projections are amplified.")
     amplify_beta: float = Field(1.0, description="amplify: beta of W <- (I + beta r r^T) W.")
 
-    _seeds = field_validator("fit_seeds", mode="before")(classmethod(lambda cls, v: split_list(v)))
+    _seeds = field_validator("fit_seeds", "rank1_gate_extra_benign", mode="before")(
+        classmethod(lambda cls, v: split_list(v)))
 
     @field_validator("edits", mode="before")
     @classmethod

@@ -222,6 +222,8 @@ def edit_settings(ctx: Context, variant: str, n_layers: int, *, amplify: tuple[s
                               "harmful_set": s.extract.harmful, "harmless_set": s.extract.harmless,
                               "data_root": s.eval.data_root, "seed": s.seed,
                               "borderline": e.rank1_gate_borderline if variant == "rank1-gate-borderline" else 0,
+                              **({"extra_benign": e.rank1_gate_extra_benign}
+                                 if variant == "rank1-gate-borderline" and e.rank1_gate_extra_benign else {}),
                               **({} if fit_seed is None else {"fit_seed": fit_seed,
                                                               "fit_fraction": e.rank1_gate_fit_fraction})}
     return variant, {}

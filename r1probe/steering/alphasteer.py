@@ -42,22 +42,6 @@ from r1probe.settings import Settings, split_list
 METHOD = "AlphaSteer (null-space-constrained learned steering, run time)"
 
 
-def _xstest_safe(root):
-    from r1probe.data.benchmarks import load_xstest
-
-    return load_xstest(root, "safe")
-
-
-def _or_bench(root):
-    from r1probe.data.benchmarks import load_or_bench
-
-    return load_or_bench(root)
-
-
-#: benches whose dev part may join the benign null space (prompts that look harmful and are not)
-EXTRA_BENIGN = {"xstest-safe": _xstest_safe, "or-bench": _or_bench}
-
-
 class AlphaSteerSettings(Settings):
     """Settings of the AlphaSteer plan: its layers, null space, ridge, strength and fit data."""
 
@@ -118,11 +102,10 @@ class FitStates:
 
 def fit_states(lm, settings: AlphaSteerSettings, layers: list[int]) -> FitStates:
     """Read the fit data's residual streams at the inputs of ``layers`` (last prompt token)."""
-    from r1probe.data.partitions import canonical, filter_items, merge_reads, prompt_reads, reads_of
+    from r1probe.data.partitions import merge_reads, prompt_reads
     from r1probe.data.prompts import load_prompt_set
     from r1probe.extract.read import last_prompt_states
-
-    from r1probe.steering.fit_data import subsample
+    from r1probe.steering.fit_data import extra_benign_prompts, subsample
 
     s = settings
 
@@ -138,15 +121,7 @@ def fit_states(lm, settings: AlphaSteerSettings, layers: list[int]) -> FitStates
         border = keep(borderline_splits(s.data_root, english_contrast=False)["contrast"][:s.borderline],
                       lambda it: it.id)
 
-    extra, extra_ids = [], {}
-    for b in s.extra_benign:
-        if b not in EXTRA_BENIGN:
-            raise R1ProbeError(f"AlphaSteer: extra benign set {b!r}: choose from {', '.join(EXTRA_BENIGN)} (their "
-                               "dev parts)")
-        items = keep(filter_items(b, EXTRA_BENIGN[b](s.data_root), "dev", root=s.data_root, seed=s.seed),
-                     lambda it: it.id)
-        extra += [it.text for it in items]
-        extra_ids = merge_reads(extra_ids, reads_of((canonical(b, it.id) or (None, it.id))[1] for it in items))
+    extra, extra_ids = extra_benign_prompts(s.extra_benign, s.data_root, s.seed, keep=keep)
 
     def states(texts):
         return last_prompt_states(lm, texts, layers, s.batch_size)

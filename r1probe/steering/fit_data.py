@@ -12,6 +12,9 @@ harmless test split, CHiSafetyBench, GSM8K test).
 from its ``report`` split) to the benign side, so the read vector learns to stay silent on sensitive
 but answerable requests too.
 
+``extra_benign=[bench, ...]`` adds the whole *dev* part of benches whose prompts look harmful and are not
+(``xstest-safe``, ``or-bench``; :data:`EXTRA_BENIGN`), as AlphaSteer's null space can.
+
 ``fit_seed=K`` keeps a seeded share (``fit_fraction``) of every part (harmful prompts, harmless prompts,
 GSM8K texts, borderline prompts), chosen by :func:`subsample` from the same splits: refits on such
 subsamples measure how much the edit's results vary with its fit data, without moving any item across
@@ -41,9 +44,10 @@ class FitData:
 def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str = "builtin:zh-harmless",
                      data_root: str | os.PathLike | None = None, n_gsm: int = 200, gsm_tokens: int = 256,
                      seed: int = 0, borderline: int = 0, fit_seed: int | None = None,
-                     fit_fraction: float = 0.8) -> FitData:
+                     fit_fraction: float = 0.8, extra_benign=()) -> FitData:
     """Harmful train prompts vs benign token lists (harmless train prompts + GSM8K train 1..n_gsm
-    [+ ``borderline`` CValues contrast prompts]); with ``fit_seed``, a seeded ``fit_fraction`` of each."""
+    [+ ``borderline`` CValues contrast prompts] [+ the dev parts of the ``extra_benign`` benches]); with
+    ``fit_seed``, a seeded ``fit_fraction`` of each."""
     from r1probe.data.benchmarks import load_gsm8k
     from r1probe.data.prompts import load_prompt_set
 
@@ -75,9 +79,48 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
         desc += (f" + CValues borderline contrast split 1-{len(border)} (prompts)" if fit_seed is None else
                  f" + CValues borderline contrast split {len(border)} of 1-{borderline} (prompts)")
         read_ids = merge_reads(read_ids, {"cvalues": [it.id for it in border]})
+    if extra_benign:
+        texts, extra_ids = extra_benign_prompts(extra_benign, data_root, seed, keep=keep)
+        benign += [lm.chat.encode(lm.chat.format(t)) for t in texts]
+        desc += f" + the dev parts of {', '.join(extra_benign)} ({len(texts)} prompts)"
+        read_ids = merge_reads(read_ids, extra_ids)
     if fit_seed is not None:
         desc += f"; fit subsample: {fit_fraction:g} of each part, seed {fit_seed}"
     return FitData(harm, benign, desc, read_ids)
+
+
+def _xstest_safe(root):
+    from r1probe.data.benchmarks import load_xstest
+
+    return load_xstest(root, "safe")
+
+
+def _or_bench(root):
+    from r1probe.data.benchmarks import load_or_bench
+
+    return load_or_bench(root)
+
+
+#: benches whose dev part may join a fit's benign side (prompts that look harmful and are not)
+EXTRA_BENIGN = {"xstest-safe": _xstest_safe, "or-bench": _or_bench}
+
+
+def extra_benign_prompts(names, data_root=None, seed: int = 0, *, keep=None) -> tuple[list[str], dict]:
+    """The prompt texts of the whole *dev* part of each bench in ``names`` (:data:`EXTRA_BENIGN`; never a report
+    item) and the ids read, ``{set: [ids]}``. ``keep(items, key)``: a subsample of each bench's items."""
+    from r1probe.data.partitions import canonical, filter_items, merge_reads, reads_of
+    from r1probe.errors import R1ProbeError
+
+    texts, reads = [], {}
+    for b in names:
+        if b not in EXTRA_BENIGN:
+            raise R1ProbeError(f"extra benign set {b!r}: choose from {', '.join(EXTRA_BENIGN)} (their dev parts)")
+        items = filter_items(b, EXTRA_BENIGN[b](data_root), "dev", root=data_root, seed=seed)
+        if keep is not None:
+            items = keep(items, lambda it: it.id)
+        texts += [it.text for it in items]
+        reads = merge_reads(reads, reads_of((canonical(b, it.id) or (None, it.id))[1] for it in items))
+    return texts, reads
 
 
 def subsample(items: list, key, fraction: float, seed: int) -> list:

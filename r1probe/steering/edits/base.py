@@ -39,6 +39,9 @@ class ReadFitSettings(EditSettings):
     seed: int = Field(0, description="Seed of the built-in prompt sets' train split.")
     borderline: int = Field(0, ge=0, description="Built-in fit data: also keep the edit silent on the first N "
                                                  "CValues borderline contrast prompts.")
+    extra_benign: Annotated[list[str], BeforeValidator(split_list)] = Field(
+        [], description="Built-in fit data: benches whose whole dev part also joins the benign side (or-bench, "
+                        "xstest-safe: prompts that look harmful and are not).")
     null_energy: float = Field(0.99, gt=0, le=1, description="Benign energy kept out of the read vector.")
     ridge: float = Field(1e-2, ge=0, description="Ridge of the read-vector fit, relative to the harmful "
                                                  "rows' mean squared norm.")
@@ -47,9 +50,14 @@ class ReadFitSettings(EditSettings):
     def _fit_files(self):
         if bool(self.harmful) != bool(self.benign):
             raise ValueError("give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
-        if self.harmful and self.borderline:
-            raise ValueError("--borderline applies to the default fit data; add such prompts to a --benign "
-                             "file instead")
+        if self.harmful and (self.borderline or self.extra_benign):
+            raise ValueError("--borderline and --extra-benign apply to the default fit data; add such prompts to a "
+                             "--benign file instead")
+        from r1probe.steering.fit_data import EXTRA_BENIGN
+
+        bad = [b for b in self.extra_benign if b not in EXTRA_BENIGN]
+        if bad:
+            raise ValueError(f"extra_benign {bad[0]!r}: choose from {', '.join(EXTRA_BENIGN)} (their dev parts)")
         return self
 
     def fit_data(self, lm, **default_kw):
@@ -60,7 +68,8 @@ class ReadFitSettings(EditSettings):
         if self.harmful:
             return file_fit_data(lm, self.harmful, self.benign, self.benign_limit)
         return default_fit_data(lm, harmful=self.harmful_set, harmless=self.harmless_set, data_root=self.data_root,
-                                seed=self.seed, borderline=self.borderline, **default_kw)
+                                seed=self.seed, borderline=self.borderline, extra_benign=self.extra_benign,
+                                **default_kw)
 
 
 @dataclass
