@@ -50,9 +50,10 @@ class ReadFitSettings(EditSettings):
     def _fit_files(self):
         if bool(self.harmful) != bool(self.benign):
             raise ValueError("give both --harmful FILE and --benign FILE, or neither (built-in fit data)")
-        if self.harmful and (self.borderline or self.extra_benign):
-            raise ValueError("--borderline and --extra-benign apply to the default fit data; add such prompts to a "
-                             "--benign file instead")
+        for flag, given in (("--borderline", self.borderline), ("--extra-benign", self.extra_benign)):
+            if self.harmful and given:
+                raise ValueError(f"{flag} applies to the default fit data; add such prompts to a --benign file "
+                                 "instead")
         from r1probe.steering.fit_data import EXTRA_BENIGN
 
         bad = [b for b in self.extra_benign if b not in EXTRA_BENIGN]
