@@ -197,7 +197,8 @@ def test_study_alphasteer_plan_is_fitted_recorded_and_evaluated(tiny_qwen2, tmp_
         assert set(ids) < set(reads[k]), k  # a strict subset of each part the full fit read
     assert "seed 1" in json.loads((out / "plans" / "alphasteer@s1" / "fit.json").read_text())["fit_data"]
     text = (out / "report.md").read_text()
-    assert "`plan-alphasteer@sK` = AlphaSteer refitted" in text and "plan-alphasteer: 1 seeded refits" in text
+    assert "`plan-alphasteer@sK` = AlphaSteer refitted" in text and "plan-alphasteer: 1 seeded refit |" in text
+    assert "vs the full fit" in text
 
 
 def test_study_composite_edit_applies_its_edits_in_order_and_exports_once(tiny_qwen2, tmp_path, shared_data):

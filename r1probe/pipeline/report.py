@@ -5,7 +5,8 @@ Every rate carries its 95% Wilson interval, the GSM8K gold NLL a 95% percentile 
 difference to ``base`` is paired over the items both evaluated (exact McNemar on the discordant pairs with
 Newcombe's paired interval for rates, paired bootstrap for the NLL; :mod:`r1probe.eval.metrics`); reasoning
 retention is a paired TOST with a margin of :data:`TOST_MARGIN` (3 points) on GSM8K and CMATH accuracy beside
-the GSM8K NLL ratio. ``report/per_sample.jsonl`` holds the per-item outcome behind every reported number.
+the GSM8K NLL ratio; fluency (repetition loops, distinct-2; :mod:`r1probe.eval.fluency`) is paired the same way
+(``report/fluency.json``). ``report/per_sample.jsonl`` holds the per-item outcome behind every reported number.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ def fit_seed_section(table: dict, cols: list[tuple]) -> list[str]:
     md = ["### Spread across fits", "",
           "Each `NAME@sK` refits the edit on a seeded subsample of its fit data (same splits, same direction); "
           "the spread over these refits is the variance that comes from the fit, beside the sampling intervals "
-          "above. Mean ± sample SD [min, max] over the seeded refits.", "",
+          "above. Mean ± sample SD [min, max] over the seeded refits (one refit: its difference to the full fit).",
+          "",
           "| fit | " + " | ".join(titles) + " |", "|---|" + "---|" * len(titles)]
     for fam, seeded in fams.items():
         for v in ([fam] if fam in table else []) + seeded:
@@ -175,9 +177,14 @@ def fit_seed_section(table: dict, cols: list[tuple]) -> list[str]:
         cells = []
         for t in titles:
             xs = [table[v][t][0] for v in seeded if table[v][t][0] is not None]
-            cells.append("n/a" if not xs else f"{statistics.mean(xs):.3f} ± "
-                         f"{statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f} [{min(xs):.3f}, {max(xs):.3f}]")
-        md.append(f"| {fam}: {len(seeded)} seeded refits | " + " | ".join(cells) + " |")
+            if not xs:
+                cells.append("n/a")
+            elif len(xs) == 1:  # one refit has no spread to state: its difference to the full-data fit
+                full = table.get(fam, {}).get(t, (None,))[0]
+                cells.append("one refit" if full is None else f"{xs[0] - full:+.3f} vs the full fit")
+            else:
+                cells.append(f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f} [{min(xs):.3f}, {max(xs):.3f}]")
+        md.append(f"| {fam}: {len(seeded)} seeded refit{'' if len(seeded) == 1 else 's'} | " + " | ".join(cells) + " |")
     return md + [""]
 
 
