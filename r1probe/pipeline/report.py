@@ -220,6 +220,10 @@ def fluency_tables(recs: dict[str, dict[str, dict[str, dict]]], *, base: str = "
     return out
 
 
+def _group_benches(table: dict, group: str) -> list[str]:
+    return sorted({b for row in table.values() for b in row.get(group, {}).get("benches", [])})
+
+
 def fluency_section(table: dict) -> list[str]:
     """Markdown of :func:`fluency_tables`: one row per variant, a loop-share and a distinct-2 column per group."""
     from r1probe.eval.fluency import MAX_PERIOD, MIN_REPEATS, MIN_UNITS
@@ -231,8 +235,7 @@ def fluency_section(table: dict) -> list[str]:
           "Replies in a repetition loop (one sequence of at most "
           f"{MAX_PERIOD} units — CJK characters or words — following itself {MIN_REPEATS} times in a row over at "
           f"least {MIN_UNITS} units) and the mean distinct-2 (unique unit pairs / pairs per reply), pooled over "
-          + "; ".join(f"the {g} ({', '.join(sorted({b for row in table.values() for b in row.get(g, {}).get('benches', [])}))})"
-                      for g in groups)
+          + "; ".join(f"the {g} ({', '.join(_group_benches(table, g))})" for g in groups)
           + ". Each cell: value, then variant − base [95% paired interval] (loop share: Newcombe, exact McNemar p; "
             "distinct-2: paired bootstrap). `r1probe.eval.fluency`.", "",
           "| variant | " + " | ".join(f"{g}: loop share | {g}: distinct-2" for g in groups) + " |",
@@ -443,8 +446,9 @@ def write_study_report(ctx, path: Path) -> dict:
                       f"MLP output projection of {lay} (r̂: that layer's difference-in-means direction; a: a read vector "
                       "fitted to fire on harmful prompts and stay silent on harmless prompts and GSM8K solutions; "
                       "`r1probe edit --op rank1-gate`)",
-        "rank1-gate-borderline": f"the same edit with the read vector also kept silent on {e.rank1_gate_borderline} "
-                                 "CValues borderline prompts (sensitive but answerable; `--borderline`)"
+        "rank1-gate-borderline": f"the rank1-gate edit (λ {e.rank1_gate_lam:g}) with the read vector also kept silent "
+                                 f"on {e.rank1_gate_borderline} CValues borderline prompts (sensitive but answerable; "
+                                 "`--borderline`)"
                                  + (f" and on the whole dev parts of {', '.join(e.rank1_gate_extra_benign)} "
                                     "(`--extra-benign`)" if e.rank1_gate_extra_benign else ""),
         "amplify": f"exported checkpoint with the direction amplified in the output projections of layers "
