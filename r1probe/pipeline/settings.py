@@ -135,7 +135,7 @@ class EditSettings(Settings):
                                                    "(the value the dev-part screen chose).")
     rank1_gate_borderline: int = Field(332, ge=0, description="rank1-gate-borderline: CValues contrast prompts added "
                                                              "to the benign fit data.")
-    rank1_gate_extra_benign: list[str] = Field([], description="rank1-gate-borderline: benches whose whole dev part "
+    rank1_gate_extra_benign: list[Literal["or-bench", "xstest-safe"]] = Field([], description="rank1-gate-borderline: benches whose whole dev part "
                                                                "also joins its benign fit data (or-bench, "
                                                                "xstest-safe).")
     fit_seeds: list[int] = Field(
@@ -194,7 +194,7 @@ class PlanSettings(Settings):
     alphasteer_ridge: float = Field(10.0, ge=0, description="alphasteer: ridge gamma of its read-vector fit.")
     alphasteer_borderline: int = Field(332, ge=0, description="alphasteer: CValues contrast prompts (dev) in its "
                                                               "benign null space.")
-    alphasteer_extra_benign: list[str] = Field([], description="alphasteer: benches whose whole dev part also joins "
+    alphasteer_extra_benign: list[Literal["or-bench", "xstest-safe"]] = Field([], description="alphasteer: benches whose whole dev part also joins "
                                                                "its benign null space (or-bench, xstest-safe).")
     alphasteer_fit_seeds: list[int] = Field([], description="alphasteer: also refit on a seeded subsample of its "
                                                             "fit data (alphasteer_fit_fraction of each part) for each "
