@@ -105,13 +105,10 @@ def fit_states(lm, settings: AlphaSteerSettings, layers: list[int]) -> FitStates
     from r1probe.data.partitions import merge_reads, prompt_reads
     from r1probe.data.prompts import load_prompt_set
     from r1probe.extract.read import last_prompt_states
-    from r1probe.steering.fit_data import extra_benign_prompts, subsample
+    from r1probe.steering.fit_data import extra_benign_prompts, seeded_keep
 
     s = settings
-
-    def keep(items, key):
-        return items if s.fit_seed is None else subsample(items, key, s.fit_fraction, s.fit_seed)
-
+    keep = seeded_keep(s.fit_seed, s.fit_fraction)
     harm = keep(load_prompt_set(s.harmful_set, split="train", seed=s.seed).prompts, lambda p: p.id)
     safe = keep(load_prompt_set(s.harmless_set, split="train", seed=s.seed).prompts, lambda p: p.id)
     border = []

@@ -53,9 +53,7 @@ def default_fit_data(lm, *, harmful: str = "builtin:zh-harmful", harmless: str =
 
     from r1probe.data.partitions import merge_reads, prompt_reads
 
-    def keep(items, key):
-        return items if fit_seed is None else subsample(items, key, fit_fraction, fit_seed)
-
+    keep = seeded_keep(fit_seed, fit_fraction)
     harm_ps = keep(load_prompt_set(harmful, split="train", seed=seed).prompts, lambda p: p.id)
     safe_ps = keep(load_prompt_set(harmless, split="train", seed=seed).prompts, lambda p: p.id)
     harm = [p.text for p in harm_ps]
@@ -121,6 +119,13 @@ def extra_benign_prompts(names, data_root=None, seed: int = 0, *, keep=None) -> 
         texts += [it.text for it in items]
         reads = merge_reads(reads, reads_of((canonical(b, it.id) or (None, it.id))[1] for it in items))
     return texts, reads
+
+
+def seeded_keep(fit_seed: int | None, fraction: float):
+    """``keep(items, key)``: all of ``items`` when ``fit_seed`` is None, else their :func:`subsample`."""
+    def keep(items, key):
+        return items if fit_seed is None else subsample(items, key, fraction, fit_seed)
+    return keep
 
 
 def subsample(items: list, key, fraction: float, seed: int) -> list:
