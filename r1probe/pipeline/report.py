@@ -105,14 +105,15 @@ def _records(results: dict, variants) -> dict[str, dict[str, dict[str, dict]]]:
     return out
 
 
-def paired_tables(results: dict, variants, cols: list[tuple], path: Path, *, base: str = "base") -> dict:
+def paired_tables(results: dict, variants, cols: list[tuple], path: Path, *, base: str = "base",
+                  recs: dict | None = None) -> dict:
     """Paired differences of every variant to ``base`` on every column, reasoning retention (TOST, NLL ratio)
     and ``path/per_sample.jsonl`` (the per-item outcome behind each reported number). Returns
     ``{"diff": {variant: {title: row}}, "tost": {variant: {bench: row}}, "nll_ratio": {variant: row},
-    "per_sample": file}``."""
+    "per_sample": file}``. ``recs``: the records of :func:`_records`, when the caller has read them."""
     from r1probe.eval import metrics as M
 
-    recs = _records(results, variants)
+    recs = _records(results, variants) if recs is None else recs
     out = {"diff": {}, "tost": {}, "nll_ratio": {}}
     path.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -342,7 +343,8 @@ def write_study_report(ctx, path: Path) -> dict:
     written["tables"]["metrics"] = write_table(header, rows, path / "metrics", sources=sources,
                                                caption="Safety, over-refusal and reasoning per variant (95% Wilson "
                                                        "interval for rates, bootstrap for the NLL)")
-    paired = paired_tables(results, variants, cols, path)
+    recs = _records(results, variants)  # every evaluation's records, read once for the paired and fluency tables
+    paired = paired_tables(results, variants, cols, path, recs=recs)
     if paired["diff"]:
         drows = [[v] + [_fmt_diff(paired["diff"][v].get(c[2])) for c in cols] for v in paired["diff"]]
         written["tables"]["paired"] = write_table(
@@ -429,7 +431,7 @@ def write_study_report(ctx, path: Path) -> dict:
                 eq = {True: "yes", False: "not shown", None: "n/a"}[t["equivalent"]]
                 md.append(f"| {v} | {bench} | {t['n']} | {fmt_ci(t['diff'], t['ci90'])} | "
                           f"{'n/a' if t['p'] is None else format(t['p'], '.3g')} | {eq} | {nrs} |")
-    fluency = fluency_tables(_records(results, variants))
+    fluency = fluency_tables(recs)
     if fluency:
         from r1probe.provenance import atomic_write_json
 
