@@ -7,13 +7,17 @@ from r1probe.models import load_model
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen2", "tiny_llama"])
-def test_saved_tiny_models_load_with_identical_logits(fixture, request):
+def test_saved_tiny_models_load_with_identical_logits(fixture, request, monkeypatch):
     folder = request.getfixturevalue(fixture)
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    lm = load_model(str(folder), dtype="float32", device="cpu")
     ids = torch.tensor([[1, 5, 9, 23, 42, 7]])
+    packed = load_model(str(folder), dtype="float32", device="cpu")  # the CPU kernel auto picks
+    monkeypatch.setenv("R1PROBE_CPU_LINEAR", "mkl")  # transformers' own kernel: the same numbers, bit for bit
+    lm = load_model(str(folder), dtype="float32", device="cpu")
+    assert lm.provenance["linear_kernel"] == "mkl"
     with torch.no_grad():
         assert torch.equal(ref(ids).logits, lm.model(ids).logits)
+        torch.testing.assert_close(packed.model(ids).logits, ref(ids).logits, rtol=1e-5, atol=1e-5)
     assert lm.layout.family == ("qwen2" if fixture == "tiny_qwen2" else "llama")
     assert lm.layout.n_layers == 3 and lm.layout.d_model == 64
     assert lm.tokenizer.padding_side == "left"

@@ -240,8 +240,13 @@ def reply_loss_sum(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
 # ---------------------------------------------------------------- trainable parameters
 
 def prepare_model(lm, cfg: SFTConfig):
-    """Make the trainable parameters: wrap with LoRA (peft) or unfreeze the chosen layers. Returns the model to call."""
+    """Make the trainable parameters: wrap with LoRA (peft) or unfreeze the chosen layers. Returns the model to call.
+    The linear layers go back to the plain kernel (``r1probe.models.kernels.unpack_linears``): an adapter merge
+    writes weights where a packed copy would not see it."""
+    from r1probe.models.kernels import unpack_linears
+
     model = lm.model
+    unpack_linears(model)
     model.requires_grad_(False)
     n_layers = lm.layout.n_layers
     layers = None

@@ -12,6 +12,7 @@ import torch
 from r1probe.errors import R1ProbeError, UnsupportedModelError
 from r1probe.models.builtin import BUILTINS, assemble, resolve_built
 from r1probe.models.chat import ChatFormatter, resolve_template
+from r1probe.models import kernels
 from r1probe.models.gguf import dequantize_gguf
 from r1probe.models.layout import Layout, detect_layout
 from r1probe.models.spec import ModelSpec, parse_spec
@@ -236,13 +237,15 @@ def load_model(spec: str | ModelSpec, *, revision: str | None = None, dtype: str
     model.eval()
     model.requires_grad_(False)
     make_lm_head_contiguous(model)
+    linear_kernel, linear_reason = kernels.apply(model, device, torch_dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     layout = detect_layout(model)
     tpl, kind = resolve_template(chat_template, tokenizer)
     chat = ChatFormatter(tokenizer, tpl, kind)
-    prov = {**prov, "chat_template_sha256": sha256_text(tpl), "dtype_reason": dtype_reason}
+    prov = {**prov, "chat_template_sha256": sha256_text(tpl), "dtype_reason": dtype_reason,
+            "linear_kernel": linear_kernel, "linear_kernel_reason": linear_reason}
     if spec.kind == "hub":
         commit = getattr(config, "_commit_hash", None)
         if commit:
