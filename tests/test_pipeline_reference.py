@@ -10,10 +10,12 @@ CPU's bfloat16 kernels, so on other hardware the test is skipped. Rebuild it fro
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "study_reference.json"
 #: the fixed run (r1probe run flags; the data root is the default one)
@@ -39,11 +41,17 @@ def record(run_dir: str | Path) -> dict:
 
 
 def hardware() -> dict:
-    """What decides the replies' floating-point rounding: the auto dtype and the CPU flags behind it."""
+    """What decides the replies' floating-point rounding: the auto dtype and the CPU flags behind it (in float32
+    also the linear layers' kernel, ``r1probe.models.kernels``)."""
+    from r1probe.models import kernels
     from r1probe.models.loader import auto_dtype
 
     dtype, why = auto_dtype("cpu")
-    return {"dtype": str(dtype).removeprefix("torch."), "why": why}
+    out = {"dtype": str(dtype).removeprefix("torch."), "why": why}
+    if dtype == torch.float32:
+        out["linear_kernel"] = "onednn" if kernels.onednn_available() and \
+            os.environ.get(kernels.ENV, "auto").strip().lower() in ("", "auto", "onednn") else "mkl"
+    return out
 
 
 @pytest.mark.slow
