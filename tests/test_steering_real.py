@@ -79,15 +79,15 @@ def test_batched_steered_generation_matches_one_by_one(real_lm, direction):
 
 
 def test_alphasteer_fitted_on_the_embedded_model_reads_harmful_prompts_it_never_saw(real_lm, shared_data, monkeypatch):
-    """AlphaSteer fitted on the embedded model (two layers, the built-in train splits and 64 CValues contrast
-    prompts): its read vector is larger on harmful prompts than on harmless ones outside its fit data, and the plan
-    leaves the harmless prompts' refusal opening nearly where it was (their reads are near zero)."""
+    """AlphaSteer fitted on the embedded model (two layers, a seeded 40% of the built-in train splits and of 64
+    CValues contrast prompts): its read vector is larger on harmful prompts than on harmless ones outside its fit
+    data, and the plan leaves the harmless prompts' refusal opening nearly where it was (their reads are near zero)."""
     from r1probe.extract.read import last_prompt_states
     from r1probe.steering.alphasteer import AlphaSteerSettings, alphasteer_plan
 
     monkeypatch.setenv("R1PROBE_DATA", str(shared_data))
-    plan, rec = alphasteer_plan(real_lm, AlphaSteerSettings(layers="10,12", strength=1.0, borderline=64),
-                                log=lambda m: None)
+    settings = AlphaSteerSettings(layers="10,12", strength=1.0, borderline=64, fit_seed=0, fit_fraction=0.4)
+    plan, rec = alphasteer_plan(real_lm, settings, log=lambda m: None)
     a = plan.steps[-1].condition.direction.float()
     harm = last_prompt_states(real_lm, HARMFUL, [12])[:, 0] @ a
     safe = last_prompt_states(real_lm, HARMLESS, [12])[:, 0] @ a

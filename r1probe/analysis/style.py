@@ -45,8 +45,10 @@ def setup_style() -> str | None:
         font_manager.fontManager.addfont(path)
         family = font_manager.FontProperties(fname=path).get_name()
     plt.rcParams.update({
-        "font.family": "sans-serif",
-        "font.sans-serif": ([family] if family else []) + ["DejaVu Sans"],
+        # Latin text in DejaVu Sans, CJK glyphs from the CJK font (matplotlib's per-glyph fallback): a figure
+        # without Chinese text embeds only the small font in its PDF
+        "font.family": ["DejaVu Sans"] + ([family] if family else []),
+        "font.sans-serif": ["DejaVu Sans"] + ([family] if family else []),
         "axes.unicode_minus": False,
         "axes.spines.top": False,
         "axes.spines.right": False,
