@@ -271,3 +271,75 @@ def test_target_nll_under_a_plan_treats_the_target_as_generated(tiny_lm, kind):
         assert abs(v - want) < 1e-4, (y, v, want)
         if len(yy) > 1:  # a one-token target is predicted by the prompt's last token alone
             assert abs(v - b) > 1e-4  # the plan changed the NLL
+
+
+def _median_gate(lm, engine, items, close_think=False, seed=11):
+    """A conditional plan (add at block 1, gated at block 1) whose threshold splits ``items``' prompts in two."""
+    import torch
+
+    from r1probe.steering import Condition, SteeringPlan, steering
+
+    g = torch.Generator().manual_seed(seed)
+    d, a = torch.randn(lm.layout.d_model, generator=g), torch.randn(lm.layout.d_model, generator=g)
+    everyone = SteeringPlan.conditional_add(1, d, 30.0, condition=Condition(layer=1, direction=a, threshold=-1e9))
+    scores = []
+    for it in items:
+        ids = lm.chat.encode(engine.format(it.text, it.history, close_think=close_think))
+        with steering(lm, everyone) as h, torch.no_grad():
+            lm.model(input_ids=torch.tensor([ids]))
+            scores.append(float(h.scores[0][0]))
+    lo, hi = sorted(scores)[len(scores) // 2 - 1:len(scores) // 2 + 1]
+    thr = (lo + hi) / 2
+    plan = SteeringPlan.conditional_add(1, d, 30.0, condition=Condition(layer=1, direction=a, threshold=thr))
+    return plan, {it.id: s > thr for it, s in zip(items, scores)}
+
+
+def test_a_conditional_plan_takes_the_unedited_records_where_its_gates_stay_closed(tmp_path, tiny_lm):
+    """``unchanged_from``: an item whose prompt leaves the gate closed gets the unedited model's record; the
+    records equal those of generating every item under the plan; a base made with other settings is not used."""
+    root = write_xstest(tmp_path / "data", 12)
+    b = get_bench("xstest-safe")
+    kw = dict(limit=10, seed=0, data_root=str(root), chunk_size=4, max_new_tokens=6)
+    base_eng = HFEngine(tiny_lm, max_new_tokens=6, batch_size=4)
+    plan, want = _median_gate(tiny_lm, base_eng, runner.bench_items(b, limit=10, seed=0, data_root=str(root)))
+    base_recs, _ = runner.run_bench(b, base_eng, KeywordJudge(), tmp_path / "base", **kw)
+    eng = HFEngine(tiny_lm, max_new_tokens=6, batch_size=4, plan=plan)
+    recs, entry = runner.run_bench(b, eng, KeywordJudge(), tmp_path / "plan", unchanged_from=tmp_path / "base", **kw)
+    full, _ = runner.run_bench(b, eng, KeywordJudge(), None, **kw)  # every item generated under the plan
+    base_by = {r["id"]: r for r in base_recs}
+    n_open = sum(want.values())
+    assert 0 < n_open < 10
+    assert entry["gates"] == {"checked": 10, "open": n_open, "from_unchanged": 10 - n_open}
+    assert entry["timing"]["new"] == 10
+    for r, f in zip(recs, full):
+        assert r["gate_open"] is want[r["id"]]
+        assert r["reply"] == f["reply"]
+        if r["gate_open"]:
+            assert "unchanged_from" not in r
+        else:
+            assert r["unchanged_from"] == str(tmp_path / "base") and r["reply"] == base_by[r["id"]]["reply"]
+    assert any(r["reply"] != base_by[r["id"]]["reply"] for r in recs if r["gate_open"])  # the plan did steer
+    assert sorted(ids_in(tmp_path / "plan" / "xstest-safe.jsonl")) == sorted(want)
+    # resumed: nothing generated again, the gate counts kept
+    _, again = runner.run_bench(b, eng, KeywordJudge(), tmp_path / "plan", unchanged_from=tmp_path / "base", **kw)
+    assert again["timing"]["new"] == 0 and again["gates"] == entry["gates"]
+    # a base made with another token budget is not used
+    other, e3 = runner.run_bench(b, eng, KeywordJudge(), tmp_path / "plan5", unchanged_from=tmp_path / "base",
+                                 **{**kw, "max_new_tokens": 5})
+    assert "gates" not in e3 and not any("unchanged_from" in r for r in other)
+
+
+def test_a_conditional_plan_takes_the_unedited_nll_where_its_gates_stay_closed(tmp_path, tiny_lm, shared_data):
+    b = get_bench("gsm8k-nll")
+    kw = dict(limit=8, seed=0, data_root=str(shared_data))
+    base_eng = HFEngine(tiny_lm, max_new_tokens=4, batch_size=4)
+    plan, want = _median_gate(tiny_lm, base_eng, runner.bench_items(b, **kw), close_think=True)
+    base_recs, _ = runner.run_bench(b, base_eng, None, tmp_path / "base", **kw)
+    eng = HFEngine(tiny_lm, max_new_tokens=4, batch_size=4, plan=plan)
+    recs, entry = runner.run_bench(b, eng, None, tmp_path / "plan", unchanged_from=tmp_path / "base", **kw)
+    full, _ = runner.run_bench(b, eng, None, None, **kw)
+    assert entry["gates"]["open"] == sum(want.values()) and 0 < entry["gates"]["from_unchanged"] < 8
+    for r, f, o in zip(recs, full, base_recs):
+        assert r["gate_open"] is want[r["id"]]
+        assert abs(r["nll"] - f["nll"]) < 1e-4
+        assert (r["nll"] == o["nll"]) is (not r["gate_open"]) or abs(r["nll"] - o["nll"]) < 1e-6

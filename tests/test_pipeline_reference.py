@@ -10,7 +10,6 @@ CPU's bfloat16 kernels, so on other hardware the test is skipped. Rebuild it fro
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +20,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "study_reference.json"
 #: the fixed run (r1probe run flags; the data root is the default one)
 ARGV = ["--n-train", "8", "--n-val", "4", "--benches", "chisafety-refusal,zh-harmless,gsm8k",
         "--limits", "chisafety-refusal=4,zh-harmless=4,gsm8k=2", "--edits", "orthogonalize",
-        "--plans", "conditional", "--separability.n", "0", "--threads", "1"]
+        "--plans", "conditional", "--separability.n", "0", "--threads", "1",
+        # the plan's closed-gate rows generated, as when the reference was recorded
+        "--no-eval.reuse-closed-gates"]
 VERDICTS = ("refusal", "label", "outcome", "correct", "pred", "terminated", "thought")
 
 
@@ -49,8 +50,7 @@ def hardware() -> dict:
     dtype, why = auto_dtype("cpu")
     out = {"dtype": str(dtype).removeprefix("torch."), "why": why}
     if dtype == torch.float32:
-        out["linear_kernel"] = "onednn" if kernels.onednn_available() and \
-            os.environ.get(kernels.ENV, "auto").strip().lower() in ("", "auto", "onednn") else "mkl"
+        out["linear_kernel"] = kernels.choose(torch.nn.Module(), "cpu", torch.float32)[0]
     return out
 
 

@@ -221,3 +221,30 @@ def test_recording_with_stop_records_the_same_input_and_skips_later_layers(tiny_
         h.remove()
     assert len(seen) == 1 and torch.equal(seen[0], full[0]) and later == []
     assert hook_count(model) == hooks
+
+
+def test_prompt_gates_are_the_prompt_pass_gates(tiny_lm):
+    """``prompt_gates`` decides each prompt as the plan's own prompt pass does (one prompt alone, full forward),
+    whatever the batch and its padding; a plan with an unconditional step leaves no row untouched (None)."""
+    from r1probe.steering.runtime import prompt_gates, untouched_by
+
+    d, a = _dir(tiny_lm, 3), _dir(tiny_lm, 4)
+    prompts = PROMPTS + [[9, 8, 7, 6, 5, 4, 3, 2, 1], [44], [61, 62]]
+    everyone = SteeringPlan.conditional_add(2, d, 5.0, condition=Condition(layer=2, direction=a, threshold=-1e9))
+    scores = []
+    for p in prompts:
+        with steering(tiny_lm, everyone) as h, torch.no_grad():
+            tiny_lm.model(input_ids=torch.tensor([p]))
+            scores.append(float(h.scores[0][0]))
+    lo, hi = sorted(scores)[len(scores) // 2 - 1:len(scores) // 2 + 1]
+    thr = (lo + hi) / 2  # between two prompts' scores
+    plan = SteeringPlan.conditional_add(2, d, 5.0, condition=Condition(layer=2, direction=a, threshold=thr))
+    want = [s > thr for s in scores]
+    assert 0 < sum(want) < len(want)
+    hooks = hook_count(tiny_lm.model)
+    for bs in (1, 2, 6):
+        assert prompt_gates(tiny_lm, plan, prompts, batch_size=bs, pad_id=0) == want
+    assert hook_count(tiny_lm.model) == hooks
+    assert untouched_by(plan) and not untouched_by(plan + SteeringPlan.add_at(1, d, 1.0))
+    assert prompt_gates(tiny_lm, plan + SteeringPlan.add_at(1, d, 1.0), prompts) is None
+    assert prompt_gates(tiny_lm, plan, []) == []

@@ -60,6 +60,9 @@ def _bench_help() -> str:
               help="Rows in flight when generating, batch of scored benches (default: the engine's for the "
                    "device; 16 for scored benches).")
 @click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Steering plan JSON (hf engine).")
+@click.option("--unchanged-from", "unchanged_from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="With a --plan whose every step is conditional: the eval folder of the same model without the "
+                   "plan (same settings); items whose prompts leave the gates closed take their records from there.")
 @click.option("--answers", default=None, type=click.Path(dir_okay=False),
               help="Answer key for chisafety-mcq (JSON {id: letter} or CSV id,letter).")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False),
@@ -114,6 +117,9 @@ def eval_cmd(**kw):
             raise R1ProbeError("--engine openai needs --url http://HOST:PORT[#MODEL]")
         if kw["plan"]:
             raise R1ProbeError("--plan applies to the hf engine (serve the plan with `r1probe serve --plan`)")
+    if kw["unchanged_from"] and not kw["plan"]:
+        raise R1ProbeError("--unchanged-from reuses the unedited model's records where a --plan's gates stay closed: "
+                           "give the --plan")
         from r1probe.eval.engines import OpenAIEngine
 
         from r1probe.eval.engines import parse_endpoint
@@ -156,7 +162,8 @@ def eval_cmd(**kw):
     bars = ProgressBars(quiet=kw["quiet"])
     run_kw = dict(limit=kw["limit"], seed=None if kw["first"] else kw["seed"], data_root=kw["data_root"],
                   max_new_tokens=kw["max_new_tokens"], chunk_size=chunk, judge_reasoning=kw["judge_reasoning"],
-                  answers=answers, samples=kw["samples"], split=kw["split"], split_seed=kw["seed"])
+                  answers=answers, samples=kw["samples"], split=kw["split"], split_seed=kw["seed"],
+                  unchanged_from=kw["unchanged_from"])
     manifest = {"benches": [b.name for b in benches], "limit": kw["limit"],
                 "seed": None if kw["first"] else kw["seed"], "sampling": sampling, "split": kw["split"],
                 "tuning_records": sources, "tuning_overlap": overlap}

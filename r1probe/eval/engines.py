@@ -199,6 +199,21 @@ class HFEngine:
                     out[i] = float(torch.nn.functional.cross_entropy(lg, ids[r, ids.shape[1] - ny:]))
         return out
 
+    def gates_open(self, requests: Sequence[Request], close_think: bool = False) -> list[bool] | None:
+        """Per request, whether a gate of the engine's plan opens on its prompt (formatted as :meth:`format`
+        with ``close_think``); None without a plan whose every step is conditional
+        (:func:`r1probe.steering.runtime.prompt_gates`). A request whose gates stay closed is answered by the
+        unedited model."""
+        if self.plan is None:
+            return None
+        from r1probe.models.engine import pad_id
+        from r1probe.steering.runtime import prompt_gates, untouched_by
+
+        if not untouched_by(self.plan):
+            return None
+        enc = [self.lm.chat.encode(self.format(t, h, close_think=close_think)) for t, h in requests]
+        return prompt_gates(self.lm, self.plan, enc, batch_size=self.batch_size or SCORE_BATCH, pad_id=pad_id(self.lm))
+
     def describe(self) -> dict:
         from r1probe.models import model_provenance
 

@@ -88,7 +88,7 @@ class GangMember:
         self._gang, self._index, self._engine = gang, index, engine
 
     #: engine methods that run forward passes outside ``generate``
-    SCORING = ("target_nll", "choice_logprobs")
+    SCORING = ("target_nll", "choice_logprobs", "gates_open")
 
     def __getattr__(self, name):
         attr = getattr(self._engine, name)

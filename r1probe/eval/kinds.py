@@ -72,6 +72,12 @@ class BaseKind:
     needs_judge = False
     generates = True
     uses_reasoning_budget = False
+    #: how the kind's forward passes begin an item: its chat-formatted prompt (``"reply"``:
+    #: ``engine.format(text, history)``; ``"closed-think"``: the same after an empty closed reasoning block,
+    #: ``close_think=True``), or None (something else). A conditional plan's gates read the prompt's last
+    #: token, so with a prompt form they can be checked ahead (:func:`r1probe.eval.runner.run_bench`'s
+    #: ``unchanged_from``)
+    prompt_form: str | None = "reply"
 
     def run_chunk(self, bench, engine, judge, items, opts: ChunkOptions) -> list[dict]:
         raise NotImplementedError
@@ -322,6 +328,7 @@ class McqKind(_GradedKind):
     name = "mcq"
     keyed = True
     generates = False
+    prompt_form = None  # its pass ends with the reply prefix after the prompt
 
     def run_chunk(self, bench, engine, judge, items, opts):
         t0 = time.perf_counter()
@@ -343,6 +350,7 @@ class NllKind(BaseKind):
 
     name = "nll"
     generates = False
+    prompt_form = "closed-think"
 
     def run_chunk(self, bench, engine, judge, items, opts):
         t0 = time.perf_counter()

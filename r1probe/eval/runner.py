@@ -222,7 +222,8 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
               max_new_tokens: int | None = None, chunk_size: int = 16, judge_reasoning: bool = False,
               answers: dict | None = None, progress: Callable[[str], None] | None = None,
               items: list | None = None, split: str | None = None,
-              split_seed: int | None = None, samples: int = 1) -> tuple[list[dict], dict]:
+              split_seed: int | None = None, samples: int = 1,
+              unchanged_from: str | os.PathLike | None = None) -> tuple[list[dict], dict]:
     """Evaluate one benchmark; returns ``(records, summary_entry)``.
 
     With ``out_dir`` records are appended to ``out_dir/<bench>.jsonl`` as they are judged and
@@ -232,6 +233,11 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     prompt sets' train/val/test; default ``seed``, else 0). ``samples``: generations per item, each its
     own record (:mod:`r1probe.eval.sampling`), with per-item aggregates in the entry's ``samples``
     (generating kinds only).
+
+    ``unchanged_from``: the eval folder of the same model without the engine's plan, same settings. When
+    every step of the plan is conditional, an item whose prompt leaves every gate closed runs the unedited
+    model, so its record is copied from there (:func:`unchanged_records`) instead of generated again; each
+    record of such a run says whether its gates opened (``gate_open``).
     """
     kind = get_kind(bench.kind)
     if kind.needs_judge and judge is None:
@@ -248,15 +254,27 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     all_items = S.expand_samples(all_items, samples)
     rf = ResultsFile(Path(out_dir) / f"{bench.name}.jsonl") if out_dir is not None else None
     mnt = max_new_tokens or bench.max_new_tokens
+    fp = _fingerprint(bench, engine, judge, mnt, judge_reasoning, answers, data_root) \
+        if rf is not None or unchanged_from is not None else None
     if rf is not None:
-        _check_fingerprint(Path(out_dir) / f"{bench.name}.config.json",
-                           _fingerprint(bench, engine, judge, mnt, judge_reasoning, answers, data_root), progress)
+        _check_fingerprint(Path(out_dir) / f"{bench.name}.config.json", fp, progress)
     done = rf.load() if rf else {}
     todo = [it for it in all_items if it.id not in done]
     opts = ChunkOptions(mnt, judge_reasoning, answers)
     new: dict[str, dict] = {}
+    gate_open: dict[str, bool] = {}
+    if unchanged_from is not None and todo and samples == 1:
+        kept, gate_open = unchanged_records(bench, engine, todo, unchanged_from, fp, progress)
+        if kept:
+            if rf:
+                rf.append(list(kept.values()))
+            new.update(kept)
+            todo = [it for it in todo if it.id not in kept]
     for s, chunk in S.sample_chunks(todo, chunk_size):
         recs = S.tag_records(kind.run_chunk(bench, S.engine_for(engine, s), judge, chunk, opts), chunk)
+        for r in recs:
+            if r["id"] in gate_open:
+                r["gate_open"] = gate_open[r["id"]]
         if rf:
             rf.append(recs)
         for r in recs:
@@ -274,6 +292,10 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
     entry["timing"] = {"this_run_s": round(time.perf_counter() - t_start, 2), "new": len(new),
                        "resumed": len(all_items) - len(new),
                        "mean_gen_s_per_item": (sum(gen) / len(gen)) if gen else None}
+    checked = [r for r in recs if "gate_open" in r]
+    if checked:
+        entry["gates"] = {"checked": len(checked), "open": sum(bool(r["gate_open"]) for r in checked),
+                          "from_unchanged": sum("unchanged_from" in r for r in checked)}
     entry["config"] = {"limit": limit, "seed": seed, "split": split or "all", "split_seed": split_seed,
                        "max_new_tokens": mnt if kind.generates else None,
                        "judge": judge.describe() if judge is not None and kind.needs_judge else None,
@@ -282,6 +304,43 @@ def run_bench(bench: Bench, engine, judge=None, out_dir: str | os.PathLike | Non
         entry["config"]["samples"] = samples
         entry["samples"] = S.aggregate(recs, samples)
     return recs, entry
+
+
+def unchanged_records(bench: Bench, engine, items: Sequence, src: str | os.PathLike, fp: dict,
+                      progress: Callable[[str], None] | None = None) -> tuple[dict[str, dict], dict[str, bool]]:
+    """``(records, gate_open)``: ``engine``'s plan checked on each item's prompt (``engine.gates_open``, the
+    prompt as ``bench``'s kind formats it), and for the items whose gates all stay closed the record of the
+    same item in ``src/<bench>.jsonl``, the unedited model's run, marked ``gate_open: False`` and
+    ``unchanged_from``. Nothing is taken (``({}, {})``) unless the plan's every step is conditional, the engine
+    is greedy and ``src`` was made with ``fp`` less the plan (same model, weights, budget, judge, data)."""
+    kind = get_kind(bench.kind)
+    form = getattr(kind, "prompt_form", None)
+    check = getattr(engine, "gates_open", None)
+    if form not in ("reply", "closed-think") or check is None or getattr(engine, "temperature", 0) != 0:
+        return {}, {}
+    src = Path(src)
+    cfg = src / f"{bench.name}.config.json"
+    try:
+        theirs = json.loads(cfg.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        theirs = None
+    eng = fp.get("engine") if isinstance(fp, dict) else None
+    mine = {**fp, "engine": {k: v for k, v in eng.items() if k != "plan"}} if isinstance(eng, dict) else None
+    if mine is None or "plan" not in eng or theirs != mine:
+        if progress and theirs is not None and isinstance(eng, dict) and "plan" in eng:
+            progress(f"{bench.name}: {src} was made with other settings; every item is generated")
+        return {}, {}
+    opened = check([(it.text, it.history) for it in items], close_think=form == "closed-think")
+    if opened is None:
+        return {}, {}
+    gate = {it.id: bool(o) for it, o in zip(items, opened)}
+    theirs_recs = ResultsFile(src / f"{bench.name}.jsonl").load()
+    kept = {it.id: {**theirs_recs[it.id], "gate_open": False, "unchanged_from": str(src)}
+            for it in items if not gate[it.id] and it.id in theirs_recs}
+    if progress:
+        progress(f"{bench.name}: gates open on {sum(gate.values())}/{len(items)} prompts; "
+                 f"{len(kept)} closed ones take the unedited model's records")
+    return kept, gate
 
 
 def _data_hashes(bench: Bench, data_root) -> dict:

@@ -153,6 +153,24 @@ def paired_tables(results: dict, variants, cols: list[tuple], path: Path, *, bas
     return out
 
 
+def gate_lines(results: dict, variants) -> list[str]:
+    """Per run-time plan whose gates were checked ahead: on how many report prompts of each bench they opened,
+    and how many closed ones took the unedited model's records (``summary.json``'s ``gates``)."""
+    out = []
+    for v in variants:
+        r = results.get(f"eval-{v}")
+        f = r.path / "summary.json" if r is not None else None
+        if f is None or not f.exists():
+            continue
+        summ = json.loads(f.read_text("utf-8"))
+        per = [(b, e["gates"]) for b, e in summ.items() if isinstance(e, dict) and isinstance(e.get("gates"), dict)]
+        if per:
+            out.append(f"`{v}`: its gates opened on " + ", ".join(f"{b} {g['open']}/{g['checked']}" for b, g in per)
+                       + " report prompts; " + str(sum(g["from_unchanged"] for _, g in per))
+                       + " closed ones took the records of the model without the plan (no step acts on them).")
+    return out + [""] if out else []
+
+
 def fit_seed_section(table: dict, cols: list[tuple]) -> list[str]:
     """Markdown: each refitted edit (variants ``NAME@sK``, refits on seeded subsamples of the fit data) beside
     its full-data fit, with the mean, sample standard deviation and range over the seeded refits per column."""
@@ -472,6 +490,7 @@ def write_study_report(ctx, path: Path) -> dict:
         parts.append(f"`plan-alphasteer@sK` = AlphaSteer refitted on a seeded {s.plan.alphasteer_fit_fraction:g} "
                      "subsample of each part of its fit data (seed K)")
     md += ["Variants: " + "; ".join(parts) + ".", ""]
+    md += gate_lines(results, table)
     if chosen:
         sc = {k: chosen.get(k) for k in ("bypass", "induce", "kl") if k in chosen}
         md += ["## Refusal direction", "",

@@ -229,6 +229,10 @@ class EvalSettings(Settings):
                                                               "else 16).")
     judge_reasoning: bool = Field(False, description="Also judge the <think> reasoning of refusal benches separately "
                                                      "(turned on by auto_budget when the model thinks).")
+    reuse_closed_gates: bool = Field(True, description="A run-time plan whose every step is gated takes the records "
+                                                       "of the same model without it for the prompts that leave its "
+                                                       "gates closed (they run the unedited model); false: generate "
+                                                       "them again.")
     data_root: str | None = Field(None, description="Folder with the benchmark data (unset: ../shared/data or R1PROBE_DATA).")
     chisafety_root: str | None = Field(None, description="CHiSafetyBench folder (never shipped: no licence; unset: data_root's chisafetybench/).")
 

@@ -546,6 +546,13 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
               "reasoning_max_new_tokens": ev.reasoning_max_new_tokens, "seed": s.seed, "data_root": ev.data_root,
               "chisafety_root": ev.chisafety_root, "judge_reasoning": ev.judge_reasoning,
               "batch_size": ev.batch_size, "nll_batch_size": ev.nll_batch_size, "variant": v.key}
+    # a run-time plan: where its gates stay closed the records of the same model without a plan stand (the
+    # runner checks that they were made with the same settings)
+    base = next((ctx.results[f"eval-{n}"] for n, w in ctx.variants.items()
+                 if w.plan is None and w.spec == v.spec and f"eval-{n}" in ctx.results), None) \
+        if v.plan and ev.reuse_closed_gates else None
+    if base is not None:
+        inputs["unchanged_from"] = base.key
 
     def fn(path: Path):
         from r1probe.eval.benches import get_bench
@@ -561,7 +568,7 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
             jobs.append((get_bench(b), eng, dict(limit=s.limit(b), seed=s.seed, chunk_size=eng.chunk_size(),
                                                  data_root=e["data_root"], max_new_tokens=e["max_new_tokens"],
                                                  judge_reasoning=e["judge_reasoning"], split="report",
-                                                 split_seed=s.seed)))
+                                                 split_seed=s.seed, unchanged_from=base.path if base else None)))
         summary = evaluate_together(jobs, make_judge(DEFAULT_JUDGE), path,
                                     progress=lambda m: ctx.log(f"eval {variant} {m}"))
         return {"summary": str(path / "summary.json"),
@@ -576,7 +583,8 @@ def evaluate(ctx: Context, variant: str, *, rel: str | None = None) -> StageResu
             *(("--limit", s.limit(b)) if s.limit(b) else ()), "--seed", s.seed, "--split", "report",
             "--max-new-tokens", e["max_new_tokens"], *(("--batch-size", e["batch_size"]) if e["batch_size"] else ()),
             *(("--data-root", e["data_root"]) if e["data_root"] else ()),
-            *(("--judge-reasoning",) if e["judge_reasoning"] else ()), "--judge", DEFAULT_JUDGE, "--out", r.path)
+            *(("--judge-reasoning",) if e["judge_reasoning"] else ()), "--judge", DEFAULT_JUDGE,
+            *(("--unchanged-from", base.path) if base else ()), "--out", r.path)
     return r
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -331,6 +331,49 @@ def steering(lm_or_model, plan: SteeringPlan | list[SteeringPlan], *, layout: La
         yield handle
     finally:
         handle.remove()
+
+
+def untouched_by(plan: SteeringPlan) -> bool:
+    """True when every step of ``plan`` is conditional: a row whose gates all stay closed runs the unedited
+    model (no step acts on it), so its output is the unsteered model's."""
+    return bool(plan.steps) and all(st.condition is not None for st in plan.steps)
+
+
+@torch.inference_mode()
+def prompt_gates(lm, plan: SteeringPlan, prompts: Sequence[Sequence[int]], *, batch_size: int = 16,
+                 pad_id: int = 0) -> list[bool] | None:
+    """Per prompt (token ids, as a generation's or a scored pass's prompt), whether any gate of ``plan``
+    opens on it, as the plan's own prompt pass decides (the same hooks; rows left-padded, positions counted
+    over unpadded tokens). The forward stops once the last condition layer has been read. None when a step
+    of ``plan`` is not conditional (it acts on every row, so no row is left as the unedited model's)."""
+    from r1probe.models.generate import forward_overhead, left_pad, length_sorted_batches
+
+    plan = plan if isinstance(plan, SteeringPlan) else SteeringPlan.load(plan)
+    if not untouched_by(plan):
+        return None
+    if not prompts:
+        return []
+    model, layout = _unpack(lm, None)
+    dev = next(model.parameters()).device
+    out = [False] * len(prompts)
+    with steering(lm, plan) as handle:
+        last = max(c.layer for c in handle.conditions)
+        block = site_module(model, layout, last, "resid_pre")[0]
+        for idx in length_sorted_batches([len(p) for p in prompts], batch_size, overhead=forward_overhead(dev)):
+            ids, mask = left_pad([prompts[i] for i in idx], pad_id, dev)
+            pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+            with recording(block, stop=True):
+                try:
+                    model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                except StopForward:
+                    pass
+            opened = torch.zeros(len(idx), dtype=torch.bool)
+            for g in handle.gates:
+                if g is not None:
+                    opened |= g.detach().cpu().bool()
+            for r, i in enumerate(idx):
+                out[i] = bool(opened[r])
+    return out
 
 
 class StopForward(Exception):
