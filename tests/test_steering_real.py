@@ -95,3 +95,38 @@ def test_alphasteer_fitted_on_the_embedded_model_reads_harmful_prompts_it_never_
     assert rec["layers"]["12"]["harmful_read"] > 3 * rec["layers"]["12"]["benign_read_rms"]
     shift = [abs(_refusal_logprob(real_lm, p, plan) - _refusal_logprob(real_lm, p)) for p in HARMLESS]
     assert max(shift) < 1.0, shift
+
+
+def test_a_gated_plan_takes_the_base_records_where_its_gate_stays_closed(real_lm, direction, tmp_path):
+    """The refusal direction as a CAST gate at block 12 (threshold halfway between the classes' mean projections):
+    it opens on the harmful prompts, stays closed on the harmless ones, and an evaluation with
+    ``unchanged_from`` takes the base model's records for exactly those, generating the others under the plan."""
+    from r1probe.data.benchmarks import BenchItem
+    from r1probe.eval import runner
+    from r1probe.eval.benches import get_bench
+    from r1probe.eval.engines import HFEngine
+    from r1probe.eval.judges import KeywordJudge
+    from r1probe.steering import Condition
+
+    u = direction / direction.norm()
+    proj = []
+    for p in HARMFUL + HARMLESS:
+        with steering(real_lm, SteeringPlan.conditional_add(12, direction, 0.0, condition=Condition(
+                layer=12, direction=direction, threshold=-1e9))) as h, torch.inference_mode():
+            real_lm.model(input_ids=torch.tensor([real_lm.chat.encode(real_lm.chat.format(p))]))
+            proj.append(float(h.scores[0][0]))
+    thr = (sum(proj[:3]) / 3 + sum(proj[3:]) / 3) / 2
+    plan = SteeringPlan.conditional_add(12, u, -1.5 * float(direction.norm()),  # away from refusal
+                                        condition=Condition(layer=12, direction=direction, threshold=thr))
+    items = [BenchItem(id=f"h{i}", text=p) for i, p in enumerate(HARMFUL)] + \
+        [BenchItem(id=f"s{i}", text=p) for i, p in enumerate(HARMLESS)]
+    b, kw = get_bench("xstest-safe"), dict(items=items, max_new_tokens=12, chunk_size=6)
+    base, _ = runner.run_bench(b, HFEngine(real_lm, batch_size=6), KeywordJudge(), tmp_path / "base", **kw)
+    eng = HFEngine(real_lm, batch_size=6, plan=plan)
+    recs, entry = runner.run_bench(b, eng, KeywordJudge(), tmp_path / "plan", unchanged_from=tmp_path / "base", **kw)
+    assert [r["gate_open"] for r in recs] == [p > thr for p in proj] == [True] * 3 + [False] * 3
+    assert entry["gates"] == {"checked": 6, "open": 3, "from_unchanged": 3}
+    for r, o in zip(recs[3:], base[3:]):
+        assert r["reply"] == o["reply"] and r["unchanged_from"] == str(tmp_path / "base")
+    assert all("unchanged_from" not in r for r in recs[:3])
+    assert any(r["reply"] != o["reply"] for r, o in zip(recs[:3], base[:3]))  # the open rows were steered
