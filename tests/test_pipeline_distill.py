@@ -54,6 +54,7 @@ def test_preset_runs_writes_report_then_skips(tiny_qwen2, tmp_path):
     assert (tmp_path / "md" / "transfer" / "replies.jsonl").exists()
     assert "## Before / distilled / restored" in text and "## Answers" in text and "XSTest-safe" in text
     assert "restore-edit-own" in text and "Stage wall times" in text
+    assert "## Figures" in text and list((first["results"]["report"].path / "figures").glob("*.png"))
     assert "tuning/report overlap: 0 items" in text and "probe-base/tuning_reads.json" in text
     assert "Judge: `" in text and "frozen test part" in text
     assert (tmp_path / "md" / "distill" / "tuning_reads.json").exists()
@@ -84,7 +85,8 @@ def test_student_recipe_distils_with_its_mix_and_records_what_it_read(tiny_qwen2
 
     cfg = _cfg(tiny_qwen2, tmp_path / "st")
     cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={
-        "traces": "r1-student", "n_math": 2, "n_general": 2, "max_len": 512, "restores": ["plan-base"]})})
+        "traces": "r1-student", "n_math": 2, "n_general": 2, "max_len": 512, "restores": ["plan-base"]}),
+        "report": cfg.report.model_copy(update={"figures": False})})  # figures: the test above
     res = run_distill_study(cfg, log=lambda m: None)
     info = res["results"]["distill"].info
     assert info["n_traces"] == 4 and info["sources"] == ["belle-eval", "gsm8k-train"]
@@ -94,6 +96,7 @@ def test_student_recipe_distils_with_its_mix_and_records_what_it_read(tiny_qwen2
     assert len(reads["zh-harmless"]) == 2 and len(reads["gsm8k"]) == 2
     text = (tmp_path / "st" / "report.md").read_text()
     assert "the student recipe's mix" in text and "tuning/report overlap: 0 items" in text
+    assert "## Figures" not in text  # report.figures off
 
 
 def test_mean_diff_and_gate_on_a_synthetic_store():

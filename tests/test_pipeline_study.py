@@ -14,7 +14,9 @@ def _cfg(model, out, *, limits=None, edits=("orthogonalize",), plans=("condition
              "probe": {"n_val": 4, "kl_max": 100.0, "max_layer_frac": 1.0, "score": "first_token"},
              "edit": {"edits": list(edits)}, "plan": {"plans": list(plans)}, "separability": {"n": 0},
              "eval": {"benches": benches or ["cvalues", "gsm8k-nll"],
-                      "limits": limits or {"cvalues": 3, "gsm8k-nll": 3}, "max_new_tokens": 6}}
+                      "limits": limits or {"cvalues": 3, "gsm8k-nll": 3}, "max_new_tokens": 6},
+             # the report's figures are drawn in the first test only (they cost seconds each on a slow CPU)
+             "report": {"figures": False}}
     for k, v in kw.items():
         flags[k] = {**flags.get(k, {}), **v}
     return load_settings(env={}, flags=flags)
@@ -26,11 +28,12 @@ def run_study(cfg, **kw):
 
 def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path):
     logs = []
-    cfg = _cfg(tiny_qwen2, tmp_path / "study")
+    cfg = _cfg(tiny_qwen2, tmp_path / "study", report={"figures": True})
     first = run_study(cfg, log=logs.append)
     report = tmp_path / "study" / "report.md"
     text = report.read_text()
     assert "## Key numbers" in text and "r1probe eval" in text and "orthogonalize" in text
+    assert list((first["results"]["report"].path / "figures").glob("*.png"))
     legend = next(x for x in text.splitlines() if x.startswith("Variants: "))  # the variants of this run only
     assert "`orthogonalize` =" in legend and "`plan-conditional` =" in legend and "`amplify`" not in legend
     ran = {r.name for r in first["results"].values() if not r.skipped}
@@ -53,7 +56,8 @@ def test_study_runs_then_skips_and_redoes_only_what_changed(tiny_qwen2, tmp_path
     second = run_study(cfg, log=logs.append)
     assert all(r.skipped for r in second["results"].values())
     # a new eval limit redoes the evaluations and the report, nothing upstream
-    third = run_study(_cfg(tiny_qwen2, tmp_path / "study", limits={"cvalues": 4, "gsm8k-nll": 3}), log=logs.append)
+    third = run_study(_cfg(tiny_qwen2, tmp_path / "study", limits={"cvalues": 4, "gsm8k-nll": 3},
+                           report={"figures": True}), log=logs.append)
     redone = {r.name for r in third["results"].values() if not r.skipped}
     assert redone == {"eval-base", "eval-orthogonalize", "eval-plan-conditional", "report"}
 

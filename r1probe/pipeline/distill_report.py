@@ -145,13 +145,14 @@ def write_distill_report(ctx, path: Path) -> dict:
     written["tables"]["differences"] = write_table(d_header, d_rows, path / "differences", sources=sources,
                                                    caption="Paired differences on the same items (95% paired bootstrap CI)")
     rate_cols = [c[2] for c in cols if c[1] in ("RR-1", "refusal_rate", "accuracy")]
-    if rate_cols:
+    draw = s.report.figures
+    if rate_cols and draw:
         written["figures"]["metrics"] = plots.metric_bars(
             {v: {c: table[v][c][:3] for c in rate_cols} for v in names}, figs / "metrics",
             title="refusal, over-refusal and accuracy per variant (95% CI)", sources=sources)
     harm_t = next((c[2] for c in cols if c[1] == "RR-1"), None)
     over_t = next((c[2] for c in cols if c[0] == "xstest-safe"), None)
-    if harm_t and over_t:
+    if harm_t and over_t and draw:
         pts = [{"kind": "restored" if v.startswith("restore-") else v, "name": v, "over": table[v][over_t][0],
                 "harm": table[v][harm_t][0]} for v in names
                if table[v][harm_t][0] is not None and table[v][over_t][0] is not None]
@@ -162,7 +163,7 @@ def write_distill_report(ctx, path: Path) -> dict:
     dinfo = R["distill"].info
     loss_rows = [json.loads(x) for x in (Path(dinfo["export"]) / "loss.jsonl").read_text("utf-8").splitlines() if x.strip()] \
         if (Path(dinfo["export"]) / "loss.jsonl").exists() else []
-    if loss_rows:
+    if loss_rows and draw:
         written["figures"]["loss"] = loss_figure(loss_rows, figs / "distill_loss", [Path(dinfo["export"]) / "loss.jsonl"])
     timing = _stage_seconds(R)
     written["tables"]["timing"] = write_table(["stage", "seconds"], timing, path / "timing",
@@ -227,7 +228,9 @@ def write_distill_report(ctx, path: Path) -> dict:
             md.append(f"![{k}]({os.path.relpath(Path(f['png']), out)})")
     if "transfer" in R and R["transfer"].info:
         md += ["", "## Cross-model transfer, causally", ""] + transfer_lines(R["transfer"].info)
-    md += ["", "## Figures", ""] + [f"![{k}]({os.path.relpath(Path(f['png']), out)})" for k, f in written["figures"].items()]
+    if written["figures"]:
+        md += ["", "## Figures", ""] + [f"![{k}]({os.path.relpath(Path(f['png']), out)})"
+                                        for k, f in written["figures"].items()]
     md += ["", "## Stage wall times", "", timing_note, "", open(written["tables"]["timing"]["md"], encoding="utf-8").read(),
            *settings_section(ctx),
            "Models: " + ", ".join(f"`{v}` = `{variants[v][0]}`" + (f" + plan `{variants[v][1]}`" if variants[v][1] else "")
