@@ -112,14 +112,14 @@ def eval_cmd(**kw):
         from r1probe.data.chisafety import load_answer_key
 
         answers = load_answer_key(kw["answers"])
+    if kw["unchanged_from"] and not kw["plan"]:
+        raise R1ProbeError("--unchanged-from reuses the unedited model's records where a --plan's gates stay closed: "
+                           "give the --plan")
     if kw["engine"] == "openai":
         if not kw["url"]:
             raise R1ProbeError("--engine openai needs --url http://HOST:PORT[#MODEL]")
         if kw["plan"]:
             raise R1ProbeError("--plan applies to the hf engine (serve the plan with `r1probe serve --plan`)")
-    if kw["unchanged_from"] and not kw["plan"]:
-        raise R1ProbeError("--unchanged-from reuses the unedited model's records where a --plan's gates stay closed: "
-                           "give the --plan")
         from r1probe.eval.engines import OpenAIEngine
 
         from r1probe.eval.engines import parse_endpoint
