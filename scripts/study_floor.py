@@ -43,13 +43,14 @@ def linear_flops(cfg) -> tuple[float, float, float]:
     return 2.0 * (attn + 3 * h * inter), 2.0 * (attn + 2 * h * inter), 2.0 * h * vocab
 
 
-def shared_len(seqs) -> int:
+def real_tokens(seqs) -> int:
+    """Tokens of ``seqs`` with the prefix they all share counted once: ``Σ len − (n − 1)·prefix``."""
     from r1probe.models.prefix import shared_prefix
 
-    return shared_prefix(seqs) if len(seqs) > 1 else 0
+    return sum(len(x) for x in seqs) - (shared_prefix(seqs) * (len(seqs) - 1) if len(seqs) > 1 else 0)
 
 
-def eval_flops(lm, folder: Path, per_layer: float, head: float, n_layers: int) -> tuple[float, dict]:
+def eval_flops(lm, folder: Path, per_layer: float, head: float, n_layers: int, data_root) -> tuple[float, dict]:
     """Linear-layer FLOPs of one variant's evaluation folder (see the module docstring)."""
     from r1probe.eval.benches import BENCHES
     from r1probe.eval.engines import HFEngine
@@ -64,20 +65,18 @@ def eval_flops(lm, folder: Path, per_layer: float, head: float, n_layers: int) -
         name = recs[0]["bench"]
         if "nll" in recs[0]:
             bench = BENCHES[name]
-            sol = {it.id: it.solution for it in bench.load(None)}
+            sol = {it.id: it.solution for it in bench.load(data_root)}
             run = [r for r in recs if not r.get("unchanged_from")]
             seqs = [lm.chat.encode(eng.format(r["prompt"], r.get("history"), close_think=True)) for r in run]
             ys = [len(lm.chat.encode(sol[r["id"]])) for r in run]
-            pre = shared_len(seqs)
-            tok = sum(len(s) + y for s, y in zip(seqs, ys)) - pre * max(0, len(seqs) - 1)
+            tok = real_tokens(seqs) + sum(ys)
             fl = tok * body + sum(y + 1 for y in ys) * head
             counts[name] = {"records": len(recs), "scored_rows": len(run), "tokens": tok}
-        elif "reply" in recs[0] or any("reply" in r for r in recs):
+        elif any("reply" in r for r in recs):
             run = [r for r in recs if not r.get("unchanged_from") and "reply" in r]
             seqs = [lm.chat.encode(eng.format(r["prompt"], r.get("history"))) for r in run]
             gen = [max(0, len(lm.tokenizer(r["reply"], add_special_tokens=False)["input_ids"]) - 1) for r in run]
-            pre = shared_len(seqs)
-            ptok = sum(len(s) for s in seqs) - pre * max(0, len(seqs) - 1)
+            ptok = real_tokens(seqs)
             fl = (ptok + sum(gen)) * body + (len(run) + sum(gen)) * head
             counts[name] = {"records": len(recs), "generated_rows": len(run), "prompt_tokens": ptok,
                             "fed_back_tokens": sum(gen)}
@@ -88,58 +87,46 @@ def eval_flops(lm, folder: Path, per_layer: float, head: float, n_layers: int) -
     return total, counts
 
 
-def fit_flops(lm, run: Path, per_layer: float, upto: float, data_root) -> tuple[float, dict] | None:
+def fit_flops(lm, stage: dict, per_layer: float, upto: float, data_root) -> tuple[float, dict]:
     """Linear-layer FLOPs of the rank1-gate export's read-vector fit (its fit data up to the fitted layer's
-    MLP output-projection input)."""
+    MLP output-projection input), from the export stage's ``stage.json``."""
     from r1probe.steering.fit_data import default_fit_data
 
-    st = run / "exports" / "rank1-gate" / "stage.json"
-    if not st.exists():
-        return None
-    d = json.loads(st.read_text())
-    layer = int(d["info"]["layer"])
-    e = d["inputs"]["edit"]
-    harmful, harmless = d["inputs"]["fit"][:2]
+    layer = int(stage["info"]["layer"])
+    e = stage["inputs"]["edit"]
+    harmful, harmless, recorded_root = stage["inputs"]["fit"]
+    data_root = data_root or recorded_root
     data = default_fit_data(lm, harmful=harmful, harmless=harmless, data_root=data_root,
                             borderline=e.get("rank1_gate_borderline", 0),
                             extra_benign=tuple(e.get("rank1_gate_extra_benign") or ()))
     harm = [lm.chat.encode(lm.chat.format(t)) for t in data.harmful]
     depth = layer * per_layer + upto
-    tok = 0
-    for seqs in (harm, data.benign):
-        pre = shared_len(seqs)
-        tok += sum(len(s) for s in seqs) - pre * (len(seqs) - 1)
+    tok = real_tokens(harm) + real_tokens(data.benign)
     return tok * depth, {"layer": layer, "harmful": len(harm), "benign_sequences": len(data.benign), "tokens": tok}
 
 
-def extract_flops(lm, folder: Path, per_layer: float) -> tuple[float, dict] | None:
+def extract_flops(lm, folder: Path, per_layer: float) -> tuple[float, dict]:
     """Linear-layer FLOPs of the extraction: every prompt through the deepest extracted layer (its tokens from
     the store's rows), the chat template's shared prefix once."""
-    man = folder / "store" / "manifest.json"
-    if not man.exists():
-        return None
-    m = json.loads(man.read_text())
+    from r1probe.models.prefix import shared_prefix
+
+    m = json.loads((folder / "store" / "manifest.json").read_text())
     rows = [json.loads(x) for x in (folder / "store" / "rows.jsonl").read_text().splitlines() if x.strip()]
-    pre = shared_len([lm.chat.encode(lm.chat.format(t)) for t in ("甲", "乙")])
+    pre = shared_prefix([lm.chat.encode(lm.chat.format(t)) for t in ("甲", "乙")])
     tok = sum(int(r["n_tokens"]) for r in rows) - pre * max(0, len(rows) - 1)
     depth = max(m["layers"]) + 1
     return tok * depth * per_layer, {"prompts": len(rows), "tokens": tok, "layers": depth}
 
 
-def separability_flops(lm, folder: Path, per_layer: float, data_root) -> tuple[float, dict] | None:
+def separability_flops(lm, folder: Path, per_layer: float, data_root) -> tuple[float, dict]:
     """Linear-layer FLOPs of the separability stage: each class's prompts through the deepest layer read
     (``resid_pre`` of layer L needs L blocks, ``resid_post`` L + 1), each class's shared prefix once."""
     from r1probe.analysis.separability import separability_classes
 
-    f = folder / "separability.json"
-    if not f.exists():
-        return None
-    st = json.loads(f.read_text())["settings"]
+    st = json.loads((folder / "separability.json").read_text())["settings"]
     depth = max(st["layers"]) + (0 if st.get("site", "resid_pre") == "resid_pre" else 1)
-    tok = 0
-    for items in separability_classes(st["n"], data_root=data_root, seed=st.get("seed", 0)).values():
-        seqs = [lm.chat.encode(lm.chat.format(it.text)) for it in items]
-        tok += sum(len(x) for x in seqs) - shared_len(seqs) * max(0, len(seqs) - 1)
+    tok = sum(real_tokens([lm.chat.encode(lm.chat.format(it.text)) for it in items])
+              for items in separability_classes(st["n"], data_root=data_root, seed=st.get("seed", 0)).values())
     return tok * depth * per_layer, {"tokens": tok, "layers": depth}
 
 
@@ -170,17 +157,19 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rows", default="128,512,2048")
-    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--data-root", default=None, help="the benchmark data (default: what each stage recorded)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     from r1probe.models import load_model
     from r1probe.models.loader import machine
 
-    man = json.loads((a.run / "eval" / "base" / "stage.json").read_text())
-    spec = man["inputs"].get("model") if isinstance(man.get("inputs"), dict) else None
-    spec = spec if isinstance(spec, str) and not spec.startswith("dir:") else "builtin:qwen2.5-coder-0.5b-instruct"
-    lm = load_model(spec)
+    store = a.run / "extract" / "store" / "manifest.json"
+    if not store.exists():
+        raise SystemExit(f"{a.run}: no extract/store/manifest.json (not a finished study folder)")
+    man = json.loads(store.read_text())
+    spec = man["model"]["model"]
+    lm = load_model(spec, dtype=man["dtype"])
     cfg = lm.model.config
     per_layer, upto, head = linear_flops(cfg)
     n_layers = cfg.num_hidden_layers
@@ -193,32 +182,31 @@ def main() -> None:
     stages = {}
     for st in sorted(a.run.rglob("stage.json")):
         d = json.loads(st.read_text())
-        stages[d["stage"]] = (st.parent, float(d.get("seconds") or 0.0))
-    counted, floor_total, measured_total = {}, 0.0, 0.0
-    for name, (path, sec) in stages.items():
+        stages[d["stage"]] = (st.parent, d)
+
+    def root(d: dict):
+        return a.data_root or d.get("inputs", {}).get("data_root")
+
+    floor_total, measured_total = 0.0, 0.0
+    for name, (path, d) in stages.items():
+        sec = float(d.get("seconds") or 0.0)
         if name.startswith("eval-"):
-            fl, c = eval_flops(lm, path, per_layer, head, n_layers)
+            fl, c = eval_flops(lm, path, per_layer, head, n_layers, root(d))
         elif name == "extract":
-            r = extract_flops(lm, path, per_layer)
-            fl, c = r if r else (None, None)
+            fl, c = extract_flops(lm, path, per_layer)
         elif name == "separability":
-            r = separability_flops(lm, path, per_layer, a.data_root)
-            fl, c = r if r else (None, None)
+            fl, c = separability_flops(lm, path, per_layer, root(d))
         elif name == "edit-rank1-gate":
-            r = fit_flops(lm, a.run, per_layer, upto, a.data_root)
-            fl, c = r if r else (None, None)
+            fl, c = fit_flops(lm, d, per_layer, upto, a.data_root)
         else:
-            fl, c = None, None
-        if fl is None:
             print(f"{name:22s} measured {sec:8.1f} s   (not counted)")
             continue
         fl_s = fl / rate
         floor_total += fl_s
         measured_total += sec
-        counted[name] = c
         print(f"{name:22s} measured {sec:8.1f} s   {fl / 1e12:7.2f} TFLOP  floor {fl_s:7.1f} s  "
               f"measured/floor {sec / fl_s:5.2f}   {json.dumps(c, ensure_ascii=False)}")
-    all_s = sum(s for _, s in stages.values())
+    all_s = sum(float(d.get("seconds") or 0.0) for _, d in stages.values())
     print(f"counted stages: floor {floor_total:.0f} s, measured {measured_total:.0f} s; every stage measured "
           f"{all_s:.0f} s; floor of the counted stages alone vs 20 minutes: {floor_total / 1200:.2f}x")
 
